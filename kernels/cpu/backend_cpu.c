@@ -1,0 +1,130 @@
+/* backend_cpu.c: the CPU backend table (DESIGN section 1): host memory, copies, fills, and the
+ * routing of every op to its kernel in kernels/cpu/. */
+#include "cpu_kernels.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- memory --------------------------------------------------------------------------------- */
+
+static int cpu_alloc(int device, size_t nbytes, int memkind, void **out) {
+    (void)device;
+    (void)memkind;
+    /* 64-byte alignment for vector loads; never a zero-size request (aligned_alloc(64, 0) may
+     * return NULL, which would read as OOM). */
+    size_t n = (nbytes + 63) & ~(size_t)63;
+    *out = aligned_alloc(64, n ? n : 64);
+    if (!*out)
+        return RT_ERR(RT_ERR_OOM, "alloc: out of host memory allocating %zu bytes (%lld bytes held "
+                                  "by tensors)",
+                      nbytes, (long long)rt_host_bytes_allocated());
+    return RT_OK;
+}
+
+static void cpu_free(int device, void *ptr, int memkind, size_t nbytes) {
+    (void)device;
+    (void)memkind;
+    (void)nbytes;
+    free(ptr);
+}
+
+/* ---- copy and fill ---------------------------------------------------------------------------- */
+
+static int cpu_copy(const rt_kview *dst, const rt_kview *src) {
+    const rt_kview *v[2] = {dst, src};
+    rt_iter it;
+    rt_iter_init(&it, 2, v);
+    int64_t rows = rt_iter_rows(&it), n = it.shape[it.ndim - 1];
+    int64_t sd = it.strides[0][it.ndim - 1], ss = it.strides[1][it.ndim - 1];
+    int dt = dst->dtype, st = src->dtype;
+    size_t es = rt_dtype_size(dt);
+#pragma omp parallel for if (rows * n > RT_PARALLEL_GRAIN) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        char *p[2];
+        rt_iter_row(&it, r, p);
+        if (dt == st && sd == (int64_t)es && ss == (int64_t)es) {
+            memcpy(p[0], p[1], (size_t)n * es);
+        } else if (dt == st) {
+            for (int64_t i = 0; i < n; i++) memcpy(p[0] + i * sd, p[1] + i * ss, es);
+        } else if (dt == RT_F32 && st == RT_BF16) {
+            for (int64_t i = 0; i < n; i++)
+                *(float *)(p[0] + i * sd) = rt_bf16_to_f32(*(uint16_t *)(p[1] + i * ss));
+        } else if (dt == RT_BF16 && st == RT_F32) {
+            for (int64_t i = 0; i < n; i++)
+                *(uint16_t *)(p[0] + i * sd) = rt_f32_to_bf16(*(float *)(p[1] + i * ss));
+        } else if (dt == RT_I64 && st == RT_I64) {
+            /* unreachable (dt == st) */
+        } else if (!rt_dtype_is_float(dt) && !rt_dtype_is_float(st) && st != RT_BOOL) {
+            /* integer to integer without a trip through double (keeps all 64 bits) */
+            for (int64_t i = 0; i < n; i++) {
+                int64_t x = st == RT_I64 ? *(int64_t *)(p[1] + i * ss)
+                            : st == RT_I32 ? *(int32_t *)(p[1] + i * ss)
+                                           : *(uint8_t *)(p[1] + i * ss);
+                char *d = p[0] + i * sd;
+                if (dt == RT_I64) *(int64_t *)d = x;
+                else if (dt == RT_I32) *(int32_t *)d = (int32_t)x;
+                else if (dt == RT_U8) *(uint8_t *)d = (uint8_t)x;
+                else *(uint8_t *)d = x != 0;
+            }
+        } else {
+            for (int64_t i = 0; i < n; i++) rt_store(p[0] + i * sd, dt, rt_load(p[1] + i * ss, st));
+        }
+    }
+    return RT_OK;
+}
+
+static int cpu_fill(const rt_kview *dst, double value) {
+    const rt_kview *v[1] = {dst};
+    rt_iter it;
+    rt_iter_init(&it, 1, v);
+    int64_t rows = rt_iter_rows(&it), n = it.shape[it.ndim - 1], s = it.strides[0][it.ndim - 1];
+    size_t es = rt_dtype_size(dst->dtype);
+    char pattern[8];
+    rt_store(pattern, dst->dtype, value);
+#pragma omp parallel for if (rows * n > RT_PARALLEL_GRAIN) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        char *p[1];
+        rt_iter_row(&it, r, p);
+        if (dst->dtype == RT_F32 && s == 4) {
+            float f = (float)value;
+            for (int64_t i = 0; i < n; i++) ((float *)p[0])[i] = f;
+        } else {
+            for (int64_t i = 0; i < n; i++) memcpy(p[0] + i * s, pattern, es);
+        }
+    }
+    return RT_OK;
+}
+
+/* ---- threads ---------------------------------------------------------------------------------- */
+
+extern void openblas_set_num_threads(int n);
+
+int rt_get_num_threads(void) { return omp_get_max_threads(); }
+
+int rt_set_num_threads(int n) {
+    if (n < 1) return RT_ERR(RT_ERR_INVALID, "set_num_threads: expected n >= 1, got %d", n);
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+    return RT_OK;
+}
+
+/* ---- the table -------------------------------------------------------------------------------- */
+
+const rt_backend rt_cpu_backend = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .copy = cpu_copy,
+    .fill = cpu_fill,
+    .binary = rt_cpu_binary,
+    .binary_scalar = rt_cpu_binary_scalar,
+    .masked_copy = rt_cpu_masked_copy,
+    .unary = rt_cpu_unary,
+    .unary_backward = rt_cpu_unary_backward,
+    .reduce = rt_cpu_reduce,
+    .gemm = rt_cpu_gemm,
+    .fill_uniform = rt_cpu_fill_uniform,
+    .fill_normal = rt_cpu_fill_normal,
+    .fill_randint = rt_cpu_fill_randint,
+};

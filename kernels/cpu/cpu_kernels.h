@@ -1,0 +1,33 @@
+/* cpu_kernels.h: the launchers of kernels/cpu/, one per op family, routed by backend_cpu.c. Each has
+ * the signature of its rt_backend entry (runtime/internal.h). */
+#ifndef RT_CPU_KERNELS_H
+#define RT_CPU_KERNELS_H
+
+#include "cpu_common.h"
+
+/* binary.c */
+int rt_cpu_binary(int op, const rt_kview *out, const rt_kview *a, const rt_kview *b);
+int rt_cpu_binary_scalar(int op, const rt_kview *out, const rt_kview *a, double s, int scalar_first);
+int rt_cpu_masked_copy(const rt_kview *out, const rt_kview *cond, const rt_kview *a);
+/* unary.c */
+int rt_cpu_unary(int op, const rt_kview *out, const rt_kview *a);
+int rt_cpu_unary_backward(int op, const rt_kview *grad_in, const rt_kview *grad_out,
+                          const rt_kview *x, const rt_kview *y);
+/* reduce.c */
+int rt_cpu_reduce(int op, const rt_kview *out, const rt_kview *a);
+/* gemm.c */
+int rt_cpu_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                const void *a, int64_t lda, int64_t stride_a, const void *b, int64_t ldb,
+                int64_t stride_b, double beta, void *c, int64_t ldc, int64_t stride_c,
+                int64_t batch, int dtype);
+/* random.c */
+int rt_cpu_fill_uniform(const rt_kview *dst, uint64_t seed, uint64_t offset, double lo, double hi);
+int rt_cpu_fill_normal(const rt_kview *dst, uint64_t seed, uint64_t offset, double mean, double std);
+int rt_cpu_fill_randint(const rt_kview *dst, uint64_t seed, uint64_t offset, int64_t low,
+                        int64_t high);
+/* Counter-based generator: 4 x 32 random bits for counter c under key (seed). Philox4x32-10. */
+void rt_philox4x32(uint64_t seed, uint64_t counter, uint32_t out[4]);
+
+/* ---- kernels added by op families go below (one header block per file) ---- */
+
+#endif /* RT_CPU_KERNELS_H */

@@ -1,0 +1,77 @@
+/* random.c: counter-based random fills (Philox4x32-10). Element i of a draw uses counter
+ * offset + i, so any thread split gives the same numbers. Normal draws use Box-Muller on the pair
+ * of uniforms of counter (offset + i), one value per element. */
+#include "cpu_kernels.h"
+
+void rt_philox4x32(uint64_t seed, uint64_t counter, uint32_t out[4]) {
+    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
+    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    for (int r = 0; r < 10; r++) {
+        uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
+        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+        c1 = (uint32_t)p1;
+        c3 = (uint32_t)p0;
+        c0 = n0;
+        c2 = n2;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    out[0] = c0;
+    out[1] = c1;
+    out[2] = c2;
+    out[3] = c3;
+}
+
+/* Uniform in [0, 1) with 24 bits (exact in f32) or 53 bits (f64). */
+static inline double u01(uint32_t hi, uint32_t lo, bool wide) {
+    if (wide) return (double)(((uint64_t)hi << 21) ^ (lo >> 11)) * (1.0 / 9007199254740992.0);
+    return (double)(hi >> 8) * (1.0 / 16777216.0);
+}
+
+typedef enum { K_UNIFORM, K_NORMAL, K_INT } kind;
+
+static int fill(const rt_kview *dst, uint64_t seed, uint64_t offset, kind k, double a, double b,
+                int64_t lo, int64_t hi) {
+    bool wide = dst->dtype == RT_F64;
+    int64_t n = dst->numel;
+    int64_t idx[RT_MAX_DIMS];
+    (void)idx;
+    size_t es = rt_dtype_size(dst->dtype);
+#pragma omp parallel for if (n > RT_PARALLEL_GRAIN) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t r[4];
+        rt_philox4x32(seed, offset + (uint64_t)i, r);
+        double v;
+        if (k == K_UNIFORM) {
+            v = a + (b - a) * u01(r[0], r[1], wide);
+        } else if (k == K_NORMAL) {
+            double u1 = u01(r[0], r[1], true), u2 = u01(r[2], r[3], true);
+            v = a + b * sqrt(-2.0 * log(1.0 - u1)) * cos(6.283185307179586 * u2);
+        } else {
+            uint64_t range = (uint64_t)(hi - lo), x = ((uint64_t)r[0] << 32) | r[1];
+            v = (double)(lo + (int64_t)(x % range));
+        }
+        /* element i in logical order -> memory offset */
+        int64_t rem = i, off = 0;
+        for (int d = dst->ndim - 1; d >= 0; d--) {
+            off += (rem % dst->shape[d]) * dst->strides[d];
+            rem /= dst->shape[d];
+        }
+        char *p = dst->data + off * (int64_t)es;
+        if (k == K_INT && dst->dtype == RT_I64) *(int64_t *)p = lo + (int64_t)((((uint64_t)r[0] << 32) | r[1]) % (uint64_t)(hi - lo));
+        else rt_store(p, dst->dtype, v);
+    }
+    return RT_OK;
+}
+
+int rt_cpu_fill_uniform(const rt_kview *dst, uint64_t seed, uint64_t offset, double lo, double hi) {
+    return fill(dst, seed, offset, K_UNIFORM, lo, hi, 0, 0);
+}
+int rt_cpu_fill_normal(const rt_kview *dst, uint64_t seed, uint64_t offset, double mean,
+                       double std) {
+    return fill(dst, seed, offset, K_NORMAL, mean, std, 0, 0);
+}
+int rt_cpu_fill_randint(const rt_kview *dst, uint64_t seed, uint64_t offset, int64_t low,
+                        int64_t high) {
+    return fill(dst, seed, offset, K_INT, 0, 0, low, high);
+}

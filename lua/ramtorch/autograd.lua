@@ -1,0 +1,134 @@
+-- ramtorch/autograd.lua: driving the C backward engine from Lua, grad-mode scopes, and custom functions
+-- (torch.autograd.Function). The engine hands control back at nodes whose backward is Lua (DESIGN
+-- section 2: C never calls into Lua), so this loop runs those backwards and supplies their gradients.
+local rffi = require("ramtorch.ffi")
+local core = require("ramtorch.core")
+local tensor = require("ramtorch.tensor")
+local ffi, C = rffi.ffi, rffi.C
+
+local box, own, raise, check = core.box, core.own, core.raise, core.check
+local is_tensor = tensor.is_tensor
+
+local M = {}
+
+-- ---- custom functions -----------------------------------------------------------------------------
+
+local contexts = {}   -- custom node id -> { fn = Function table, ctx = ctx, n = number of inputs }
+local next_id = 0
+local freed_ids = ffi.new("int64_t[256]")
+
+local function collect_freed()
+  while true do
+    local n = C.rt_custom_take_freed(freed_ids, 256)
+    for i = 0, n - 1 do contexts[tonumber(freed_ids[i])] = nil end
+    if n < 256 then return end
+  end
+end
+
+local task_box = ffi.new("rt_autograd_task*[1]")
+local id_box = ffi.new("int64_t[1]")
+
+local function drive(task)
+  while true do
+    local rc = C.rt_autograd_run(task, id_box, box)
+    if rc == 0 then return end
+    if rc < 0 then raise(3) end
+    local entry = contexts[tonumber(id_box[0])]
+    local g = own(box[0])
+    if not entry then error("backward: the context of a custom function was lost (freed graph?)", 3) end
+    local grads = { entry.fn.backward(entry.ctx, g) }
+    for i = 1, entry.n do
+      local gi = grads[i]
+      if gi ~= nil and gi ~= false then
+        if not is_tensor(gi) then
+          error(("backward of a custom Function returned %s for input %d (expected a Tensor or nil)"):format(type(gi), i), 3)
+        end
+        check(C.rt_autograd_supply(task, i - 1, gi.p))
+      end
+    end
+  end
+end
+
+function M.run_backward(t, grad, retain_graph)
+  check(C.rt_autograd_begin(t.p, grad and grad.p or nil, retain_graph and 1 or 0, task_box))
+  local task = task_box[0]
+  local ok, err = pcall(drive, task)
+  C.rt_autograd_task_free(task)
+  collect_freed()
+  if not ok then error(err, 3) end
+end
+
+-- Function{forward = function(ctx, ...) ... end, backward = function(ctx, grad) ... end}
+-- Call as F:apply(x, y) or F(x, y). forward runs without recording; backward returns one gradient
+-- per forward argument (nil for arguments that are not tensors or need none).
+local Ctx = {}
+Ctx.__index = Ctx
+function Ctx:save_for_backward(...)
+  self.saved_tensors = { ... }
+end
+function Ctx:mark_non_differentiable() end
+
+local Function = {}
+Function.__index = Function
+M.Function = Function
+
+local function apply(F, ...)
+  collect_freed()
+  local ctx = setmetatable({ saved_tensors = {} }, Ctx)
+  local prev = C.rt_set_grad_enabled(0)
+  local ok, out = pcall(F.forward, ctx, ...)
+  C.rt_set_grad_enabled(prev)
+  if not ok then error(out, 2) end
+  if not is_tensor(out) then error("forward of a custom Function must return one Tensor", 2) end
+  local n = select("#", ...)
+  local inputs = ffi.new("rt_tensor*[?]", math.max(n, 1))
+  for i = 1, n do
+    local a = select(i, ...)
+    inputs[i - 1] = is_tensor(a) and a.p or nil
+  end
+  -- the output gets its own header so attaching a node never touches a tensor forward returned as is
+  out = out:detach()
+  next_id = next_id + 1
+  contexts[next_id] = { fn = F, ctx = ctx, n = n }
+  check(C.rt_custom_attach(out.p, n, inputs, next_id))
+  if out.grad_fn == nil then contexts[next_id] = nil end
+  return out
+end
+
+setmetatable(Function, {
+  __call = function(_, def)
+    if type(def) ~= "table" or type(def.forward) ~= "function" or type(def.backward) ~= "function" then
+      error("autograd.Function: expected a table with forward(ctx, ...) and backward(ctx, grad) functions", 2)
+    end
+    def.apply = apply
+    return setmetatable(def, { __call = function(F, ...) return apply(F, ...) end })
+  end,
+})
+
+-- ---- grad mode ----------------------------------------------------------------------------------------
+
+local function scoped(enabled, fn, ...)
+  local prev = C.rt_set_grad_enabled(enabled)
+  local r = { pcall(fn, ...) }
+  C.rt_set_grad_enabled(prev)
+  if not r[1] then error(r[2], 3) end
+  return unpack(r, 2, table.maxn(r))
+end
+
+-- torch.no_grad(function() ... end) runs the function without recording; returns its results.
+function M.no_grad(fn, ...) return scoped(0, fn, ...) end
+function M.enable_grad(fn, ...) return scoped(1, fn, ...) end
+function M.is_grad_enabled() return C.rt_grad_enabled() ~= 0 end
+function M.set_grad_enabled(flag) return C.rt_set_grad_enabled(flag and 1 or 0) ~= 0 end
+
+-- torch.autograd.backward(tensors, grads)
+function M.backward(t, grad, retain_graph) return M.run_backward(t, grad, retain_graph) end
+
+M.live_custom_contexts = function()
+  collect_freed()
+  local n = 0
+  for _ in pairs(contexts) do n = n + 1 end
+  return n
+end
+
+return M

@@ -1,0 +1,152 @@
+-- ramtorch/core.lua: what every Lua module of the runtime shares: dtype and device values, the out-pointer
+-- boxes, turning a C status into a tensor (with the one garbage-collection retry on out-of-memory that
+-- DESIGN section 2 asks for), and shape marshalling.
+local rffi = require("ramtorch.ffi")
+local ffi, C = rffi.ffi, rffi.C
+
+local M = {}
+
+-- ---- dtypes ---------------------------------------------------------------------------------------
+
+local dtype_mt = {
+  __tostring = function(d) return "torch." .. d.name end,
+}
+
+local dtypes_by_code, dtypes_by_name = {}, {}
+local function def_dtype(code, name, aliases, is_float)
+  local d = setmetatable({ code = code, name = name, is_floating_point = is_float,
+                           itemsize = tonumber(C.rt_dtype_size(code)) }, dtype_mt)
+  dtypes_by_code[code] = d
+  dtypes_by_name[name] = d
+  for _, a in ipairs(aliases) do dtypes_by_name[a] = d end
+  return d
+end
+
+M.float32 = def_dtype(0, "float32", { "float", "f32" }, true)
+M.bfloat16 = def_dtype(1, "bfloat16", { "bf16" }, true)
+M.float16 = def_dtype(2, "float16", { "half", "f16" }, true)
+M.float64 = def_dtype(3, "float64", { "double", "f64" }, true)
+M.int64 = def_dtype(4, "int64", { "long", "i64" }, false)
+M.int32 = def_dtype(5, "int32", { "int", "i32" }, false)
+M.uint8 = def_dtype(6, "uint8", { "u8" }, false)
+M.bool = def_dtype(7, "bool", {}, false)
+M.dtypes_by_code = dtypes_by_code
+
+M.default_dtype = M.float32
+
+-- Accepts a dtype value, a name ("float32", "bf16", ...) or nil (the default). level: error level.
+function M.dtype(d, level)
+  if d == nil then return M.default_dtype end
+  if getmetatable(d) == dtype_mt then return d end
+  if type(d) == "string" then
+    local r = dtypes_by_name[d:gsub("^torch%.", "")]
+    if r then return r end
+  end
+  error(("expected a dtype (torch.float32, \"bf16\", ...), got %s"):format(tostring(d)), (level or 1) + 1)
+end
+
+function M.is_dtype(d) return getmetatable(d) == dtype_mt end
+
+-- ---- devices --------------------------------------------------------------------------------------
+-- A device is an integer for C (-1 = cpu, N = cuda:N) and a string for people ("cpu", "cuda:0").
+
+local current_cuda = 0
+function M.set_current_cuda(i) current_cuda = i end
+
+function M.device_code(dev, level)
+  if dev == nil or dev == "cpu" then return -1 end
+  local t = type(dev)
+  if t == "number" then
+    if dev >= 0 and dev == math.floor(dev) then return dev end
+  elseif t == "string" then
+    if dev == "cuda" then return current_cuda end
+    local n = dev:match("^cuda:(%d+)$")
+    if n then return tonumber(n) end
+  elseif t == "table" and dev.code then
+    return dev.code
+  end
+  error(("expected a device (\"cpu\", \"cuda\", \"cuda:N\" or an ordinal), got %s"):format(tostring(dev)),
+        (level or 1) + 1)
+end
+
+function M.device_name(code)
+  code = tonumber(code)
+  return code < 0 and "cpu" or ("cuda:" .. code)
+end
+
+-- ---- calling C --------------------------------------------------------------------------------------
+
+M.box = ffi.new("rt_tensor*[1]")
+M.box2 = ffi.new("rt_tensor*[1]")
+M.shape_buf = ffi.new("int64_t[8]")
+M.shape_buf2 = ffi.new("int64_t[8]")
+M.int_buf = ffi.new("int[8]")
+M.double_box = ffi.new("double[1]")
+local RT_ERR_OOM = -5
+
+local box = M.box
+local Ref = ffi.typeof("rt_tensor_ref")
+M.Ref = Ref
+local release = C.rt_tensor_ref_release
+M.release = release
+
+local function raise(level) error(ffi.string(C.rt_last_error()), level + 1) end
+M.raise = raise
+
+-- Turn the status of a call that wrote box[0] into a tensor. On out-of-memory, collect garbage once
+-- and retry through `again` (a function repeating the call), as torch7's heap tracking did.
+function M.result(rc, again)
+  if rc ~= 0 then
+    if rc == RT_ERR_OOM and again then
+      collectgarbage("collect")
+      collectgarbage("collect")
+      rc = again()
+    end
+    if rc ~= 0 then raise(2) end
+  end
+  return ffi.gc(Ref(box[0]), release)
+end
+
+-- For calls with no tensor result.
+function M.check(rc)
+  if rc ~= 0 then raise(2) end
+end
+
+-- Wrap a new reference (an rt_tensor*) in a Tensor handle with its finalizer; NULL gives nil.
+function M.own(p)
+  if p == nil then return nil end
+  return ffi.gc(Ref(p), release)
+end
+
+-- Shapes: accept (2, 3), ({2, 3}) or a tensor's shape table; write into buf; return ndim.
+function M.shape_into(buf, shape, level)
+  local n = #shape
+  if n > 8 then error(("at most 8 dimensions are supported, got %d"):format(n), (level or 1) + 1) end
+  for i = 1, n do
+    local d = shape[i]
+    if type(d) ~= "number" or d ~= math.floor(d) then
+      error(("expected integer sizes in a shape, got %s at position %d"):format(tostring(d), i), (level or 1) + 1)
+    end
+    buf[i - 1] = d
+  end
+  return n
+end
+
+-- Split varargs of a creation function into (shape table, options table).
+-- Forms: f(2, 3), f({2, 3}), f(2, 3, {dtype=...}), f({2, 3}, {dtype=...}), f() (scalar).
+function M.shape_and_opts(...)
+  local n = select("#", ...)
+  local last = n > 0 and select(n, ...) or nil
+  local opts = {}
+  if type(last) == "table" and last[1] == nil and getmetatable(last) == nil then
+    opts = last
+    n = n - 1
+  end
+  local first = select(1, ...)
+  if n == 1 and type(first) == "table" then return first, opts end
+  local shape = {}
+  for i = 1, n do shape[i] = (select(i, ...)) end
+  return shape, opts
+end
+
+return M

@@ -1,0 +1,175 @@
+-- ramtorch/creation.lua: tensor factories (empty, zeros, ones, full, arange, linspace, rand, randn,
+-- randint, tensor from nested Lua tables, *_like) and the seeded generator.
+local rffi = require("ramtorch.ffi")
+local core = require("ramtorch.core")
+local tensor = require("ramtorch.tensor")
+local ffi, C = rffi.ffi, rffi.C
+
+local box, shape_buf = core.box, core.shape_buf
+local result = core.result
+local M = {}
+
+local function finish(t, opts)
+  if opts.requires_grad then t:requires_grad_(true) end
+  return t
+end
+
+local function factory(name, fill)
+  return function(...)
+    local shape, opts = core.shape_and_opts(...)
+    local n = core.shape_into(shape_buf, shape, 2)
+    local dt = core.dtype(opts.dtype, 2)
+    local dev = core.device_code(opts.device, 2)
+    local t = fill(n, dt, dev, opts)
+    return finish(t, opts)
+  end
+end
+
+M.empty = factory("empty", function(n, dt, dev) return result(C.rt_empty(n, shape_buf, dt.code, dev, box)) end)
+M.zeros = factory("zeros", function(n, dt, dev) return result(C.rt_full(n, shape_buf, 0, dt.code, dev, box)) end)
+M.ones = factory("ones", function(n, dt, dev) return result(C.rt_full(n, shape_buf, 1, dt.code, dev, box)) end)
+M.rand = factory("rand", function(n, dt, dev) return result(C.rt_rand(n, shape_buf, dt.code, dev, box)) end)
+M.randn = factory("randn", function(n, dt, dev) return result(C.rt_randn(n, shape_buf, dt.code, dev, box)) end)
+
+-- full(shape, value, opts)
+function M.full(shape, value, opts)
+  opts = opts or {}
+  if type(shape) == "number" then shape = { shape } end
+  if type(value) == "boolean" then
+    value = value and 1 or 0
+    opts.dtype = opts.dtype or core.bool
+  end
+  if type(value) ~= "number" then error(("full: expected a number fill value, got %s"):format(type(value)), 2) end
+  local n = core.shape_into(shape_buf, shape, 2)
+  local dt = core.dtype(opts.dtype, 2)
+  return finish(result(C.rt_full(n, shape_buf, value, dt.code, core.device_code(opts.device, 2), box)), opts)
+end
+
+-- randint(low?, high, shape, opts) as in PyTorch: randint(10, {3}) or randint(2, 10, {3})
+function M.randint(a, b, c, d)
+  local low, high, shape, opts
+  if type(b) == "table" then low, high, shape, opts = 0, a, b, c else low, high, shape, opts = a, b, c, d end
+  opts = opts or {}
+  if type(shape) ~= "table" then error("randint: expected a shape table, e.g. randint(10, {3, 4})", 2) end
+  local n = core.shape_into(shape_buf, shape, 2)
+  local dt = opts.dtype and core.dtype(opts.dtype, 2) or core.int64
+  return result(C.rt_randint(low, high, n, shape_buf, dt.code, core.device_code(opts.device, 2), box))
+end
+
+-- arange(end), arange(start, end), arange(start, end, step), each with an optional opts table
+function M.arange(a, b, c, d)
+  local args = { a, b, c, d }
+  local opts = {}
+  if type(args[#args]) == "table" then opts = table.remove(args) end
+  local start, stop, step
+  if #args == 1 then start, stop, step = 0, args[1], 1
+  elseif #args == 2 then start, stop, step = args[1], args[2], 1
+  else start, stop, step = args[1], args[2], args[3] end
+  local integral = start == math.floor(start) and stop == math.floor(stop) and step == math.floor(step)
+  local dt = opts.dtype and core.dtype(opts.dtype, 2) or (integral and core.int64 or core.default_dtype)
+  return finish(result(C.rt_arange(start, stop, step, dt.code, core.device_code(opts.device, 2), box)), opts)
+end
+
+function M.linspace(start, stop, steps, opts)
+  opts = opts or {}
+  if steps < 1 then error("linspace: steps must be at least 1", 2) end
+  local buf = ffi.new("double[?]", steps)
+  for i = 0, steps - 1 do
+    buf[i] = steps == 1 and start or start + (stop - start) * i / (steps - 1)
+  end
+  shape_buf[0] = steps
+  local dt = core.dtype(opts.dtype, 2)
+  return finish(result(C.rt_from_host(1, shape_buf, dt.code, core.device_code(opts.device, 2), buf, 3, box)), opts)
+end
+
+-- tensor(data, opts): data is a number, a boolean, or nested tables of them. Integers give int64,
+-- any non-integer gives the default float dtype, booleans give bool (as torch.tensor does).
+function M.tensor(data, opts)
+  opts = opts or {}
+  if tensor.is_tensor(data) then
+    local t = data:detach():clone()
+    if opts.dtype or opts.device then t = t:to(opts) end
+    return finish(t, opts)
+  end
+  local shape, flat = {}, {}
+  local all_int, all_bool, any_bool = true, true, false
+  local function walk(x, d)
+    local tx = type(x)
+    if tx == "table" then
+      local n = #x
+      if shape[d] == nil then shape[d] = n
+      elseif shape[d] ~= n then
+        error(("tensor: ragged nested table: expected length %d at depth %d, got %d"):format(shape[d], d, n), 4)
+      end
+      for i = 1, n do walk(x[i], d + 1) end
+      if n == 0 and d > #shape then shape[d] = 0 end
+    elseif tx == "number" then
+      if #shape ~= d - 1 and #shape > 0 and d - 1 < #shape then
+        error("tensor: ragged nested table: a number where a table was expected", 4)
+      end
+      all_bool = false
+      if x ~= math.floor(x) or x ~= x or x == math.huge or x == -math.huge then all_int = false end
+      flat[#flat + 1] = x
+    elseif tx == "boolean" then
+      any_bool = true
+      flat[#flat + 1] = x and 1 or 0
+    else
+      error(("tensor: expected numbers, booleans or nested tables, got a %s"):format(tx), 4)
+    end
+  end
+  walk(data, 1)
+  if #flat == 0 then all_int, all_bool = false, false end
+  local expected = 1
+  for i = 1, #shape do expected = expected * shape[i] end
+  if expected ~= #flat then error("tensor: ragged nested table (sub-tables of different lengths)", 2) end
+  local dt
+  if opts.dtype then dt = core.dtype(opts.dtype, 2)
+  elseif any_bool and all_bool then dt = core.bool
+  elseif all_int then dt = core.int64
+  else dt = core.default_dtype end
+  local n = core.shape_into(shape_buf, shape, 2)
+  local buf = ffi.new("double[?]", math.max(#flat, 1))
+  for i = 1, #flat do buf[i - 1] = flat[i] end
+  return finish(result(C.rt_from_host(n, shape_buf, dt.code, core.device_code(opts.device, 2), buf, 3, box)), opts)
+end
+
+local function like(f)
+  return function(t, opts)
+    opts = opts or {}
+    local o = { dtype = opts.dtype or t.dtype, device = opts.device or t.device, requires_grad = opts.requires_grad }
+    return f(t.shape, o)
+  end
+end
+M.zeros_like, M.ones_like, M.empty_like = like(M.zeros), like(M.ones), like(M.empty)
+M.rand_like, M.randn_like = like(M.rand), like(M.randn)
+function M.full_like(t, v, opts)
+  opts = opts or {}
+  return M.full(t.shape, v, { dtype = opts.dtype or t.dtype, device = opts.device or t.device })
+end
+
+-- ---- the generator --------------------------------------------------------------------------------------
+
+function M.manual_seed(seed)
+  if type(seed) ~= "number" or seed < 0 or seed ~= math.floor(seed) then
+    error(("manual_seed: expected a non-negative integer, got %s"):format(tostring(seed)), 2)
+  end
+  C.rt_manual_seed(seed)
+end
+M.seed = M.manual_seed
+
+local s_box, o_box = ffi.new("uint64_t[1]"), ffi.new("uint64_t[1]")
+-- The generator state as two numbers (exact up to 2^53; checkpoints store them as strings for safety).
+function M.get_rng_state()
+  C.rt_rng_get_state(s_box, o_box)
+  return { seed = tostring(s_box[0]):gsub("ULL$", ""), offset = tostring(o_box[0]):gsub("ULL$", "") }
+end
+local function parse_u64(s)
+  local v = ffi.new("uint64_t", 0)
+  for c in tostring(s):gmatch("%d") do v = v * 10 + (c:byte() - 48) end
+  return v
+end
+function M.set_rng_state(st)
+  C.rt_rng_set_state(parse_u64(st.seed), parse_u64(st.offset))
+end
+
+return M

@@ -1,0 +1,61 @@
+-- ramtorch: the top-level module. `local torch = require("ramtorch")` gives tensors, factories, math,
+-- grad-mode scopes and the dtype values, mirroring PyTorch's torch namespace. Submodules (nn, optim,
+-- data, ...) are required separately and also reachable as fields (torch.nn) on first use.
+local rffi = require("ramtorch.ffi")
+local core = require("ramtorch.core")
+local tensor = require("ramtorch.tensor")
+local ops = require("ramtorch.ops")
+local creation = require("ramtorch.creation")
+local autograd = require("ramtorch.autograd")
+local ffi, C = rffi.ffi, rffi.C
+
+tensor.install()
+
+local torch = {}
+
+for _, name in ipairs({ "float32", "bfloat16", "float16", "float64", "int64", "int32", "uint8", "bool" }) do
+  torch[name] = core[name]
+end
+torch.float, torch.double, torch.half, torch.long, torch.int = core.float32, core.float64, core.float16,
+  core.int64, core.int32
+
+for k, v in pairs(ops) do
+  if type(v) == "function" then torch[k] = v end
+end
+for k, v in pairs(creation) do torch[k] = v end
+
+torch.Tensor = tensor.Tensor
+torch.is_tensor = tensor.is_tensor
+torch.no_grad = autograd.no_grad
+torch.enable_grad = autograd.enable_grad
+torch.is_grad_enabled = autograd.is_grad_enabled
+torch.set_grad_enabled = autograd.set_grad_enabled
+torch.autograd = autograd
+torch.C = C
+torch.ffi = ffi
+
+function torch.version() return ffi.string(C.rt_version()) end
+torch.__version__ = ffi.string(C.rt_version())
+
+function torch.get_num_threads() return C.rt_get_num_threads() end
+function torch.set_num_threads(n) core.check(C.rt_set_num_threads(n)) end
+
+function torch.set_default_dtype(d) core.default_dtype = core.dtype(d, 2) end
+function torch.get_default_dtype() return core.default_dtype end
+
+function torch.numel(t) return t:numel() end
+function torch.live_tensors() return tonumber(C.rt_live_tensors()) end
+
+-- Submodules on first use: torch.nn, torch.optim, ... (require("ramtorch.nn") works as well).
+local lazy = { nn = true, optim = true, data = true, helpers = true, cuda = true, amp = true,
+               distributed = true, utils = true, offload = true, models = true, io = true }
+return setmetatable(torch, {
+  __index = function(t, k)
+    if lazy[k] then
+      local m = require("ramtorch." .. k)
+      rawset(t, k, m)
+      return m
+    end
+    return nil
+  end,
+})

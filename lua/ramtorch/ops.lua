@@ -1,0 +1,208 @@
+-- ramtorch/ops.lua: tensor math as functions (torch.add(a, b)) and methods (a:add(b)), with the
+-- arithmetic metamethods. Thin wrappers: the C side validates, broadcasts, promotes and records autograd.
+local rffi = require("ramtorch.ffi")
+local core = require("ramtorch.core")
+local tensor = require("ramtorch.tensor")
+local ffi, C = rffi.ffi, rffi.C
+
+local Tensor, mt, is_tensor = tensor.Tensor, tensor.mt, tensor.is_tensor
+local box, box2, int_buf = core.box, core.box2, core.int_buf
+local result, check, own = core.result, core.check, core.own
+local meta = tensor.meta
+
+local M = {}
+
+-- ---- elementwise binary ----------------------------------------------------------------------------
+
+local BIN = { add = 0, sub = 1, mul = 2, div = 3, pow = 4, maximum = 5, minimum = 6,
+              eq = 7, ne = 8, lt = 9, le = 10, gt = 11, ge = 12 }
+M.BINARY = BIN
+
+local function bad_operand(name, x, level)
+  error(("%s: expected a Tensor or a number, got %s"):format(name, type(x) == "cdata" and tostring(ffi.typeof(x)) or type(x)),
+        level + 1)
+end
+
+-- a (op) b where either side may be a number.
+local function binary(name, op, a, b)
+  if is_tensor(a) then
+    if is_tensor(b) then return result(C.rt_binary(op, a.p, b.p, box)) end
+    if type(b) == "number" then return result(C.rt_binary_scalar(op, a.p, b, 0, box)) end
+    if type(b) == "boolean" then return result(C.rt_binary_scalar(op, a.p, b and 1 or 0, 0, box)) end
+    bad_operand(name, b, 3)
+  elseif type(a) == "number" and is_tensor(b) then
+    return result(C.rt_binary_scalar(op, b.p, a, 1, box))
+  end
+  bad_operand(name, is_tensor(a) and b or a, 3)
+end
+
+for name, op in pairs(BIN) do
+  M[name] = function(a, b) return binary(name, op, a, b) end
+  Tensor[name] = M[name]
+  if op < 7 then
+    -- in place: a:add_(b), no autograd (optimizer updates, accumulation)
+    Tensor[name .. "_"] = function(a, b)
+      if is_tensor(b) then check(C.rt_binary_(op, a.p, b.p))
+      elseif type(b) == "number" then check(C.rt_binary_scalar_(op, a.p, b))
+      else bad_operand(name .. "_", b, 2) end
+      return a
+    end
+  end
+end
+
+-- PyTorch's alpha: a + alpha * b
+function M.add(a, b, alpha)
+  if alpha ~= nil and alpha ~= 1 then b = binary("mul", BIN.mul, b, alpha) end
+  return binary("add", BIN.add, a, b)
+end
+Tensor.add = M.add
+function M.sub(a, b, alpha)
+  if alpha ~= nil and alpha ~= 1 then b = binary("mul", BIN.mul, b, alpha) end
+  return binary("sub", BIN.sub, a, b)
+end
+Tensor.sub = M.sub
+local add_inplace, sub_inplace = Tensor.add_, Tensor.sub_
+function Tensor.add_(a, b, alpha)
+  if alpha ~= nil and alpha ~= 1 then b = binary("mul", BIN.mul, b, alpha) end
+  return add_inplace(a, b)
+end
+function Tensor.sub_(a, b, alpha)
+  if alpha ~= nil and alpha ~= 1 then b = binary("mul", BIN.mul, b, alpha) end
+  return sub_inplace(a, b)
+end
+M.multiply, M.divide, M.true_divide = M.mul, M.div, M.div
+Tensor.multiply, Tensor.divide = M.mul, M.div
+M.greater, M.less, M.equal_elementwise = M.gt, M.lt, M.eq
+
+function mt.__add(a, b) return binary("add", 0, a, b) end
+function mt.__sub(a, b) return binary("sub", 1, a, b) end
+function mt.__mul(a, b) return binary("mul", 2, a, b) end
+function mt.__div(a, b) return binary("div", 3, a, b) end
+function mt.__pow(a, b) return binary("pow", 4, a, b) end
+function mt.__unm(a) return result(C.rt_unary(0, a.p, box)) end
+
+-- ---- elementwise unary -----------------------------------------------------------------------------
+
+local UN = { neg = 0, abs = 1, exp = 2, log = 3, sqrt = 4, rsqrt = 5, tanh = 6, sigmoid = 7, relu = 8,
+             gelu = 9, gelu_tanh = 10, silu = 11, sin = 12, cos = 13, square = 14, reciprocal = 15 }
+M.UNARY = UN
+for name, op in pairs(UN) do
+  M[name] = function(a)
+    tensor.expect_tensor(a, name, 2)
+    return result(C.rt_unary(op, a.p, box))
+  end
+  Tensor[name] = M[name]
+end
+M.negative = M.neg
+-- gelu(x, "tanh") or gelu(x, {approximate="tanh"}) as in PyTorch
+function M.gelu(a, approximate)
+  if type(approximate) == "table" then approximate = approximate.approximate end
+  if approximate == "tanh" then return result(C.rt_unary(UN.gelu_tanh, a.p, box)) end
+  if approximate ~= nil and approximate ~= "none" then
+    error(("gelu: approximate must be 'none' or 'tanh', got %s"):format(tostring(approximate)), 2)
+  end
+  return result(C.rt_unary(UN.gelu, a.p, box))
+end
+Tensor.gelu = M.gelu
+
+function M.clamp(a, lo, hi)
+  if type(lo) == "table" then lo, hi = lo.min, lo.max end
+  return result(C.rt_clamp(a.p, lo or 0, hi or 0, lo and 1 or 0, hi and 1 or 0, box))
+end
+Tensor.clamp = M.clamp
+M.clip, Tensor.clip = M.clamp, M.clamp
+
+function M.where(cond, a, b)
+  local ref = is_tensor(a) and a or b
+  if not is_tensor(ref) then error("where: at least one of the two value arguments must be a Tensor", 2) end
+  local function lift(x)
+    if is_tensor(x) then return x end
+    return require("ramtorch.creation").full({}, x, { dtype = ref.dtype, device = ref.device })
+  end
+  return result(C.rt_where(cond.p, lift(a).p, lift(b).p, box))
+end
+function Tensor.where(cond_self, cond, other) return M.where(cond, cond_self, other) end
+
+-- ---- reductions -------------------------------------------------------------------------------------
+
+local RED = { sum = 0, mean = 1, max = 2, min = 3 }
+
+-- dims: nil (all), a number, or a table of numbers
+local function dims_into(dims, name)
+  if dims == nil then return 0 end
+  if type(dims) == "number" then dims = { dims } end
+  if type(dims) ~= "table" then error(("%s: expected dim as a number or a table of numbers, got %s"):format(name, type(dims)), 3) end
+  for i = 1, #dims do int_buf[i - 1] = dims[i] end
+  return #dims
+end
+
+local function reducer(name, op)
+  return function(a, dim, keepdim)
+    if type(dim) == "table" and dim.dim ~= nil then dim, keepdim = dim.dim, dim.keepdim end
+    local n = dims_into(dim, name)
+    return result(C.rt_reduce(op, a.p, n, int_buf, keepdim and 1 or 0, box))
+  end
+end
+M.sum, M.mean = reducer("sum", RED.sum), reducer("mean", RED.mean)
+Tensor.sum, Tensor.mean = M.sum, M.mean
+
+-- max(t) -> scalar tensor; max(t, dim, keepdim) -> values, indices; max(a, b) -> maximum
+local function maxmin(name, op, elementwise)
+  return function(a, dim, keepdim)
+    if is_tensor(dim) then return elementwise(a, dim) end
+    if dim == nil then return result(C.rt_reduce(op, a.p, 0, int_buf, 0, box)) end
+    check(C.rt_reduce_dim_with_indices(op, a.p, dim, keepdim and 1 or 0, box, box2))
+    return own(box[0]), own(box2[0])
+  end
+end
+M.max = maxmin("max", RED.max, M.maximum)
+M.min = maxmin("min", RED.min, M.minimum)
+Tensor.max, Tensor.min = M.max, M.min
+function M.amax(a, dim, keepdim) return reducer("amax", RED.max)(a, dim, keepdim) end
+function M.amin(a, dim, keepdim) return reducer("amin", RED.min)(a, dim, keepdim) end
+Tensor.amax, Tensor.amin = M.amax, M.amin
+
+local INT32_MIN = -2147483648
+function M.argmax(a, dim, keepdim)
+  return result(C.rt_argmax(a.p, dim or INT32_MIN, keepdim and 1 or 0, box))
+end
+function M.argmin(a, dim, keepdim)
+  return result(C.rt_argmin(a.p, dim or INT32_MIN, keepdim and 1 or 0, box))
+end
+Tensor.argmax, Tensor.argmin = M.argmax, M.argmin
+
+-- ---- linear algebra -----------------------------------------------------------------------------------
+
+function M.matmul(a, b)
+  tensor.expect_tensor(a, "matmul", 2)
+  tensor.expect_tensor(b, "matmul", 2)
+  return result(C.rt_matmul(a.p, b.p, box))
+end
+Tensor.matmul = M.matmul
+M.mm, M.bmm = M.matmul, M.matmul
+Tensor.mm, Tensor.bmm = M.matmul, M.matmul
+
+-- ---- in-place fills ---------------------------------------------------------------------------------------
+
+function Tensor.fill_(t, v)
+  if type(v) == "boolean" then v = v and 1 or 0 end
+  if type(v) ~= "number" then error(("fill_: expected a number, got %s"):format(type(v)), 2) end
+  check(C.rt_fill_(t.p, v))
+  return t
+end
+function Tensor.zero_(t) return Tensor.fill_(t, 0) end
+function Tensor.copy_(t, src)
+  tensor.expect_tensor(src, "copy_", 2)
+  check(C.rt_copy_(t.p, src.p))
+  return t
+end
+function Tensor.uniform_(t, lo, hi)
+  check(C.rt_uniform_(t.p, lo or 0, hi or 1))
+  return t
+end
+function Tensor.normal_(t, mean, std)
+  check(C.rt_normal_(t.p, mean or 0, std or 1))
+  return t
+end
+
+return M

@@ -1,0 +1,197 @@
+/* main.c: the ramtorch-lua executable. LuaJIT with the ramtorch modules on package.path (from the
+ * build tree, or relative to the installed binary), running a script, a -e chunk, or the REPL. */
+#include "cli.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <luajit.h>
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *const k_usage =
+    "usage: ramtorch-lua [options] [script.lua [args...]]\n"
+    "\n"
+    "Runs a Lua script with the ramtorch runtime (require \"ramtorch\"). With no script, starts an\n"
+    "interactive REPL.\n"
+    "\n"
+    "options:\n"
+    "  -e CODE        run CODE (may be repeated; runs before the script)\n"
+    "  -i             enter the REPL after running the script or -e code\n"
+    "  --nproc N      run N worker processes of the script (not available yet in this version)\n"
+    "  -v, --version  print the version and exit\n"
+    "  -h, --help     print this help and exit\n"
+    "  -              read the script from standard input\n"
+    "\n"
+    "environment:\n"
+    "  RAMTORCH_LIB   path of libramtorch.so to load instead of the one found next to the binary\n";
+
+static int file_exists(const char *p) { return access(p, R_OK) == 0; }
+
+/* Set package.path so `require "ramtorch"` finds the modules, and record where libramtorch is in
+ * package.loaded["ramtorch.paths"] for lua/ramtorch/ffi.lua. Installed layout wins over build tree
+ * when both could apply (the binary sits in <prefix>/bin). */
+static void setup_paths(lua_State *L) {
+    char exe[PATH_MAX], prefix[PATH_MAX], buf[PATH_MAX * 4];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    char build_lua[PATH_MAX * 2];
+    snprintf(build_lua, sizeof build_lua, "%s/?.lua;%s/?/init.lua;%s/?.lua", RT_SOURCE_LUA_DIR,
+             RT_SOURCE_LUA_DIR, RT_BUILD_LUA_DIR);
+    const char *lua_dirs = build_lua;
+    char libdir[PATH_MAX * 2];
+    snprintf(libdir, sizeof libdir, "%s", RT_BUILD_LIB_DIR);
+    char installed_lua[PATH_MAX * 3];
+    if (n > 0) {
+        exe[n] = 0;
+        snprintf(prefix, sizeof prefix, "%s", exe);
+        char *slash = strrchr(prefix, '/');
+        if (slash) *slash = 0; /* <prefix>/bin */
+        slash = strrchr(prefix, '/');
+        if (slash) *slash = 0; /* <prefix> */
+        char probe[PATH_MAX * 2];
+        snprintf(probe, sizeof probe, "%s/%s/ramtorch/init.lua", prefix, RT_INSTALL_LUA_REL);
+        if (file_exists(probe)) {
+            snprintf(installed_lua, sizeof installed_lua, "%s/%s/?.lua;%s/%s/?/init.lua", prefix,
+                     RT_INSTALL_LUA_REL, prefix, RT_INSTALL_LUA_REL);
+            lua_dirs = installed_lua;
+            snprintf(libdir, sizeof libdir, "%s/%s", prefix, RT_INSTALL_LIB_REL);
+        }
+    }
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    snprintf(buf, sizeof buf, "%s;%s", lua_dirs, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    lua_pushstring(L, buf);
+    lua_setfield(L, -2, "path");
+    lua_getfield(L, -1, "loaded");
+    lua_newtable(L);
+    const char *env = getenv("RAMTORCH_LIB");
+    if (env && *env) {
+        lua_pushstring(L, env);
+    } else {
+        snprintf(buf, sizeof buf, "%s/libramtorch.so", libdir);
+        lua_pushstring(L, buf);
+    }
+    lua_setfield(L, -2, "lib");
+    lua_pushstring(L, RT_VERSION_STRING);
+    lua_setfield(L, -2, "version");
+    lua_setfield(L, -2, "ramtorch.paths");
+    lua_pop(L, 2);
+}
+
+static int traceback(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    lua_getglobal(L, "debug");
+    lua_getfield(L, -1, "traceback");
+    lua_pushstring(L, msg);
+    lua_pushinteger(L, 2);
+    lua_call(L, 2, 1);
+    return 1;
+}
+
+int rt_cli_pcall(lua_State *L, int nargs, int nresults) {
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, traceback);
+    lua_insert(L, base);
+    int status = lua_pcall(L, nargs, nresults, base);
+    lua_remove(L, base);
+    if (status != 0) {
+        fprintf(stderr, "ramtorch-lua: %s\n", lua_tostring(L, -1));
+        fflush(stderr);
+        lua_pop(L, 1);
+    }
+    return status;
+}
+
+/* The standard `arg` table: arg[0] = script, arg[1..] = its arguments, arg[-1] = interpreter. */
+static void set_arg_table(lua_State *L, char **argv, int argc, int script_index) {
+    lua_createtable(L, argc, 2);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - script_index);
+    }
+    lua_setglobal(L, "arg");
+}
+
+int main(int argc, char **argv) {
+    int script = 0, interactive = 0;
+    const char *chunks[64];
+    int nchunks = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(k_usage, stdout);
+            return 0;
+        } else if (!strcmp(a, "-v") || !strcmp(a, "--version")) {
+            printf("ramtorch-lua %s (%s)\n", RT_VERSION_STRING, LUAJIT_VERSION);
+            return 0;
+        } else if (!strcmp(a, "-e")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "ramtorch-lua: -e needs an argument (see --help)\n");
+                return 2;
+            }
+            if (nchunks == 64) {
+                fprintf(stderr, "ramtorch-lua: too many -e options (at most 64)\n");
+                return 2;
+            }
+            chunks[nchunks++] = argv[++i];
+        } else if (!strcmp(a, "-i")) {
+            interactive = 1;
+        } else if (!strcmp(a, "--nproc")) {
+            fprintf(stderr, "ramtorch-lua: --nproc (multi-process launch) is not available in this "
+                            "version yet; run the script without it\n");
+            return 2;
+        } else if (!strcmp(a, "--")) {
+            if (i + 1 < argc) script = i + 1;
+            break;
+        } else if (a[0] == '-' && a[1] != 0) {
+            fprintf(stderr, "ramtorch-lua: unknown option '%s' (see --help)\n", a);
+            return 2;
+        } else {
+            script = i;
+            break;
+        }
+    }
+
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        fprintf(stderr, "ramtorch-lua: cannot create the Lua state (out of memory)\n");
+        return 1;
+    }
+    luaL_openlibs(L);
+    setup_paths(L);
+    set_arg_table(L, argv, argc, script);
+
+    int status = 0;
+    for (int i = 0; i < nchunks && status == 0; i++) {
+        if (luaL_loadbuffer(L, chunks[i], strlen(chunks[i]), "=(command line)") != 0) {
+            fprintf(stderr, "ramtorch-lua: %s\n", lua_tostring(L, -1));
+            lua_pop(L, 1);
+            status = 1;
+        } else {
+            status = rt_cli_pcall(L, 0, 0);
+        }
+    }
+    if (status == 0 && script) {
+        const char *path = argv[script];
+        if (luaL_loadfile(L, strcmp(path, "-") ? path : NULL) != 0) {
+            fprintf(stderr, "ramtorch-lua: %s\n", lua_tostring(L, -1));
+            lua_pop(L, 1);
+            status = 1;
+        } else {
+            int nargs = argc - script - 1;
+            for (int i = script + 1; i < argc; i++) lua_pushstring(L, argv[i]);
+            status = rt_cli_pcall(L, nargs, 0);
+        }
+    }
+    if (status == 0 && (interactive || (!script && nchunks == 0))) status = rt_cli_repl(L);
+    lua_close(L);
+    return status ? 1 : 0;
+}

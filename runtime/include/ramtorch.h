@@ -1,0 +1,324 @@
+/* ramtorch.h: the one public contract of libramtorch.
+ *
+ * Every exported name starts with rt_. Objects are opaque reference-counted handles. Every fallible
+ * call returns int (RT_OK = 0, or a negative rt_status) and writes results through out pointers; the
+ * message is in rt_last_error() (thread-local). The library never aborts, exits or prints on bad input.
+ *
+ * This header is also the FFI contract: the build runs the C preprocessor over it with RT_CDEF
+ * defined and writes the result as the cdef that lua/ramtorch/ffi.lua loads. So: plain C
+ * declarations only, no inline code, no system headers when RT_CDEF is defined (LuaJIT knows
+ * int64_t, size_t and friends), and macros only for constants used inside this file.
+ */
+#ifndef RAMTORCH_H
+#define RAMTORCH_H
+
+#ifndef RT_CDEF
+#include <stddef.h>
+#include <stdint.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+#endif
+
+#define RT_MAX_DIMS 8
+
+/* ------------------------------------------------------------------------------------------------
+ * Status codes and errors
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef enum rt_status {
+    RT_OK = 0,
+    RT_ERR_INVALID = -1,     /* bad argument value */
+    RT_ERR_SHAPE = -2,       /* shapes do not fit */
+    RT_ERR_DTYPE = -3,       /* dtype not supported or mismatched */
+    RT_ERR_DEVICE = -4,      /* tensors on different devices, or device unavailable */
+    RT_ERR_OOM = -5,         /* allocation failed (host, pinned or device) */
+    RT_ERR_INDEX = -6,       /* index out of range */
+    RT_ERR_IO = -7,          /* file system error */
+    RT_ERR_BACKEND = -8,     /* CUDA / cuBLAS / NCCL call failed */
+    RT_ERR_AUTOGRAD = -9,    /* graph misuse (second backward, no grad_fn, ...) */
+    RT_ERR_UNSUPPORTED = -10, /* combination not implemented on this backend */
+    RT_ERR_FORMAT = -11      /* malformed file or data */
+} rt_status;
+
+/* The message of the last failed call on this thread: "op: what was wrong (shapes, dtypes,
+ * devices) at file:line". Valid until the next failing call on the same thread. */
+const char *rt_last_error(void);
+int rt_last_error_code(void);
+void rt_clear_error(void);
+const char *rt_version(void);
+
+/* ------------------------------------------------------------------------------------------------
+ * dtypes and devices
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef enum rt_dtype {
+    RT_F32 = 0,
+    RT_BF16 = 1,
+    RT_F16 = 2,
+    RT_F64 = 3,
+    RT_I64 = 4,
+    RT_I32 = 5,
+    RT_U8 = 6,
+    RT_BOOL = 7,
+    RT_NUM_DTYPES = 8
+} rt_dtype;
+
+const char *rt_dtype_name(int dtype); /* "float32", "bfloat16", ... ; "?" if unknown */
+size_t rt_dtype_size(int dtype);      /* 0 if unknown */
+int rt_dtype_is_float(int dtype);
+
+/* A device is an int: RT_DEVICE_CPU (-1) or a CUDA ordinal (0, 1, ...). */
+enum { RT_DEVICE_CPU = -1 };
+
+/* Storage kinds of host memory (device memory is always RT_MEM_DEVICE). */
+typedef enum rt_memkind {
+    RT_MEM_HOST = 0,   /* pageable malloc */
+    RT_MEM_PINNED = 1, /* page-locked */
+    RT_MEM_SHARED = 2, /* slice of the shared-memory arena */
+    RT_MEM_DEVICE = 3  /* memory of an accelerator */
+} rt_memkind;
+
+/* ------------------------------------------------------------------------------------------------
+ * Tensors
+ *
+ * An rt_tensor* points at its rt_tensor_meta: Lua casts the handle to const rt_tensor_meta* to read
+ * shape and dtype without a call. The struct is read-only for callers.
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct rt_tensor rt_tensor;
+
+typedef struct rt_tensor_meta {
+    int32_t dtype;  /* rt_dtype */
+    int32_t device; /* RT_DEVICE_CPU or CUDA ordinal */
+    int32_t ndim;
+    int32_t requires_grad;
+    int64_t numel;
+    int64_t offset; /* in elements, into the storage */
+    int64_t shape[RT_MAX_DIMS];
+    int64_t strides[RT_MAX_DIMS]; /* in elements */
+    int32_t is_leaf;              /* no grad_fn */
+    int32_t memkind;              /* rt_memkind of the storage */
+} rt_tensor_meta;
+
+/* The by-value handle that FFI users hold (Lua's Tensor). A struct rather than a bare pointer so that
+ * `a + 1` and `a[1]` reach the metatable instead of LuaJIT's built-in pointer arithmetic. The release
+ * function is the handle's finalizer; it clears p, so releasing twice is safe. */
+typedef struct rt_tensor_ref {
+    rt_tensor *p;
+} rt_tensor_ref;
+void rt_tensor_ref_release(rt_tensor_ref *ref);
+
+void rt_tensor_retain(rt_tensor *t);
+void rt_tensor_release(rt_tensor *t); /* NULL is fine */
+const rt_tensor_meta *rt_tensor_meta_of(const rt_tensor *t);
+void *rt_tensor_data_ptr(const rt_tensor *t); /* first element (storage + offset) */
+int rt_tensor_is_contiguous(const rt_tensor *t);
+int64_t rt_tensor_storage_nbytes(const rt_tensor *t);
+/* Live tensor count and host bytes held by tensors, for leak tests and memory accounting. */
+int64_t rt_live_tensors(void);
+int64_t rt_host_bytes_allocated(void);
+
+/* Creation. shape may be NULL when ndim == 0 (a scalar). */
+int rt_empty(int ndim, const int64_t *shape, int dtype, int device, rt_tensor **out);
+int rt_full(int ndim, const int64_t *shape, double value, int dtype, int device, rt_tensor **out);
+int rt_arange(double start, double end, double step, int dtype, int device, rt_tensor **out);
+/* Copy n elements of src_dtype from host memory into a new tensor of dtype (converted). */
+int rt_from_host(int ndim, const int64_t *shape, int dtype, int device, const void *src,
+                 int src_dtype, rt_tensor **out);
+/* Copy a tensor's elements, in logical (row-major) order, to host memory as dst_dtype. dst must hold
+ * numel elements. */
+int rt_to_host(const rt_tensor *t, void *dst, int dst_dtype);
+int rt_item(const rt_tensor *t, double *out); /* numel must be 1 */
+
+/* Random numbers: a counter-based generator (seed, offset). Element i of a draw is a pure function
+ * of (seed, offset + i), so results do not depend on the thread count or the device. */
+void rt_manual_seed(uint64_t seed);
+void rt_rng_get_state(uint64_t *seed, uint64_t *offset);
+void rt_rng_set_state(uint64_t seed, uint64_t offset);
+int rt_rand(int ndim, const int64_t *shape, int dtype, int device, rt_tensor **out);
+int rt_randn(int ndim, const int64_t *shape, int dtype, int device, rt_tensor **out);
+int rt_randint(int64_t low, int64_t high, int ndim, const int64_t *shape, int dtype, int device,
+               rt_tensor **out);
+/* Fill a tensor in place with U(lo, hi) (used by parameter initialisation). No autograd. */
+int rt_uniform_(rt_tensor *t, double lo, double hi);
+int rt_normal_(rt_tensor *t, double mean, double std);
+
+/* Views share storage. reshape copies when a view is impossible. */
+int rt_view(rt_tensor *t, int ndim, const int64_t *shape, rt_tensor **out);
+int rt_reshape(rt_tensor *t, int ndim, const int64_t *shape, rt_tensor **out);
+int rt_permute(rt_tensor *t, int ndim, const int *dims, rt_tensor **out);
+int rt_transpose(rt_tensor *t, int dim0, int dim1, rt_tensor **out);
+int rt_narrow(rt_tensor *t, int dim, int64_t start, int64_t length, rt_tensor **out);
+int rt_select(rt_tensor *t, int dim, int64_t index, rt_tensor **out);
+int rt_expand(rt_tensor *t, int ndim, const int64_t *shape, rt_tensor **out);
+int rt_squeeze(rt_tensor *t, int dim, rt_tensor **out);   /* dim < -ndim: all size-1 dims */
+int rt_unsqueeze(rt_tensor *t, int dim, rt_tensor **out);
+int rt_contiguous(rt_tensor *t, rt_tensor **out); /* returns t itself (retained) if contiguous */
+int rt_clone(rt_tensor *t, rt_tensor **out);
+int rt_to_dtype(rt_tensor *t, int dtype, rt_tensor **out);
+int rt_to_device(rt_tensor *t, int device, rt_tensor **out);
+
+/* In-place, no autograd (parameter updates, initialisation, data loading). */
+int rt_copy_(rt_tensor *dst, rt_tensor *src); /* src broadcast to dst's shape, dtype converted */
+int rt_fill_(rt_tensor *t, double value);
+
+/* ------------------------------------------------------------------------------------------------
+ * Autograd (DESIGN section 4)
+ * ---------------------------------------------------------------------------------------------- */
+
+int rt_grad_enabled(void);
+int rt_set_grad_enabled(int enabled); /* returns the previous setting */
+int rt_set_requires_grad(rt_tensor *t, int requires_grad);
+/* *out is NULL (and RT_OK returned) when t has no grad. */
+int rt_tensor_grad(rt_tensor *t, rt_tensor **out);
+int rt_tensor_set_grad(rt_tensor *t, rt_tensor *grad); /* grad may be NULL to clear */
+int rt_detach(rt_tensor *t, rt_tensor **out);
+const char *rt_tensor_grad_fn_name(const rt_tensor *t); /* NULL for leaves */
+
+/* Backward runs as a task that hands control back to the caller when it reaches a node whose
+ * backward is written in Lua (custom functions): rt_autograd_run returns 1 with the node's id and
+ * incoming gradient; the caller computes input gradients, gives each with rt_autograd_supply, and
+ * calls rt_autograd_run again. It returns 0 when the graph is done. */
+typedef struct rt_autograd_task rt_autograd_task;
+int rt_autograd_begin(rt_tensor *root, rt_tensor *grad_root, int retain_graph,
+                      rt_autograd_task **out);
+int rt_autograd_run(rt_autograd_task *task, int64_t *custom_id, rt_tensor **grad_out);
+int rt_autograd_supply(rt_autograd_task *task, int input_index, rt_tensor *grad);
+void rt_autograd_task_free(rt_autograd_task *task);
+/* Convenience: begin + run to completion; fails if a Lua custom node is reached. */
+int rt_backward(rt_tensor *root, rt_tensor *grad_root, int retain_graph);
+
+/* Custom (Lua) functions: attach a node with id `custom_id` to `output`, whose inputs are
+ * inputs[0..n). Gradients for those inputs are asked for through rt_autograd_run. */
+int rt_custom_attach(rt_tensor *output, int n, rt_tensor *const *inputs, int64_t custom_id);
+/* Ids of custom nodes freed since the last call (at most cap written), so Lua can drop the contexts
+ * it keeps for them. Returns the count written. */
+int rt_custom_take_freed(int64_t *ids, int cap);
+
+/* ------------------------------------------------------------------------------------------------
+ * Elementwise ops (broadcasting like PyTorch; type promotion: float beats int, wider beats
+ * narrower, bf16 with f16 gives f32)
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef enum rt_binary_op {
+    RT_ADD = 0,
+    RT_SUB,
+    RT_MUL,
+    RT_DIV,
+    RT_POW,
+    RT_MAXIMUM,
+    RT_MINIMUM,
+    /* comparisons: result bool, no gradient */
+    RT_EQ,
+    RT_NE,
+    RT_LT,
+    RT_LE,
+    RT_GT,
+    RT_GE,
+    RT_NUM_BINARY_OPS
+} rt_binary_op;
+
+int rt_binary(int op, rt_tensor *a, rt_tensor *b, rt_tensor **out);
+/* a (op) s, or s (op) a when scalar_first. The result keeps a's dtype unless a is an integer tensor
+ * and s is not integral (then f32), or op is a comparison (then bool). */
+int rt_binary_scalar(int op, rt_tensor *a, double s, int scalar_first, rt_tensor **out);
+/* In place, no autograd: a = a (op) b, b broadcast to a. */
+int rt_binary_(int op, rt_tensor *a, rt_tensor *b);
+int rt_binary_scalar_(int op, rt_tensor *a, double s);
+
+typedef enum rt_unary_op {
+    RT_NEG = 0,
+    RT_ABS,
+    RT_EXP,
+    RT_LOG,
+    RT_SQRT,
+    RT_RSQRT,
+    RT_TANH,
+    RT_SIGMOID,
+    RT_RELU,
+    RT_GELU,      /* exact, erf */
+    RT_GELU_TANH, /* tanh approximation */
+    RT_SILU,
+    RT_SIN,
+    RT_COS,
+    RT_SQUARE,
+    RT_RECIPROCAL,
+    RT_NUM_UNARY_OPS
+} rt_unary_op;
+
+int rt_unary(int op, rt_tensor *a, rt_tensor **out);
+int rt_clamp(rt_tensor *a, double lo, double hi, int has_lo, int has_hi, rt_tensor **out);
+int rt_where(rt_tensor *cond, rt_tensor *a, rt_tensor *b, rt_tensor **out);
+
+/* ------------------------------------------------------------------------------------------------
+ * Reductions
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef enum rt_reduce_op { RT_SUM = 0, RT_MEAN, RT_MAX, RT_MIN, RT_NUM_REDUCE_OPS } rt_reduce_op;
+
+/* Reduce over dims[0..ndims); ndims == 0 reduces over every dim. Negative dims count from the end. */
+int rt_reduce(int op, rt_tensor *a, int ndims, const int *dims, int keepdim, rt_tensor **out);
+/* max/min along one dim with the indices (i64) of the winners. */
+int rt_reduce_dim_with_indices(int op, rt_tensor *a, int dim, int keepdim, rt_tensor **values,
+                               rt_tensor **indices);
+int rt_argmax(rt_tensor *a, int dim, int keepdim, rt_tensor **out); /* dim = INT32_MIN: flat */
+int rt_argmin(rt_tensor *a, int dim, int keepdim, rt_tensor **out);
+
+/* ------------------------------------------------------------------------------------------------
+ * Linear algebra
+ * ---------------------------------------------------------------------------------------------- */
+
+/* PyTorch matmul semantics (1-d, 2-d, batched with broadcasting of batch dims). */
+int rt_matmul(rt_tensor *a, rt_tensor *b, rt_tensor **out);
+/* y = x @ w^T + b; w is (out, in), b (out) or NULL. */
+int rt_linear(rt_tensor *x, rt_tensor *w, rt_tensor *b, rt_tensor **out);
+
+/* ------------------------------------------------------------------------------------------------
+ * Neural-network ops
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef enum rt_reduction { RT_REDUCTION_NONE = 0, RT_REDUCTION_MEAN, RT_REDUCTION_SUM } rt_reduction;
+
+int rt_softmax(rt_tensor *x, int dim, rt_tensor **out);
+int rt_log_softmax(rt_tensor *x, int dim, rt_tensor **out);
+/* logits (N, C) or (N, C, d1...), target i64 (N) or (N, d1...). */
+int rt_cross_entropy(rt_tensor *logits, rt_tensor *target, int64_t ignore_index, int reduction,
+                     double label_smoothing, rt_tensor **out);
+int rt_mse_loss(rt_tensor *input, rt_tensor *target, int reduction, rt_tensor **out);
+int rt_embedding(rt_tensor *weight, rt_tensor *indices, rt_tensor **out);
+/* Normalise over the last `nnorm` dims; weight and bias (shape of those dims) may be NULL. */
+int rt_layer_norm(rt_tensor *x, int nnorm, rt_tensor *weight, rt_tensor *bias, double eps,
+                  rt_tensor **out);
+int rt_dropout(rt_tensor *x, double p, int training, rt_tensor **out);
+int rt_cat(int n, rt_tensor *const *tensors, int dim, rt_tensor **out);
+int rt_stack(int n, rt_tensor *const *tensors, int dim, rt_tensor **out);
+
+/* ------------------------------------------------------------------------------------------------
+ * Optimizer kernels (fused, in place, no autograd; the update runs where the parameter lives)
+ * ---------------------------------------------------------------------------------------------- */
+
+/* PyTorch AdamW (decoupled weight decay, amsgrad off); step is the 1-based step count after this
+ * update. param, exp_avg and exp_avg_sq share a shape; grad too. */
+int rt_adamw_step(rt_tensor *param, rt_tensor *grad, rt_tensor *exp_avg, rt_tensor *exp_avg_sq,
+                  double lr, double beta1, double beta2, double eps, double weight_decay,
+                  int64_t step);
+/* PyTorch SGD; momentum_buf may be NULL when momentum == 0. first_step: buffer initialised from
+ * the gradient as PyTorch does. */
+int rt_sgd_step(rt_tensor *param, rt_tensor *grad, rt_tensor *momentum_buf, double lr,
+                double momentum, double dampening, double weight_decay, int nesterov,
+                int first_step);
+
+/* ------------------------------------------------------------------------------------------------
+ * Threads
+ * ---------------------------------------------------------------------------------------------- */
+
+int rt_get_num_threads(void);
+int rt_set_num_threads(int n);
+
+#ifndef RT_CDEF
+#ifdef __cplusplus
+}
+#endif
+#endif
+#endif /* RAMTORCH_H */

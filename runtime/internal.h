@@ -1,0 +1,216 @@
+/* internal.h: private structures of libramtorch shared by runtime/ and kernels/.
+ *
+ * Nothing here is part of the public contract (runtime/include/ramtorch.h). Kernels include this
+ * for rt_kview and the backend table; they know nothing of autograd.
+ */
+#ifndef RT_INTERNAL_H
+#define RT_INTERNAL_H
+
+#include "ramtorch.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ================================================================================================
+ * Errors
+ * ============================================================================================== */
+
+/* Record an error for rt_last_error(): "op: message at file:line". Returns code. */
+int rt_error_set(int code, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+#define RT_ERR(code, ...) rt_error_set((code), __FILE__, __LINE__, __VA_ARGS__)
+/* Propagate a failing status unchanged (the callee already set the message). */
+#define RT_TRY(expr)                                                                               \
+    do {                                                                                           \
+        int rt_try_rc_ = (expr);                                                                   \
+        if (rt_try_rc_ < 0) return rt_try_rc_;                                                     \
+    } while (0)
+
+/* Format "[2, 3]" into buf (for error messages). */
+const char *rt_shape_str(char *buf, size_t n, int ndim, const int64_t *shape);
+#define RT_SHAPE_BUF 96
+
+/* ================================================================================================
+ * Kernel views and the backend table (DESIGN section 1)
+ * ============================================================================================== */
+
+/* What a kernel sees of a tensor: a pointer to its first element, dtype, shape and strides in
+ * elements. No refcounts, no autograd. */
+typedef struct rt_kview {
+    char *data;
+    int dtype;
+    int ndim;
+    int64_t numel;
+    int64_t shape[RT_MAX_DIMS];
+    int64_t strides[RT_MAX_DIMS];
+} rt_kview;
+
+/* A backend is a table of function pointers plus private state. Kernels take views whose shapes
+ * have already been checked and broadcast by runtime/ (a broadcast input has stride 0). Each entry
+ * returns RT_OK or a negative status with the error set. An entry left NULL means "not on this
+ * backend" and runtime/ reports RT_ERR_UNSUPPORTED. */
+typedef struct rt_backend {
+    const char *name;
+    /* memory */
+    int (*alloc)(int device, size_t nbytes, int memkind, void **out);
+    void (*free)(int device, void *ptr, int memkind, size_t nbytes);
+    /* dst = src (same shape; dtype converted; strided either side) */
+    int (*copy)(const rt_kview *dst, const rt_kview *src);
+    int (*fill)(const rt_kview *dst, double value);
+    /* elementwise */
+    int (*binary)(int op, const rt_kview *out, const rt_kview *a, const rt_kview *b);
+    int (*binary_scalar)(int op, const rt_kview *out, const rt_kview *a, double s,
+                         int scalar_first);
+    int (*unary)(int op, const rt_kview *out, const rt_kview *a);
+    /* grad_in = d op(x)/dx * grad_out, given x and y = op(x) */
+    int (*unary_backward)(int op, const rt_kview *grad_in, const rt_kview *grad_out,
+                          const rt_kview *x, const rt_kview *y);
+    /* out has a's shape with reduced dims of size 1 (keepdim form); reduce over those dims. */
+    int (*reduce)(int op, const rt_kview *out, const rt_kview *a);
+    /* C (m, n) = alpha * op(A) op(B) + beta * C, batched: count matrices at the given element
+     * strides between consecutive batch entries. Leading dims in elements. f32/f64 at least. */
+    int (*gemm)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                const void *a, int64_t lda, int64_t stride_a, const void *b, int64_t ldb,
+                int64_t stride_b, double beta, void *c, int64_t ldc, int64_t stride_c,
+                int64_t batch, int dtype);
+    /* random fills: element i gets a value from counter (seed, offset + i) */
+    int (*fill_uniform)(const rt_kview *dst, uint64_t seed, uint64_t offset, double lo, double hi);
+    int (*fill_normal)(const rt_kview *dst, uint64_t seed, uint64_t offset, double mean,
+                       double std);
+    int (*fill_randint)(const rt_kview *dst, uint64_t seed, uint64_t offset, int64_t low,
+                        int64_t high);
+    /* out = a where cond (cond bool, all broadcast to out's shape), out unchanged elsewhere */
+    int (*masked_copy)(const rt_kview *out, const rt_kview *cond, const rt_kview *a);
+    /* ---- entries added by the op families (softmax, losses, norms, ...) go below ---- */
+} rt_backend;
+
+/* The backend for a device: CPU for RT_DEVICE_CPU; CUDA (loaded on first use) for ordinals.
+ * Returns NULL and sets the error when the device cannot be used. */
+const rt_backend *rt_backend_for(int device);
+extern const rt_backend rt_cpu_backend;
+
+/* ================================================================================================
+ * Storage and tensors (torch7's THTensor: size, stride, storage, offset, refcount)
+ * ============================================================================================== */
+
+typedef struct rt_storage {
+    atomic_int refcount;
+    void *data;
+    size_t nbytes;
+    int device;
+    int memkind;
+    const rt_backend *backend;
+    /* foreign memory (arena slices, mmap): freed by this instead of the backend, may be NULL */
+    void (*deleter)(void *ctx, void *data);
+    void *deleter_ctx;
+    atomic_int version; /* bumped by in-place writes through any view; checked by saved tensors */
+} rt_storage;
+
+typedef struct rt_node rt_node;
+
+struct rt_tensor {
+    rt_tensor_meta meta; /* first member: Lua reads it through the handle */
+    atomic_int refcount;
+    rt_storage *storage;
+    rt_node *grad_fn; /* NULL for leaves */
+    rt_tensor *grad;  /* accumulated gradient of a leaf */
+};
+
+/* Allocate a contiguous tensor on a device (uninitialised). */
+int rt_tensor_new(int ndim, const int64_t *shape, int dtype, int device, rt_tensor **out);
+/* A new tensor header viewing t's storage with the given geometry. */
+int rt_tensor_new_view(rt_tensor *t, int ndim, const int64_t *shape, const int64_t *strides,
+                       int64_t offset, rt_tensor **out);
+void rt_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
+int64_t rt_shape_numel(int ndim, const int64_t *shape);
+int rt_same_shape(const rt_tensor *a, const rt_tensor *b);
+/* Kernel view of t; with a broadcast target shape, a view with stride 0 on broadcast dims. */
+rt_kview rt_kview_of(const rt_tensor *t);
+int rt_kview_broadcast(const rt_tensor *t, int ndim, const int64_t *shape, rt_kview *out);
+/* PyTorch broadcasting of two shapes; RT_ERR_SHAPE naming op on mismatch. */
+int rt_broadcast_shapes(const char *op, int na, const int64_t *sa, int nb, const int64_t *sb,
+                        int *nout, int64_t *out);
+int rt_promote_types(int a, int b);
+/* Normalise a possibly negative dim against ndim; error names op. */
+int rt_wrap_dim(const char *op, int dim, int ndim, int *out);
+/* Same device check with a message naming op. */
+int rt_check_same_device(const char *op, const rt_tensor *a, const rt_tensor *b);
+/* Sum t down to shape (undo broadcasting), result new tensor. */
+int rt_sum_to_shape(rt_tensor *t, int ndim, const int64_t *shape, rt_tensor **out);
+
+extern atomic_llong rt_g_live_tensors;
+extern atomic_llong rt_g_host_bytes;
+
+/* Counter-based RNG state (global generator). rt_rng_reserve returns the offset to use for n draws
+ * and advances the generator. */
+uint64_t rt_rng_seed(void);
+uint64_t rt_rng_reserve(uint64_t n);
+
+/* ================================================================================================
+ * Autograd nodes (DESIGN section 4)
+ * ============================================================================================== */
+
+#define RT_NODE_MAX_INPUTS 4
+#define RT_NODE_MAX_SAVED 4
+
+/* An edge to an input: its grad_fn node, or (for a leaf requiring grad) the leaf itself. */
+typedef struct rt_edge {
+    rt_node *node;
+    rt_tensor *leaf;
+} rt_edge;
+
+/* backward: given grad of this node's output, write grads for each input edge into grad_in[i]
+ * (new references, or NULL where an input needs none). Saved tensors and args are in the node. */
+typedef int (*rt_backward_fn)(rt_node *node, rt_tensor *grad_out, rt_tensor **grad_in);
+
+struct rt_node {
+    atomic_int refcount;
+    const char *name; /* "AddBackward", ... */
+    rt_backward_fn backward;
+    int64_t custom_id; /* >= 0: a Lua custom function (backward == NULL) */
+    int ninputs;
+    rt_edge inputs[RT_NODE_MAX_INPUTS];
+    bool input_needs_grad[RT_NODE_MAX_INPUTS];
+    int nsaved;
+    rt_tensor *saved[RT_NODE_MAX_SAVED];
+    int saved_version[RT_NODE_MAX_SAVED];
+    int64_t iargs[16];
+    double dargs[4];
+    /* for ops with more inputs (cat, stack): extra edges, owned */
+    int nextra;
+    rt_edge *extra;
+    void *ctx; /* op-private data, freed with ctx_free */
+    void (*ctx_free)(void *ctx);
+    bool released; /* saved tensors freed after a backward without retain_graph */
+    /* output geometry, for building zero grads and checking incoming grads */
+    int out_dtype;
+    int out_device;
+    int out_ndim;
+    int64_t out_shape[RT_MAX_DIMS];
+    /* scratch used by the engine during one task */
+    int64_t task_id;
+    int deps;
+    rt_tensor *grad_accum;
+};
+
+/* True when grad mode is on and any input requires grad: the op must record a node. */
+bool rt_needs_grad1(const rt_tensor *a);
+bool rt_needs_grad2(const rt_tensor *a, const rt_tensor *b);
+bool rt_needs_grad3(const rt_tensor *a, const rt_tensor *b, const rt_tensor *c);
+/* Make a node for output `out` with inputs[0..n) (NULL entries allowed, e.g. an absent bias).
+ * Sets out->grad_fn and out->meta.requires_grad. The node is returned borrowed (owned by out). */
+int rt_node_attach(rt_tensor *out, const char *name, rt_backward_fn backward, int n,
+                   rt_tensor *const *inputs, rt_node **node);
+/* Save a tensor for backward (retained; its version is checked when backward runs). */
+void rt_node_save(rt_node *node, rt_tensor *t);
+/* Fetch saved tensor i, failing with RT_ERR_AUTOGRAD if the graph was freed or it was modified in
+ * place since. */
+int rt_node_saved(rt_node *node, int i, rt_tensor **out);
+void rt_node_release(rt_node *node);
+
+/* Bump the version of a tensor's storage after an in-place write (all views see it). */
+void rt_tensor_bump_version(rt_tensor *t);
+
+#endif /* RT_INTERNAL_H */

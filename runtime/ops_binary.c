@@ -1,0 +1,326 @@
+/* ops_binary.c: elementwise binary ops between tensors and with scalars (broadcasting, type
+ * promotion, autograd), their in-place forms, and sum_to_shape which undoes broadcasting. */
+#include "internal.h"
+
+#include <math.h>
+
+static const char *const k_binary_names[RT_NUM_BINARY_OPS] = {
+    "add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne", "lt", "le", "gt", "ge"};
+
+static bool is_comparison(int op) { return op >= RT_EQ && op <= RT_GE; }
+
+static int check_op(int op) {
+    if (op < 0 || op >= RT_NUM_BINARY_OPS)
+        return RT_ERR(RT_ERR_INVALID, "binary: unknown op code %d", op);
+    return RT_OK;
+}
+
+static int release_on_error(int rc, rt_tensor **out) {
+    if (rc < 0 && *out) {
+        rt_tensor_release(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+/* ================================================================================================
+ * Undo broadcasting
+ * ============================================================================================== */
+
+int rt_sum_to_shape(rt_tensor *t, int ndim, const int64_t *shape, rt_tensor **out) {
+    *out = NULL;
+    int lead = t->meta.ndim - ndim;
+    int dims[RT_MAX_DIMS], nd = 0;
+    if (lead < 0) {
+        char b1[RT_SHAPE_BUF], b2[RT_SHAPE_BUF];
+        return RT_ERR(RT_ERR_SHAPE, "sum_to_shape: cannot reduce %s to %s",
+                      rt_shape_str(b1, sizeof b1, t->meta.ndim, t->meta.shape),
+                      rt_shape_str(b2, sizeof b2, ndim, shape));
+    }
+    for (int i = 0; i < t->meta.ndim; i++)
+        if (i < lead || (shape[i - lead] == 1 && t->meta.shape[i] != 1)) dims[nd++] = i;
+    if (nd == 0) {
+        if (t->meta.ndim == ndim) {
+            rt_tensor_retain(t);
+            *out = t;
+            return RT_OK;
+        }
+        return rt_reshape(t, ndim, shape, out);
+    }
+    rt_tensor *s;
+    RT_TRY(rt_reduce(RT_SUM, t, nd, dims, 1, &s));
+    int rc = rt_reshape(s, ndim, shape, out);
+    rt_tensor_release(s);
+    return rc;
+}
+
+/* ================================================================================================
+ * Backward
+ * ============================================================================================== */
+
+/* grad for one input: reduce to its shape, convert to its dtype. Takes ownership of g. */
+static int fit_grad(rt_tensor *g, const rt_tensor *like, rt_tensor **out) {
+    rt_tensor *s;
+    int rc = rt_sum_to_shape(g, like->meta.ndim, like->meta.shape, &s);
+    rt_tensor_release(g);
+    RT_TRY(rc);
+    rc = rt_to_dtype(s, like->meta.dtype, out);
+    rt_tensor_release(s);
+    return rc;
+}
+
+/* A small expression helper: r = x op y, releasing nothing. */
+#define BIN(op, x, y, r) RT_TRY(rt_binary((op), (x), (y), (r)))
+
+static int binary_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
+    int op = (int)n->iargs[0];
+    rt_tensor *a, *b;
+    RT_TRY(rt_node_saved(n, 0, &a));
+    RT_TRY(rt_node_saved(n, 1, &b));
+    rt_tensor *ga = NULL, *gb = NULL, *t1 = NULL, *t2 = NULL;
+    int rc = RT_OK;
+    switch (op) {
+    case RT_ADD:
+        rt_tensor_retain(g);
+        rt_tensor_retain(g);
+        ga = g;
+        gb = g;
+        break;
+    case RT_SUB:
+        rt_tensor_retain(g);
+        ga = g;
+        rc = rt_binary_scalar(RT_MUL, g, -1.0, 0, &gb);
+        break;
+    case RT_MUL:
+        rc = rt_binary(RT_MUL, g, b, &ga);
+        if (rc == RT_OK) rc = rt_binary(RT_MUL, g, a, &gb);
+        break;
+    case RT_DIV: /* d/da = 1/b, d/db = -a/b^2 */
+        rc = rt_binary(RT_DIV, g, b, &ga);
+        if (rc == RT_OK) rc = rt_binary(RT_DIV, ga, b, &t1);
+        if (rc == RT_OK) rc = rt_binary(RT_MUL, t1, a, &t2);
+        if (rc == RT_OK) rc = rt_binary_scalar(RT_MUL, t2, -1.0, 0, &gb);
+        break;
+    case RT_POW: { /* d/da = b a^(b-1), d/db = a^b log a */
+        rt_tensor *bm1 = NULL, *p = NULL, *y = NULL, *la = NULL;
+        rc = rt_binary_scalar(RT_SUB, b, 1.0, 0, &bm1);
+        if (rc == RT_OK) rc = rt_binary(RT_POW, a, bm1, &p);
+        if (rc == RT_OK) rc = rt_binary(RT_MUL, p, b, &t1);
+        if (rc == RT_OK) rc = rt_binary(RT_MUL, t1, g, &ga);
+        if (rc == RT_OK && n->input_needs_grad[1]) {
+            rc = rt_binary(RT_POW, a, b, &y);
+            if (rc == RT_OK) rc = rt_unary(RT_LOG, a, &la);
+            if (rc == RT_OK) rc = rt_binary(RT_MUL, y, la, &t2);
+            if (rc == RT_OK) rc = rt_binary(RT_MUL, t2, g, &gb);
+        }
+        rt_tensor_release(bm1);
+        rt_tensor_release(p);
+        rt_tensor_release(y);
+        rt_tensor_release(la);
+        break;
+    }
+    case RT_MAXIMUM:
+    case RT_MINIMUM: { /* the winner takes the gradient; ties split it evenly, as PyTorch does */
+        rt_tensor *win = NULL, *tie = NULL, *half = NULL, *wa = NULL, *wb = NULL;
+        rc = rt_binary(op == RT_MAXIMUM ? RT_GT : RT_LT, a, b, &win);
+        if (rc == RT_OK) rc = rt_binary(RT_EQ, a, b, &tie);
+        if (rc == RT_OK) rc = rt_binary_scalar(RT_MUL, tie, 0.5, 0, &half);
+        if (rc == RT_OK) rc = rt_binary(RT_ADD, win, half, &wa); /* weight for a */
+        if (rc == RT_OK) rc = rt_binary_scalar(RT_SUB, wa, 1.0, 1, &wb); /* 1 - wa */
+        if (rc == RT_OK) rc = rt_binary(RT_MUL, g, wa, &ga);
+        if (rc == RT_OK) rc = rt_binary(RT_MUL, g, wb, &gb);
+        rt_tensor_release(win);
+        rt_tensor_release(tie);
+        rt_tensor_release(half);
+        rt_tensor_release(wa);
+        rt_tensor_release(wb);
+        break;
+    }
+    default:
+        rc = RT_ERR(RT_ERR_AUTOGRAD, "%s has no gradient", k_binary_names[op]);
+    }
+    rt_tensor_release(t1);
+    rt_tensor_release(t2);
+    if (rc < 0) {
+        rt_tensor_release(ga);
+        rt_tensor_release(gb);
+        return rc;
+    }
+    rc = ga && n->input_needs_grad[0] ? fit_grad(ga, a, &gi[0]) : (rt_tensor_release(ga), RT_OK);
+    if (rc == RT_OK)
+        rc = gb && n->input_needs_grad[1] ? fit_grad(gb, b, &gi[1]) : (rt_tensor_release(gb), RT_OK);
+    else
+        rt_tensor_release(gb);
+    return rc;
+}
+
+/* grad of a (op) s or s (op) a with respect to a. iargs: op, scalar_first; dargs[0] = s. */
+static int binary_scalar_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
+    int op = (int)n->iargs[0], sf = (int)n->iargs[1];
+    double s = n->dargs[0];
+    rt_tensor *a;
+    RT_TRY(rt_node_saved(n, 0, &a));
+    rt_tensor *r = NULL, *t1 = NULL, *t2 = NULL;
+    int rc = RT_OK;
+    switch (op) {
+    case RT_ADD:
+        rt_tensor_retain(g);
+        r = g;
+        break;
+    case RT_SUB:
+        if (sf) rc = rt_binary_scalar(RT_MUL, g, -1.0, 0, &r);
+        else {
+            rt_tensor_retain(g);
+            r = g;
+        }
+        break;
+    case RT_MUL: rc = rt_binary_scalar(RT_MUL, g, s, 0, &r); break;
+    case RT_DIV:
+        if (!sf) rc = rt_binary_scalar(RT_DIV, g, s, 0, &r);
+        else { /* s / a: -s / a^2 */
+            rc = rt_binary(RT_MUL, a, a, &t1);
+            if (rc == RT_OK) rc = rt_binary(RT_DIV, g, t1, &t2);
+            if (rc == RT_OK) rc = rt_binary_scalar(RT_MUL, t2, -s, 0, &r);
+        }
+        break;
+    case RT_POW:
+        if (!sf) { /* a^s: s a^(s-1) */
+            rc = rt_binary_scalar(RT_POW, a, s - 1.0, 0, &t1);
+            if (rc == RT_OK) rc = rt_binary_scalar(RT_MUL, t1, s, 0, &t2);
+            if (rc == RT_OK) rc = rt_binary(RT_MUL, t2, g, &r);
+        } else { /* s^a: s^a log s */
+            rc = rt_binary_scalar(RT_POW, a, s, 1, &t1);
+            if (rc == RT_OK) rc = rt_binary_scalar(RT_MUL, t1, log(s), 0, &t2);
+            if (rc == RT_OK) rc = rt_binary(RT_MUL, t2, g, &r);
+        }
+        break;
+    case RT_MAXIMUM:
+    case RT_MINIMUM: {
+        rt_tensor *win = NULL, *tie = NULL, *half = NULL;
+        rc = rt_binary_scalar(op == RT_MAXIMUM ? RT_GT : RT_LT, a, s, 0, &win);
+        if (rc == RT_OK) rc = rt_binary_scalar(RT_EQ, a, s, 0, &tie);
+        if (rc == RT_OK) rc = rt_binary_scalar(RT_MUL, tie, 0.5, 0, &half);
+        if (rc == RT_OK) rc = rt_binary(RT_ADD, win, half, &t1);
+        if (rc == RT_OK) rc = rt_binary(RT_MUL, g, t1, &r);
+        rt_tensor_release(win);
+        rt_tensor_release(tie);
+        rt_tensor_release(half);
+        break;
+    }
+    default: rc = RT_ERR(RT_ERR_AUTOGRAD, "%s has no gradient", k_binary_names[op]);
+    }
+    rt_tensor_release(t1);
+    rt_tensor_release(t2);
+    if (rc < 0) {
+        rt_tensor_release(r);
+        return rc;
+    }
+    rc = rt_to_dtype(r, a->meta.dtype, &gi[0]);
+    rt_tensor_release(r);
+    return rc;
+}
+
+/* ================================================================================================
+ * Forward
+ * ============================================================================================== */
+
+int rt_binary(int op, rt_tensor *a, rt_tensor *b, rt_tensor **out) {
+    *out = NULL;
+    RT_TRY(check_op(op));
+    const char *name = k_binary_names[op];
+    RT_TRY(rt_check_same_device(name, a, b));
+    int nd;
+    int64_t shape[RT_MAX_DIMS];
+    RT_TRY(rt_broadcast_shapes(name, a->meta.ndim, a->meta.shape, b->meta.ndim, b->meta.shape, &nd,
+                               shape));
+    int dtype = is_comparison(op) ? RT_BOOL : rt_promote_types(a->meta.dtype, b->meta.dtype);
+    if (op == RT_DIV && !rt_dtype_is_float(dtype)) dtype = RT_F32; /* true division */
+    rt_kview va, vb;
+    RT_TRY(rt_kview_broadcast(a, nd, shape, &va));
+    RT_TRY(rt_kview_broadcast(b, nd, shape, &vb));
+    RT_TRY(rt_tensor_new(nd, shape, dtype, a->meta.device, out));
+    rt_kview vo = rt_kview_of(*out);
+    if ((*out)->meta.numel) RT_TRY(release_on_error(a->storage->backend->binary(op, &vo, &va, &vb), out));
+    if (!is_comparison(op) && rt_needs_grad2(a, b)) {
+        rt_node *node;
+        rt_tensor *in[2] = {a, b};
+        RT_TRY(release_on_error(rt_node_attach(*out, op == RT_ADD   ? "AddBackward"
+                                                     : op == RT_SUB ? "SubBackward"
+                                                     : op == RT_MUL ? "MulBackward"
+                                                     : op == RT_DIV ? "DivBackward"
+                                                     : op == RT_POW ? "PowBackward"
+                                                                    : "MaximumBackward",
+                                               binary_backward, 2, in, &node),
+                                out));
+        node->iargs[0] = op;
+        rt_node_save(node, a);
+        rt_node_save(node, b);
+    }
+    return RT_OK;
+}
+
+int rt_binary_scalar(int op, rt_tensor *a, double s, int scalar_first, rt_tensor **out) {
+    *out = NULL;
+    RT_TRY(check_op(op));
+    int dtype = a->meta.dtype;
+    if (is_comparison(op)) dtype = RT_BOOL;
+    else if (!rt_dtype_is_float(dtype) && (s != floor(s) || op == RT_DIV)) dtype = RT_F32;
+    else if (dtype == RT_BOOL && op != RT_MAXIMUM && op != RT_MINIMUM) dtype = RT_I64;
+    RT_TRY(rt_tensor_new(a->meta.ndim, a->meta.shape, dtype, a->meta.device, out));
+    rt_kview vo = rt_kview_of(*out), va = rt_kview_of(a);
+    if (a->meta.numel)
+        RT_TRY(release_on_error(a->storage->backend->binary_scalar(op, &vo, &va, s, scalar_first),
+                                out));
+    if (!is_comparison(op) && rt_needs_grad1(a)) {
+        rt_node *node;
+        RT_TRY(release_on_error(
+            rt_node_attach(*out, "ScalarOpBackward", binary_scalar_backward, 1, &a, &node), out));
+        node->iargs[0] = op;
+        node->iargs[1] = scalar_first;
+        node->dargs[0] = s;
+        rt_node_save(node, a);
+    }
+    return RT_OK;
+}
+
+/* In-place writes are not recorded: they are for optimizer updates and gradient accumulation. A
+ * leaf that requires grad may only be written in place under no_grad, as in PyTorch. */
+static int check_inplace(const char *name, rt_tensor *a) {
+    if (rt_grad_enabled() && a->meta.requires_grad && a->meta.is_leaf)
+        return RT_ERR(RT_ERR_AUTOGRAD,
+                      "%s_: a leaf tensor that requires grad is being used in an in-place "
+                      "operation (wrap it in no_grad)",
+                      name);
+    return RT_OK;
+}
+
+int rt_binary_(int op, rt_tensor *a, rt_tensor *b) {
+    RT_TRY(check_op(op));
+    const char *name = k_binary_names[op];
+    RT_TRY(check_inplace(name, a));
+    RT_TRY(rt_check_same_device(name, a, b));
+    if (is_comparison(op))
+        return RT_ERR(RT_ERR_INVALID, "%s_: comparisons have no in-place form", name);
+    rt_kview va = rt_kview_of(a), vb;
+    int rc = rt_kview_broadcast(b, a->meta.ndim, a->meta.shape, &vb);
+    if (rc < 0) {
+        char b1[RT_SHAPE_BUF], b2[RT_SHAPE_BUF];
+        return RT_ERR(RT_ERR_SHAPE, "%s_: shape %s does not broadcast to the in-place target %s",
+                      name, rt_shape_str(b1, sizeof b1, b->meta.ndim, b->meta.shape),
+                      rt_shape_str(b2, sizeof b2, a->meta.ndim, a->meta.shape));
+    }
+    if (a->meta.numel) RT_TRY(a->storage->backend->binary(op, &va, &va, &vb));
+    rt_tensor_bump_version(a);
+    return RT_OK;
+}
+
+int rt_binary_scalar_(int op, rt_tensor *a, double s) {
+    RT_TRY(check_op(op));
+    RT_TRY(check_inplace(k_binary_names[op], a));
+    if (is_comparison(op))
+        return RT_ERR(RT_ERR_INVALID, "%s_: comparisons have no in-place form", k_binary_names[op]);
+    rt_kview va = rt_kview_of(a);
+    if (a->meta.numel) RT_TRY(a->storage->backend->binary_scalar(op, &va, &va, s, 0));
+    rt_tensor_bump_version(a);
+    return RT_OK;
+}

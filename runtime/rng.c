@@ -1,0 +1,99 @@
+/* rng.c: the global counter-based generator. A draw of n numbers reserves counters
+ * [offset, offset + n); element i is a pure function of (seed, offset + i) computed by the kernel
+ * (Philox-style mixing in kernels/cpu/random.c and its CUDA twin), so results do not depend on the
+ * thread count or the device. */
+#include "internal.h"
+
+#include <pthread.h>
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t g_seed = 0x853c49e6748fea9bULL;
+static uint64_t g_offset;
+
+void rt_manual_seed(uint64_t seed) { rt_rng_set_state(seed, 0); }
+
+void rt_rng_get_state(uint64_t *seed, uint64_t *offset) {
+    pthread_mutex_lock(&g_lock);
+    *seed = g_seed;
+    *offset = g_offset;
+    pthread_mutex_unlock(&g_lock);
+}
+
+void rt_rng_set_state(uint64_t seed, uint64_t offset) {
+    pthread_mutex_lock(&g_lock);
+    g_seed = seed;
+    g_offset = offset;
+    pthread_mutex_unlock(&g_lock);
+}
+
+uint64_t rt_rng_seed(void) {
+    pthread_mutex_lock(&g_lock);
+    uint64_t s = g_seed;
+    pthread_mutex_unlock(&g_lock);
+    return s;
+}
+
+uint64_t rt_rng_reserve(uint64_t n) {
+    pthread_mutex_lock(&g_lock);
+    uint64_t o = g_offset;
+    g_offset += (n + 3) & ~(uint64_t)3; /* keep draws aligned to 4 for vectorised generators */
+    pthread_mutex_unlock(&g_lock);
+    return o;
+}
+
+/* ---- creation through the backend's counter-based fills ------------------------------------ */
+
+typedef enum { DRAW_UNIFORM, DRAW_NORMAL, DRAW_INT } draw_kind;
+
+static int draw(const char *op, rt_tensor *t, draw_kind kind, double a, double b) {
+    const rt_backend *be = t->storage->backend;
+    rt_kview v = rt_kview_of(t);
+    if (t->meta.numel == 0) return RT_OK;
+    if (kind != DRAW_INT && !rt_dtype_is_float(t->meta.dtype))
+        return RT_ERR(RT_ERR_DTYPE, "%s: expected a floating-point dtype, got %s", op,
+                      rt_dtype_name(t->meta.dtype));
+    uint64_t seed = rt_rng_seed(), off = rt_rng_reserve((uint64_t)t->meta.numel);
+    int rc;
+    if (kind == DRAW_UNIFORM) rc = be->fill_uniform(&v, seed, off, a, b);
+    else if (kind == DRAW_NORMAL) rc = be->fill_normal(&v, seed, off, a, b);
+    else rc = be->fill_randint(&v, seed, off, (int64_t)a, (int64_t)b);
+    if (rc == RT_OK) rt_tensor_bump_version(t);
+    return rc;
+}
+
+static int new_and_draw(const char *op, int ndim, const int64_t *shape, int dtype, int device,
+                        draw_kind kind, double a, double b, rt_tensor **out) {
+    RT_TRY(rt_tensor_new(ndim, shape, dtype, device, out));
+    int rc = draw(op, *out, kind, a, b);
+    if (rc < 0) {
+        rt_tensor_release(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+int rt_rand(int ndim, const int64_t *shape, int dtype, int device, rt_tensor **out) {
+    return new_and_draw("rand", ndim, shape, dtype, device, DRAW_UNIFORM, 0.0, 1.0, out);
+}
+
+int rt_randn(int ndim, const int64_t *shape, int dtype, int device, rt_tensor **out) {
+    return new_and_draw("randn", ndim, shape, dtype, device, DRAW_NORMAL, 0.0, 1.0, out);
+}
+
+int rt_randint(int64_t low, int64_t high, int ndim, const int64_t *shape, int dtype, int device,
+               rt_tensor **out) {
+    *out = NULL;
+    if (high <= low)
+        return RT_ERR(RT_ERR_INVALID, "randint: expected low < high, got low=%lld high=%lld",
+                      (long long)low, (long long)high);
+    return new_and_draw("randint", ndim, shape, dtype, device, DRAW_INT, (double)low, (double)high,
+                        out);
+}
+
+int rt_uniform_(rt_tensor *t, double lo, double hi) {
+    return draw("uniform_", t, DRAW_UNIFORM, lo, hi);
+}
+
+int rt_normal_(rt_tensor *t, double mean, double std) {
+    return draw("normal_", t, DRAW_NORMAL, mean, std);
+}

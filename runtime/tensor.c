@@ -1,0 +1,436 @@
+/* tensor.c: storage and tensor lifetime, geometry helpers, creation, host transfer and copies. */
+#include "internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+atomic_llong rt_g_live_tensors;
+atomic_llong rt_g_host_bytes;
+
+int64_t rt_live_tensors(void) { return atomic_load(&rt_g_live_tensors); }
+int64_t rt_host_bytes_allocated(void) { return atomic_load(&rt_g_host_bytes); }
+
+/* ================================================================================================
+ * dtypes
+ * ============================================================================================== */
+
+static const char *const k_dtype_names[RT_NUM_DTYPES] = {
+    "float32", "bfloat16", "float16", "float64", "int64", "int32", "uint8", "bool"};
+static const size_t k_dtype_sizes[RT_NUM_DTYPES] = {4, 2, 2, 8, 8, 4, 1, 1};
+
+const char *rt_dtype_name(int dtype) {
+    return dtype >= 0 && dtype < RT_NUM_DTYPES ? k_dtype_names[dtype] : "?";
+}
+size_t rt_dtype_size(int dtype) {
+    return dtype >= 0 && dtype < RT_NUM_DTYPES ? k_dtype_sizes[dtype] : 0;
+}
+int rt_dtype_is_float(int dtype) {
+    return dtype == RT_F32 || dtype == RT_BF16 || dtype == RT_F16 || dtype == RT_F64;
+}
+
+/* Rank of a dtype in PyTorch's promotion lattice (bool < u8 < i32 < i64 < f16/bf16 < f32 < f64). */
+static int promo_rank(int d) {
+    switch (d) {
+    case RT_BOOL: return 0;
+    case RT_U8: return 1;
+    case RT_I32: return 2;
+    case RT_I64: return 3;
+    case RT_F16:
+    case RT_BF16: return 4;
+    case RT_F32: return 5;
+    case RT_F64: return 6;
+    }
+    return -1;
+}
+
+int rt_promote_types(int a, int b) {
+    if (a == b) return a;
+    if ((a == RT_BF16 && b == RT_F16) || (a == RT_F16 && b == RT_BF16)) return RT_F32;
+    return promo_rank(a) >= promo_rank(b) ? a : b;
+}
+
+/* ================================================================================================
+ * Geometry
+ * ============================================================================================== */
+
+int64_t rt_shape_numel(int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    return n;
+}
+
+void rt_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides) {
+    int64_t s = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        strides[i] = s;
+        s *= shape[i] > 0 ? shape[i] : 1;
+    }
+}
+
+int rt_same_shape(const rt_tensor *a, const rt_tensor *b) {
+    if (a->meta.ndim != b->meta.ndim) return 0;
+    for (int i = 0; i < a->meta.ndim; i++)
+        if (a->meta.shape[i] != b->meta.shape[i]) return 0;
+    return 1;
+}
+
+int rt_wrap_dim(const char *op, int dim, int ndim, int *out) {
+    int n = ndim > 0 ? ndim : 1; /* a scalar accepts dim 0 / -1, like PyTorch */
+    if (dim < -n || dim >= n)
+        return RT_ERR(RT_ERR_INDEX, "%s: dimension %d out of range for a tensor of %d dims "
+                                    "(expected %d to %d)",
+                      op, dim, ndim, -n, n - 1);
+    *out = dim < 0 ? dim + n : dim;
+    return RT_OK;
+}
+
+static const char *device_str(char *buf, size_t n, int device) {
+    if (device == RT_DEVICE_CPU) return "cpu";
+    snprintf(buf, n, "cuda:%d", device);
+    return buf;
+}
+
+int rt_check_same_device(const char *op, const rt_tensor *a, const rt_tensor *b) {
+    if (a->meta.device == b->meta.device) return RT_OK;
+    char da[16], db[16];
+    return RT_ERR(RT_ERR_DEVICE, "%s: expected tensors on one device, got %s and %s", op,
+                  device_str(da, sizeof da, a->meta.device),
+                  device_str(db, sizeof db, b->meta.device));
+}
+
+int rt_broadcast_shapes(const char *op, int na, const int64_t *sa, int nb, const int64_t *sb,
+                        int *nout, int64_t *out) {
+    int n = na > nb ? na : nb;
+    for (int i = 0; i < n; i++) {
+        int ia = na - n + i, ib = nb - n + i;
+        int64_t da = ia >= 0 ? sa[ia] : 1, db = ib >= 0 ? sb[ib] : 1;
+        if (da != db && da != 1 && db != 1) {
+            char ba[RT_SHAPE_BUF], bb[RT_SHAPE_BUF];
+            return RT_ERR(RT_ERR_SHAPE,
+                          "%s: shapes %s and %s cannot be broadcast (dimension %d: %lld vs %lld)",
+                          op, rt_shape_str(ba, sizeof ba, na, sa), rt_shape_str(bb, sizeof bb, nb, sb),
+                          i - n, (long long)da, (long long)db);
+        }
+        out[i] = da == 1 ? db : da;
+    }
+    *nout = n;
+    return RT_OK;
+}
+
+rt_kview rt_kview_of(const rt_tensor *t) {
+    rt_kview v;
+    v.data = (char *)t->storage->data + t->meta.offset * (int64_t)rt_dtype_size(t->meta.dtype);
+    v.dtype = t->meta.dtype;
+    v.ndim = t->meta.ndim;
+    v.numel = t->meta.numel;
+    for (int i = 0; i < RT_MAX_DIMS; i++) {
+        v.shape[i] = i < v.ndim ? t->meta.shape[i] : 1;
+        v.strides[i] = i < v.ndim ? t->meta.strides[i] : 0;
+    }
+    return v;
+}
+
+int rt_kview_broadcast(const rt_tensor *t, int ndim, const int64_t *shape, rt_kview *out) {
+    rt_kview v = rt_kview_of(t);
+    int nt = t->meta.ndim;
+    if (nt > ndim) {
+        char b1[RT_SHAPE_BUF], b2[RT_SHAPE_BUF];
+        return RT_ERR(RT_ERR_SHAPE, "broadcast: cannot broadcast %s to %s",
+                      rt_shape_str(b1, sizeof b1, nt, t->meta.shape),
+                      rt_shape_str(b2, sizeof b2, ndim, shape));
+    }
+    for (int i = 0; i < ndim; i++) {
+        int it = nt - ndim + i;
+        int64_t d = it >= 0 ? t->meta.shape[it] : 1;
+        int64_t s = it >= 0 ? t->meta.strides[it] : 0;
+        if (d != shape[i]) {
+            if (d != 1) {
+                char b1[RT_SHAPE_BUF], b2[RT_SHAPE_BUF];
+                return RT_ERR(RT_ERR_SHAPE, "broadcast: cannot broadcast %s to %s",
+                              rt_shape_str(b1, sizeof b1, nt, t->meta.shape),
+                              rt_shape_str(b2, sizeof b2, ndim, shape));
+            }
+            s = 0;
+        }
+        v.shape[i] = shape[i];
+        v.strides[i] = s;
+    }
+    v.ndim = ndim;
+    v.numel = rt_shape_numel(ndim, shape);
+    *out = v;
+    return RT_OK;
+}
+
+/* ================================================================================================
+ * Storage and tensor lifetime
+ * ============================================================================================== */
+
+static int storage_new(int device, size_t nbytes, rt_storage **out) {
+    const rt_backend *be = rt_backend_for(device);
+    if (!be) return rt_last_error_code() ? rt_last_error_code() : RT_ERR_DEVICE;
+    rt_storage *s = calloc(1, sizeof *s);
+    if (!s) return RT_ERR(RT_ERR_OOM, "alloc: out of host memory for a storage header");
+    int memkind = device == RT_DEVICE_CPU ? RT_MEM_HOST : RT_MEM_DEVICE;
+    int rc = be->alloc(device, nbytes, memkind, &s->data);
+    if (rc < 0) {
+        free(s);
+        return rc;
+    }
+    atomic_init(&s->refcount, 1);
+    atomic_init(&s->version, 0);
+    s->nbytes = nbytes;
+    s->device = device;
+    s->memkind = memkind;
+    s->backend = be;
+    if (device == RT_DEVICE_CPU) atomic_fetch_add(&rt_g_host_bytes, (long long)nbytes);
+    *out = s;
+    return RT_OK;
+}
+
+static void storage_release(rt_storage *s) {
+    if (!s || atomic_fetch_sub(&s->refcount, 1) != 1) return;
+    if (s->deleter) {
+        s->deleter(s->deleter_ctx, s->data);
+    } else {
+        s->backend->free(s->device, s->data, s->memkind, s->nbytes);
+        if (s->device == RT_DEVICE_CPU) atomic_fetch_sub(&rt_g_host_bytes, (long long)s->nbytes);
+    }
+    free(s);
+}
+
+static int check_shape(const char *op, int ndim, const int64_t *shape) {
+    if (ndim < 0 || ndim > RT_MAX_DIMS)
+        return RT_ERR(RT_ERR_SHAPE, "%s: %d dimensions requested, at most %d supported", op, ndim,
+                      RT_MAX_DIMS);
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] < 0) {
+            char b[RT_SHAPE_BUF];
+            return RT_ERR(RT_ERR_SHAPE, "%s: negative dimension in shape %s", op,
+                          rt_shape_str(b, sizeof b, ndim, shape));
+        }
+    return RT_OK;
+}
+
+static rt_tensor *tensor_header(void) {
+    rt_tensor *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    atomic_init(&t->refcount, 1);
+    t->meta.is_leaf = 1;
+    atomic_fetch_add(&rt_g_live_tensors, 1);
+    return t;
+}
+
+int rt_tensor_new(int ndim, const int64_t *shape, int dtype, int device, rt_tensor **out) {
+    *out = NULL;
+    RT_TRY(check_shape("empty", ndim, shape));
+    if (rt_dtype_size(dtype) == 0)
+        return RT_ERR(RT_ERR_DTYPE, "empty: unknown dtype code %d", dtype);
+    rt_tensor *t = tensor_header();
+    if (!t) return RT_ERR(RT_ERR_OOM, "empty: out of host memory for a tensor header");
+    t->meta.dtype = dtype;
+    t->meta.device = device;
+    t->meta.ndim = ndim;
+    for (int i = 0; i < ndim; i++) t->meta.shape[i] = shape[i];
+    rt_contiguous_strides(ndim, shape, t->meta.strides);
+    t->meta.numel = rt_shape_numel(ndim, shape);
+    size_t nbytes = (size_t)t->meta.numel * rt_dtype_size(dtype);
+    int rc = storage_new(device, nbytes, &t->storage);
+    if (rc < 0) {
+        atomic_fetch_sub(&rt_g_live_tensors, 1);
+        free(t);
+        return rc;
+    }
+    t->meta.memkind = t->storage->memkind;
+    *out = t;
+    return RT_OK;
+}
+
+int rt_tensor_new_view(rt_tensor *t, int ndim, const int64_t *shape, const int64_t *strides,
+                       int64_t offset, rt_tensor **out) {
+    *out = NULL;
+    RT_TRY(check_shape("view", ndim, shape));
+    rt_tensor *v = tensor_header();
+    if (!v) return RT_ERR(RT_ERR_OOM, "view: out of host memory for a tensor header");
+    v->meta = t->meta;
+    v->meta.ndim = ndim;
+    for (int i = 0; i < RT_MAX_DIMS; i++) {
+        v->meta.shape[i] = i < ndim ? shape[i] : 0;
+        v->meta.strides[i] = i < ndim ? strides[i] : 0;
+    }
+    v->meta.numel = rt_shape_numel(ndim, shape);
+    v->meta.offset = offset;
+    v->meta.requires_grad = 0;
+    v->meta.is_leaf = 1;
+    v->storage = t->storage;
+    atomic_fetch_add(&t->storage->refcount, 1);
+    *out = v;
+    return RT_OK;
+}
+
+void rt_tensor_retain(rt_tensor *t) {
+    if (t) atomic_fetch_add(&t->refcount, 1);
+}
+
+void rt_tensor_release(rt_tensor *t) {
+    if (!t || atomic_fetch_sub(&t->refcount, 1) != 1) return;
+    rt_node_release(t->grad_fn);
+    rt_tensor_release(t->grad);
+    storage_release(t->storage);
+    atomic_fetch_sub(&rt_g_live_tensors, 1);
+    free(t);
+}
+
+void rt_tensor_ref_release(rt_tensor_ref *ref) {
+    if (!ref) return;
+    rt_tensor *t = ref->p;
+    ref->p = NULL;
+    rt_tensor_release(t);
+}
+
+const rt_tensor_meta *rt_tensor_meta_of(const rt_tensor *t) { return &t->meta; }
+
+void *rt_tensor_data_ptr(const rt_tensor *t) {
+    return (char *)t->storage->data + t->meta.offset * (int64_t)rt_dtype_size(t->meta.dtype);
+}
+
+int rt_tensor_is_contiguous(const rt_tensor *t) {
+    int64_t s = 1;
+    for (int i = t->meta.ndim - 1; i >= 0; i--) {
+        if (t->meta.shape[i] != 1 && t->meta.strides[i] != s) return 0;
+        s *= t->meta.shape[i];
+    }
+    return 1;
+}
+
+int64_t rt_tensor_storage_nbytes(const rt_tensor *t) { return (int64_t)t->storage->nbytes; }
+
+void rt_tensor_bump_version(rt_tensor *t) { atomic_fetch_add(&t->storage->version, 1); }
+
+/* ================================================================================================
+ * Creation
+ * ============================================================================================== */
+
+int rt_empty(int ndim, const int64_t *shape, int dtype, int device, rt_tensor **out) {
+    return rt_tensor_new(ndim, shape, dtype, device, out);
+}
+
+int rt_fill_(rt_tensor *t, double value) {
+    if (t->meta.numel == 0) return RT_OK;
+    rt_kview v = rt_kview_of(t);
+    RT_TRY(t->storage->backend->fill(&v, value));
+    rt_tensor_bump_version(t);
+    return RT_OK;
+}
+
+int rt_full(int ndim, const int64_t *shape, double value, int dtype, int device, rt_tensor **out) {
+    RT_TRY(rt_tensor_new(ndim, shape, dtype, device, out));
+    int rc = rt_fill_(*out, value);
+    if (rc < 0) {
+        rt_tensor_release(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+int rt_arange(double start, double end, double step, int dtype, int device, rt_tensor **out) {
+    *out = NULL;
+    if (step == 0 || (step > 0 && start > end) || (step < 0 && start < end))
+        return RT_ERR(RT_ERR_INVALID,
+                      "arange: step %g cannot go from %g to %g (expected a non-zero step toward end)",
+                      step, start, end);
+    int64_t n = (int64_t)ceil((end - start) / step);
+    RT_TRY(rt_tensor_new(1, &n, RT_F64, RT_DEVICE_CPU, out));
+    double *p = rt_tensor_data_ptr(*out);
+    for (int64_t i = 0; i < n; i++) p[i] = start + (double)i * step;
+    if (dtype == RT_F64 && device == RT_DEVICE_CPU) return RT_OK;
+    rt_tensor *tmp = *out;
+    int rc = rt_to_dtype(tmp, dtype, out);
+    rt_tensor_release(tmp);
+    if (rc < 0 || device == RT_DEVICE_CPU) return rc;
+    tmp = *out;
+    rc = rt_to_device(tmp, device, out);
+    rt_tensor_release(tmp);
+    return rc;
+}
+
+int rt_from_host(int ndim, const int64_t *shape, int dtype, int device, const void *src,
+                 int src_dtype, rt_tensor **out) {
+    *out = NULL;
+    if (rt_dtype_size(src_dtype) == 0)
+        return RT_ERR(RT_ERR_DTYPE, "from_host: unknown source dtype code %d", src_dtype);
+    rt_tensor *host;
+    RT_TRY(rt_tensor_new(ndim, shape, src_dtype, RT_DEVICE_CPU, &host));
+    memcpy(rt_tensor_data_ptr(host), src, (size_t)host->meta.numel * rt_dtype_size(src_dtype));
+    rt_tensor *conv;
+    int rc = rt_to_dtype(host, dtype, &conv);
+    rt_tensor_release(host);
+    if (rc < 0) return rc;
+    if (device == RT_DEVICE_CPU) {
+        *out = conv;
+        return RT_OK;
+    }
+    rc = rt_to_device(conv, device, out);
+    rt_tensor_release(conv);
+    return rc;
+}
+
+int rt_to_host(const rt_tensor *t, void *dst, int dst_dtype) {
+    if (rt_dtype_size(dst_dtype) == 0)
+        return RT_ERR(RT_ERR_DTYPE, "to_host: unknown destination dtype code %d", dst_dtype);
+    rt_tensor *src = (rt_tensor *)t, *on_host = NULL;
+    if (t->meta.device != RT_DEVICE_CPU) {
+        RT_TRY(rt_to_device(src, RT_DEVICE_CPU, &on_host));
+        src = on_host;
+    }
+    rt_kview d = rt_kview_of(src);
+    d.data = dst;
+    d.dtype = dst_dtype;
+    rt_contiguous_strides(d.ndim, d.shape, d.strides);
+    rt_kview s = rt_kview_of(src);
+    int rc = src->meta.numel ? rt_cpu_backend.copy(&d, &s) : RT_OK;
+    rt_tensor_release(on_host);
+    return rc;
+}
+
+int rt_item(const rt_tensor *t, double *out) {
+    if (t->meta.numel != 1) {
+        char b[RT_SHAPE_BUF];
+        return RT_ERR(RT_ERR_SHAPE, "item: expected a tensor with one element, got shape %s (%lld "
+                                    "elements)",
+                      rt_shape_str(b, sizeof b, t->meta.ndim, t->meta.shape),
+                      (long long)t->meta.numel);
+    }
+    return rt_to_host(t, out, RT_F64);
+}
+
+/* ================================================================================================
+ * Copies between dtypes and devices
+ * ============================================================================================== */
+
+int rt_copy_(rt_tensor *dst, rt_tensor *src) {
+    rt_kview s;
+    RT_TRY(rt_kview_broadcast(src, dst->meta.ndim, dst->meta.shape, &s));
+    rt_kview d = rt_kview_of(dst);
+    if (dst->meta.numel == 0) return RT_OK;
+    if (dst->meta.device == src->meta.device) {
+        RT_TRY(dst->storage->backend->copy(&d, &s));
+    } else {
+        /* Cross-device: the accelerator backend's copy handles host<->device pairs. */
+        const rt_backend *be = dst->meta.device != RT_DEVICE_CPU ? dst->storage->backend
+                                                                : src->storage->backend;
+        RT_TRY(be->copy(&d, &s));
+    }
+    rt_tensor_bump_version(dst);
+    return RT_OK;
+}
+
+int rt_contiguous(rt_tensor *t, rt_tensor **out) {
+    if (rt_tensor_is_contiguous(t)) {
+        rt_tensor_retain(t);
+        *out = t;
+        return RT_OK;
+    }
+    return rt_clone(t, out);
+}

@@ -84,12 +84,73 @@ typedef struct rt_backend {
     /* out = a where cond (cond bool, all broadcast to out's shape), out unchanged elsewhere */
     int (*masked_copy)(const rt_kview *out, const rt_kview *cond, const rt_kview *a);
     /* ---- entries added by the op families (softmax, losses, norms, ...) go below ---- */
+    /* CUDA (kernels/cuda/backend_cuda.c): copies between host and device memory (one side on the
+     * host, its memkind says pageable or pinned), and the device/stream/event/memory-stats API
+     * (runtime/device_api.h) behind the public rt_cuda_* calls. NULL on the CPU backend. */
+    int (*copy_cross)(const rt_kview *dst, int dst_device, int dst_memkind, const rt_kview *src,
+                      int src_device, int src_memkind);
+    const struct rt_device_api *device_api;
+    /* optimizer updates, in place (runtime/optim.c): views contiguous, same numel; buf may be
+     * NULL for SGD without momentum */
+    int (*adamw_step)(const rt_kview *param, const rt_kview *grad, const rt_kview *exp_avg,
+                      const rt_kview *exp_avg_sq, double lr, double beta1, double beta2,
+                      double eps, double weight_decay, int64_t step);
+    int (*sgd_step)(const rt_kview *param, const rt_kview *grad, const rt_kview *buf, double lr,
+                    double momentum, double dampening, double weight_decay, int nesterov,
+                    int first_step);
+    /* neural-network ops (runtime/ops_softmax.c, ops_loss.c, ops_nn.c, ops_reduce_indices.c) */
+    /* out = softmax(x) along dim, or log_softmax when log_ != 0; same shapes */
+    int (*softmax)(const rt_kview *out, const rt_kview *x, int dim, int log_);
+    /* grad_in from grad_out and y, the forward's output */
+    int (*softmax_backward)(const rt_kview *grad_in, const rt_kview *grad_out, const rt_kview *y,
+                            int dim, int log_);
+    /* logits (N, C, S), target i64 (N, S) -> loss (N, S) and valid (N, S; 1 where target !=
+     * ignore_index; may be NULL), both in the compute dtype. RT_ERR_INDEX for a target outside
+     * [0, C) that is not ignore_index. */
+    int (*cross_entropy)(const rt_kview *loss, const rt_kview *valid, const rt_kview *logits,
+                         const rt_kview *target, int64_t ignore_index, double label_smoothing);
+    /* grad_logits (N, C, S) = grad_loss (N, S) * (softmax - smoothed one-hot); 0 where ignored */
+    int (*cross_entropy_backward)(const rt_kview *grad_logits, const rt_kview *grad_loss,
+                                  const rt_kview *logits, const rt_kview *target,
+                                  int64_t ignore_index, double label_smoothing);
+    /* out (n, D) = rows of weight (V, D) at indices (n; i64 or i32); RT_ERR_INDEX outside [0, V) */
+    int (*embedding)(const rt_kview *out, const rt_kview *weight, const rt_kview *indices);
+    /* grad_weight (V, D) += grad_out (n, D) scattered to the rows at indices (n) */
+    int (*embedding_backward)(const rt_kview *grad_weight, const rt_kview *grad_out,
+                              const rt_kview *indices);
+    /* x (M, N) normalised per row: out (M, N), mean and rstd (M) in the compute dtype; weight and
+     * bias (N) may be NULL */
+    int (*layer_norm)(const rt_kview *out, const rt_kview *mean, const rt_kview *rstd,
+                      const rt_kview *x, const rt_kview *weight, const rt_kview *bias, double eps);
+    /* grad_x (M, N), grad_weight and grad_bias (N) written (each may be NULL) */
+    int (*layer_norm_backward)(const rt_kview *grad_x, const rt_kview *grad_weight,
+                               const rt_kview *grad_bias, const rt_kview *grad_out,
+                               const rt_kview *x, const rt_kview *mean, const rt_kview *rstd,
+                               const rt_kview *weight);
+    /* out = x * keep / (1 - p); element i (logical order) is kept when the top 24 bits of lane
+     * i % 4 of rt_philox4x32(seed, offset + i / 4), as an integer, are >= ceil(p * 2^24) */
+    int (*dropout)(const rt_kview *out, const rt_kview *x, double p, uint64_t seed,
+                   uint64_t offset);
+    /* RT_MAX / RT_MIN along dim: values (may be NULL; a's dtype) and i64 indices, both a's shape
+     * with size 1 at dim; first occurrence wins ties, NaN wins over numbers */
+    int (*reduce_with_indices)(int op, const rt_kview *values, const rt_kview *indices,
+                               const rt_kview *a, int dim);
+    /* gathers along dim (runtime/ops_index.c); idx is 1-d i64, checked in range by the kernel
+     * (RT_ERR_INDEX). index_select: out[.., j, ..] = src[.., idx[j], ..] (same dtype);
+     * index_add: out[.., idx[j], ..] += src[.., j, ..], duplicates summed in order */
+    int (*index_select)(const rt_kview *out, const rt_kview *src, int dim, const rt_kview *idx);
+    int (*index_add)(const rt_kview *out, const rt_kview *src, int dim, const rt_kview *idx);
 } rt_backend;
 
 /* The backend for a device: CPU for RT_DEVICE_CPU; CUDA (loaded on first use) for ordinals.
  * Returns NULL and sets the error when the device cannot be used. */
 const rt_backend *rt_backend_for(int device);
 extern const rt_backend rt_cpu_backend;
+/* Call backend entry `entry` of `be` with the arguments that follow, or fail with
+ * RT_ERR_UNSUPPORTED naming the op, the entry and the backend when the backend leaves it NULL. */
+#define RT_BE_CALL(be, entry, opname, ...)                                                         \
+    ((be)->entry ? (be)->entry(__VA_ARGS__) : rt_backend_unsupported((be), #entry, (opname)))
+int rt_backend_unsupported(const rt_backend *be, const char *entry, const char *op);
 
 /* ================================================================================================
  * Storage and tensors (torch7's THTensor: size, stride, storage, offset, refcount)

@@ -240,18 +240,15 @@ int rt_binary(int op, rt_tensor *a, rt_tensor *b, rt_tensor **out) {
     RT_TRY(rt_kview_broadcast(b, nd, shape, &vb));
     RT_TRY(rt_tensor_new(nd, shape, dtype, a->meta.device, out));
     rt_kview vo = rt_kview_of(*out);
-    if ((*out)->meta.numel) RT_TRY(release_on_error(a->storage->backend->binary(op, &vo, &va, &vb), out));
+    if ((*out)->meta.numel) RT_TRY(release_on_error(RT_BE_CALL(a->storage->backend, binary, "binary", op, &vo, &va, &vb), out));
     if (!is_comparison(op) && rt_needs_grad2(a, b)) {
         rt_node *node;
         rt_tensor *in[2] = {a, b};
-        RT_TRY(release_on_error(rt_node_attach(*out, op == RT_ADD   ? "AddBackward"
-                                                     : op == RT_SUB ? "SubBackward"
-                                                     : op == RT_MUL ? "MulBackward"
-                                                     : op == RT_DIV ? "DivBackward"
-                                                     : op == RT_POW ? "PowBackward"
-                                                                    : "MaximumBackward",
-                                               binary_backward, 2, in, &node),
-                                out));
+        static const char *const names[] = {"AddBackward",    "SubBackward",  "MulBackward",
+                                            "DivBackward",    "PowBackward1", "MaximumBackward",
+                                            "MinimumBackward"};
+        RT_TRY(
+            release_on_error(rt_node_attach(*out, names[op], binary_backward, 2, in, &node), out));
         node->iargs[0] = op;
         rt_node_save(node, a);
         rt_node_save(node, b);
@@ -269,12 +266,20 @@ int rt_binary_scalar(int op, rt_tensor *a, double s, int scalar_first, rt_tensor
     RT_TRY(rt_tensor_new(a->meta.ndim, a->meta.shape, dtype, a->meta.device, out));
     rt_kview vo = rt_kview_of(*out), va = rt_kview_of(a);
     if (a->meta.numel)
-        RT_TRY(release_on_error(a->storage->backend->binary_scalar(op, &vo, &va, s, scalar_first),
+        RT_TRY(release_on_error(RT_BE_CALL(a->storage->backend, binary_scalar, "binary_scalar", op, &vo, &va, s, scalar_first),
                                 out));
     if (!is_comparison(op) && rt_needs_grad1(a)) {
         rt_node *node;
-        RT_TRY(release_on_error(
-            rt_node_attach(*out, "ScalarOpBackward", binary_scalar_backward, 1, &a, &node), out));
+        /* PyTorch's names: x - s is SubBackward0 but s - x is RsubBackward1, s ^ x PowBackward2,
+         * maximum/minimum with a number are clamps. */
+        static const char *const names[] = {"AddBackward",     "SubBackward", "MulBackward",
+                                            "DivBackward",     "PowBackward", "ClampMinBackward",
+                                            "ClampMaxBackward"};
+        const char *nm = names[op];
+        if (scalar_first && op == RT_SUB) nm = "RsubBackward1";
+        if (scalar_first && op == RT_POW) nm = "PowBackward2";
+        RT_TRY(
+            release_on_error(rt_node_attach(*out, nm, binary_scalar_backward, 1, &a, &node), out));
         node->iargs[0] = op;
         node->iargs[1] = scalar_first;
         node->dargs[0] = s;
@@ -309,7 +314,7 @@ int rt_binary_(int op, rt_tensor *a, rt_tensor *b) {
                       name, rt_shape_str(b1, sizeof b1, b->meta.ndim, b->meta.shape),
                       rt_shape_str(b2, sizeof b2, a->meta.ndim, a->meta.shape));
     }
-    if (a->meta.numel) RT_TRY(a->storage->backend->binary(op, &va, &va, &vb));
+    if (a->meta.numel) RT_TRY(RT_BE_CALL(a->storage->backend, binary, "binary_", op, &va, &va, &vb));
     rt_tensor_bump_version(a);
     return RT_OK;
 }
@@ -320,7 +325,7 @@ int rt_binary_scalar_(int op, rt_tensor *a, double s) {
     if (is_comparison(op))
         return RT_ERR(RT_ERR_INVALID, "%s_: comparisons have no in-place form", k_binary_names[op]);
     rt_kview va = rt_kview_of(a);
-    if (a->meta.numel) RT_TRY(a->storage->backend->binary_scalar(op, &va, &va, s, 0));
+    if (a->meta.numel) RT_TRY(RT_BE_CALL(a->storage->backend, binary_scalar, "binary_scalar_", op, &va, &va, s, 0));
     rt_tensor_bump_version(a);
     return RT_OK;
 }

@@ -74,10 +74,9 @@ static int bmm(rt_tensor *a, rt_tensor *b, rt_tensor **out) {
     if (rc == RT_OK) {
         if (k == 0) rc = rt_fill_(*out, 0.0);
         else if ((*out)->meta.numel)
-            rc = a->storage->backend->gemm(ta, tb, m, nn, k, 1.0, rt_tensor_data_ptr(ca), lda, sa,
-                                           rt_tensor_data_ptr(cb), ldb, sb, 0.0,
-                                           rt_tensor_data_ptr(*out), nn, m * nn, batch,
-                                           a->meta.dtype);
+            rc = RT_BE_CALL(a->storage->backend, gemm, "matmul", ta, tb, m, nn, k, 1.0,
+                            rt_tensor_data_ptr(ca), lda, sa, rt_tensor_data_ptr(cb), ldb, sb, 0.0,
+                            rt_tensor_data_ptr(*out), nn, m * nn, batch, a->meta.dtype);
     }
     rt_tensor_release(ca);
     rt_tensor_release(cb);

@@ -87,7 +87,7 @@ int rt_reduce(int op, rt_tensor *a, int ndims, const int *dims, int keepdim, rt_
     rt_tensor *k;
     RT_TRY(rt_tensor_new(a->meta.ndim, keep, dtype, a->meta.device, &k));
     rt_kview vo = rt_kview_of(k), va = rt_kview_of(a);
-    int rc = a->storage->backend->reduce(op, &vo, &va);
+    int rc = RT_BE_CALL(a->storage->backend, reduce, "reduce", op, &vo, &va);
     if (rc < 0) {
         rt_tensor_release(k);
         return rc;
@@ -107,9 +107,14 @@ int rt_reduce(int op, rt_tensor *a, int ndims, const int *dims, int keepdim, rt_
     }
     if (rt_needs_grad1(a)) {
         rt_node *node;
-        static const char *const names[] = {"SumBackward", "MeanBackward", "MaxBackward",
-                                            "MinBackward"};
-        rc = rt_node_attach(*out, names[op], reduce_backward, 1, &a, &node);
+        /* PyTorch's names: the full reduction and the one over dims are different overloads
+         * (sum() SumBackward0, sum(dim) SumBackward1; max() MaxBackward1, amax(dim) AmaxBackward0) */
+        static const char *const all_names[] = {"SumBackward", "MeanBackward", "MaxBackward1",
+                                                "MinBackward1"};
+        static const char *const dim_names[] = {"SumBackward1", "MeanBackward1", "AmaxBackward",
+                                                "AminBackward"};
+        rc = rt_node_attach(*out, ndims == 0 ? all_names[op] : dim_names[op], reduce_backward, 1,
+                            &a, &node);
         if (rc < 0) {
             rt_tensor_release(*out);
             *out = NULL;

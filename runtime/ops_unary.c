@@ -5,12 +5,19 @@ static const char *const k_unary_names[RT_NUM_UNARY_OPS] = {
     "neg",  "abs",  "exp", "log", "sqrt", "rsqrt", "tanh",   "sigmoid",
     "relu", "gelu", "gelu_tanh", "silu", "sin", "cos", "square", "reciprocal"};
 
+/* Node names as PyTorch prints them in grad_fn=<...0> (square is pow(x, 2) there). */
+static const char *const k_unary_node_names[RT_NUM_UNARY_OPS] = {
+    "NegBackward",  "AbsBackward",   "ExpBackward",  "LogBackward",
+    "SqrtBackward", "RsqrtBackward", "TanhBackward", "SigmoidBackward",
+    "ReluBackward", "GeluBackward",  "GeluBackward", "SiluBackward",
+    "SinBackward",  "CosBackward",   "PowBackward",  "ReciprocalBackward"};
+
 static int unary_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
     rt_tensor *x;
     RT_TRY(rt_node_saved(n, 0, &x));
     RT_TRY(rt_tensor_new(x->meta.ndim, x->meta.shape, x->meta.dtype, x->meta.device, &gi[0]));
     rt_kview vi = rt_kview_of(gi[0]), vg = rt_kview_of(g), vx = rt_kview_of(x);
-    int rc = x->storage->backend->unary_backward((int)n->iargs[0], &vi, &vg, &vx, NULL);
+    int rc = RT_BE_CALL(x->storage->backend, unary_backward, "unary_backward", (int)n->iargs[0], &vi, &vg, &vx, NULL);
     if (rc < 0) {
         rt_tensor_release(gi[0]);
         gi[0] = NULL;
@@ -22,7 +29,8 @@ int rt_unary(int op, rt_tensor *a, rt_tensor **out) {
     *out = NULL;
     if (op < 0 || op >= RT_NUM_UNARY_OPS)
         return RT_ERR(RT_ERR_INVALID, "unary: unknown op code %d", op);
-    const char *name = k_unary_names[op];
+    if (!a) return RT_ERR(RT_ERR_INVALID, "%s: expected a tensor, got NULL", k_unary_names[op]);
+    const char *name = k_unary_node_names[op];
     int dtype = a->meta.dtype;
     if (!rt_dtype_is_float(dtype) && op != RT_NEG && op != RT_ABS && op != RT_RELU &&
         op != RT_SQUARE)
@@ -30,7 +38,7 @@ int rt_unary(int op, rt_tensor *a, rt_tensor **out) {
     if (dtype == RT_BOOL) dtype = RT_I64;
     RT_TRY(rt_tensor_new(a->meta.ndim, a->meta.shape, dtype, a->meta.device, out));
     rt_kview vo = rt_kview_of(*out), va = rt_kview_of(a);
-    int rc = a->meta.numel ? a->storage->backend->unary(op, &vo, &va) : RT_OK;
+    int rc = a->meta.numel ? RT_BE_CALL(a->storage->backend, unary, "unary", op, &vo, &va) : RT_OK;
     if (rc == RT_OK && rt_needs_grad1(a)) {
         rt_node *node;
         rc = rt_node_attach(*out, name, unary_backward, 1, &a, &node);

@@ -54,9 +54,9 @@ static int draw(const char *op, rt_tensor *t, draw_kind kind, double a, double b
                       rt_dtype_name(t->meta.dtype));
     uint64_t seed = rt_rng_seed(), off = rt_rng_reserve((uint64_t)t->meta.numel);
     int rc;
-    if (kind == DRAW_UNIFORM) rc = be->fill_uniform(&v, seed, off, a, b);
-    else if (kind == DRAW_NORMAL) rc = be->fill_normal(&v, seed, off, a, b);
-    else rc = be->fill_randint(&v, seed, off, (int64_t)a, (int64_t)b);
+    if (kind == DRAW_UNIFORM) rc = RT_BE_CALL(be, fill_uniform, op, &v, seed, off, a, b);
+    else if (kind == DRAW_NORMAL) rc = RT_BE_CALL(be, fill_normal, op, &v, seed, off, a, b);
+    else rc = RT_BE_CALL(be, fill_randint, op, &v, seed, off, (int64_t)a, (int64_t)b);
     if (rc == RT_OK) rt_tensor_bump_version(t);
     return rc;
 }

@@ -167,15 +167,113 @@ int rt_kview_broadcast(const rt_tensor *t, int ndim, const int64_t *shape, rt_kv
  * Storage and tensor lifetime
  * ============================================================================================== */
 
+/* ---- per-thread caches of tensor headers, storage headers and small host blocks -----------------
+ * A small op (an add of two 16-element tensors) allocates a tensor header, a storage header and a
+ * data block, and frees three when the result dies; through malloc that was a third of its time.
+ * Freed blocks wait in bounded per-thread lists instead and are reused by the next allocation on
+ * that thread (a block freed on another thread just joins that thread's list). Data blocks are kept
+ * by their allocated size (64-byte multiples up to RT_SMALL_BLOCK), exactly as cpu_alloc made them,
+ * so whoever frees one with free() (rt_pin_memory swapping a storage's memory) stays correct.
+ * Under AddressSanitizer the caches are off so use-after-free is still caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RT_NO_CACHE 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RT_NO_CACHE 1
+#endif
+#endif
+
+#define RT_SMALL_BLOCK 1024 /* bytes: data blocks up to this size are cached */
+#define RT_SMALL_CLASSES (RT_SMALL_BLOCK / 64)
+#define RT_CACHE_DEPTH 64 /* blocks kept per list */
+
+typedef struct rt_free_block {
+    struct rt_free_block *next;
+} rt_free_block;
+
+typedef struct rt_block_list {
+    rt_free_block *head;
+    int n;
+} rt_block_list;
+
+#ifndef RT_NO_CACHE
+static _Thread_local rt_block_list tl_tensors, tl_storages, tl_data[RT_SMALL_CLASSES];
+#endif
+
+static void *cache_pop(rt_block_list *l) {
+#ifndef RT_NO_CACHE
+    rt_free_block *b = l->head;
+    if (b) {
+        l->head = b->next;
+        l->n--;
+    }
+    return b;
+#else
+    (void)l;
+    return NULL;
+#endif
+}
+
+/* Keep p for reuse, or free it when the list is full. */
+static void cache_push(rt_block_list *l, void *p) {
+#ifndef RT_NO_CACHE
+    if (l->n < RT_CACHE_DEPTH) {
+        rt_free_block *b = p;
+        b->next = l->head;
+        l->head = b;
+        l->n++;
+        return;
+    }
+#else
+    (void)l;
+#endif
+    free(p);
+}
+
+#ifndef RT_NO_CACHE
+#define TENSOR_LIST (&tl_tensors)
+#define STORAGE_LIST (&tl_storages)
+#else
+static rt_block_list g_no_list;
+#define TENSOR_LIST (&g_no_list)
+#define STORAGE_LIST (&g_no_list)
+#endif
+
+/* The data-block list for an allocation of nbytes on the CPU backend, or NULL when not cached. */
+static rt_block_list *data_list(const rt_backend *be, size_t nbytes, int memkind) {
+#ifndef RT_NO_CACHE
+    if (be == &rt_cpu_backend && memkind == RT_MEM_HOST && nbytes <= RT_SMALL_BLOCK) {
+        size_t rounded = (nbytes + 63) & ~(size_t)63; /* what cpu_alloc allocates */
+        return &tl_data[(rounded ? rounded : 64) / 64 - 1];
+    }
+#else
+    (void)be;
+    (void)nbytes;
+    (void)memkind;
+#endif
+    return NULL;
+}
+
+/* Drop one reference; true when it was the last. A count of 1 means no other holder exists who
+ * could race with us, so the atomic read-modify-write is skipped in that (common) case. */
+static inline bool drop_ref(atomic_int *rc) {
+    if (atomic_load_explicit(rc, memory_order_acquire) == 1) return true;
+    return atomic_fetch_sub_explicit(rc, 1, memory_order_acq_rel) == 1;
+}
+
 static int storage_new(int device, size_t nbytes, rt_storage **out) {
     const rt_backend *be = rt_backend_for(device);
     if (!be) return rt_last_error_code() ? rt_last_error_code() : RT_ERR_DEVICE;
-    rt_storage *s = calloc(1, sizeof *s);
+    rt_storage *s = cache_pop(STORAGE_LIST);
+    if (s) memset(s, 0, sizeof *s);
+    else s = calloc(1, sizeof *s);
     if (!s) return RT_ERR(RT_ERR_OOM, "alloc: out of host memory for a storage header");
     int memkind = device == RT_DEVICE_CPU ? RT_MEM_HOST : RT_MEM_DEVICE;
-    int rc = be->alloc(device, nbytes, memkind, &s->data);
+    rt_block_list *dl = data_list(be, nbytes, memkind);
+    s->data = dl ? cache_pop(dl) : NULL;
+    int rc = s->data ? RT_OK : be->alloc(device, nbytes, memkind, &s->data);
     if (rc < 0) {
-        free(s);
+        cache_push(STORAGE_LIST, s);
         return rc;
     }
     atomic_init(&s->refcount, 1);
@@ -190,14 +288,16 @@ static int storage_new(int device, size_t nbytes, rt_storage **out) {
 }
 
 static void storage_release(rt_storage *s) {
-    if (!s || atomic_fetch_sub(&s->refcount, 1) != 1) return;
+    if (!s || !drop_ref(&s->refcount)) return;
     if (s->deleter) {
         s->deleter(s->deleter_ctx, s->data);
     } else {
-        s->backend->free(s->device, s->data, s->memkind, s->nbytes);
+        rt_block_list *dl = data_list(s->backend, s->nbytes, s->memkind);
+        if (dl) cache_push(dl, s->data);
+        else s->backend->free(s->device, s->data, s->memkind, s->nbytes);
         if (s->device == RT_DEVICE_CPU) atomic_fetch_sub(&rt_g_host_bytes, (long long)s->nbytes);
     }
-    free(s);
+    cache_push(STORAGE_LIST, s);
 }
 
 static int check_shape(const char *op, int ndim, const int64_t *shape) {
@@ -214,7 +314,9 @@ static int check_shape(const char *op, int ndim, const int64_t *shape) {
 }
 
 static rt_tensor *tensor_header(void) {
-    rt_tensor *t = calloc(1, sizeof *t);
+    rt_tensor *t = cache_pop(TENSOR_LIST);
+    if (t) memset(t, 0, sizeof *t);
+    else t = calloc(1, sizeof *t);
     if (!t) return NULL;
     atomic_init(&t->refcount, 1);
     t->meta.is_leaf = 1;
@@ -239,7 +341,7 @@ int rt_tensor_new(int ndim, const int64_t *shape, int dtype, int device, rt_tens
     int rc = storage_new(device, nbytes, &t->storage);
     if (rc < 0) {
         atomic_fetch_sub(&rt_g_live_tensors, 1);
-        free(t);
+        cache_push(TENSOR_LIST, t);
         return rc;
     }
     t->meta.memkind = t->storage->memkind;
@@ -274,12 +376,12 @@ void rt_tensor_retain(rt_tensor *t) {
 }
 
 void rt_tensor_release(rt_tensor *t) {
-    if (!t || atomic_fetch_sub(&t->refcount, 1) != 1) return;
+    if (!t || !drop_ref(&t->refcount)) return;
     rt_node_release(t->grad_fn);
     rt_tensor_release(t->grad);
     storage_release(t->storage);
     atomic_fetch_sub(&rt_g_live_tensors, 1);
-    free(t);
+    cache_push(TENSOR_LIST, t);
 }
 
 void rt_tensor_ref_release(rt_tensor_ref *ref) {
@@ -319,7 +421,7 @@ int rt_empty(int ndim, const int64_t *shape, int dtype, int device, rt_tensor **
 int rt_fill_(rt_tensor *t, double value) {
     if (t->meta.numel == 0) return RT_OK;
     rt_kview v = rt_kview_of(t);
-    RT_TRY(t->storage->backend->fill(&v, value));
+    RT_TRY(RT_BE_CALL(t->storage->backend, fill, "fill_", &v, value));
     rt_tensor_bump_version(t);
     return RT_OK;
 }
@@ -415,12 +517,14 @@ int rt_copy_(rt_tensor *dst, rt_tensor *src) {
     rt_kview d = rt_kview_of(dst);
     if (dst->meta.numel == 0) return RT_OK;
     if (dst->meta.device == src->meta.device) {
-        RT_TRY(dst->storage->backend->copy(&d, &s));
+        RT_TRY(RT_BE_CALL(dst->storage->backend, copy, "copy_", &d, &s));
     } else {
-        /* Cross-device: the accelerator backend's copy handles host<->device pairs. */
+        /* Cross-device: the accelerator backend's copy_cross handles host<->device pairs (it is
+         * told which side is on the host and whether that memory is pinned). */
         const rt_backend *be = dst->meta.device != RT_DEVICE_CPU ? dst->storage->backend
                                                                 : src->storage->backend;
-        RT_TRY(be->copy(&d, &s));
+        RT_TRY(RT_BE_CALL(be, copy_cross, "copy_", &d, dst->meta.device, dst->storage->memkind, &s,
+                          src->meta.device, src->storage->memkind));
     }
     rt_tensor_bump_version(dst);
     return RT_OK;

@@ -131,7 +131,9 @@ static int check_numel(const char *op, const rt_tensor *t, int ndim, const int64
     return RT_OK;
 }
 
-int rt_view(rt_tensor *t, int ndim, const int64_t *shape, rt_tensor **out) {
+/* view, reshape, squeeze and unsqueeze share this; `name` is the node PyTorch would record. */
+static int view_named(rt_tensor *t, int ndim, const int64_t *shape, const char *name,
+                      rt_tensor **out) {
     *out = NULL;
     RT_TRY(check_numel("view", t, ndim, shape));
     int64_t strides[RT_MAX_DIMS];
@@ -144,23 +146,33 @@ int rt_view(rt_tensor *t, int ndim, const int64_t *shape, rt_tensor **out) {
                       rt_shape_str(b2, sizeof b2, t->meta.ndim, t->meta.shape));
     }
     RT_TRY(rt_tensor_new_view(t, ndim, shape, strides, t->meta.offset, out));
-    if (rt_needs_grad1(t)) return finish(attach_with_shape(*out, "ViewBackward", reshape_backward, t), out);
+    if (rt_needs_grad1(t)) return finish(attach_with_shape(*out, name, reshape_backward, t), out);
     return RT_OK;
 }
 
-int rt_reshape(rt_tensor *t, int ndim, const int64_t *shape, rt_tensor **out) {
+int rt_view(rt_tensor *t, int ndim, const int64_t *shape, rt_tensor **out) {
+    return view_named(t, ndim, shape, "ViewBackward", out);
+}
+
+static int reshape_named(rt_tensor *t, int ndim, const int64_t *shape, const char *name,
+                         rt_tensor **out) {
     *out = NULL;
     RT_TRY(check_numel("reshape", t, ndim, shape));
     int64_t strides[RT_MAX_DIMS];
-    if (view_strides(t, ndim, shape, strides)) return rt_view(t, ndim, shape, out);
+    if (view_strides(t, ndim, shape, strides)) return view_named(t, ndim, shape, name, out);
     rt_tensor *c;
     RT_TRY(rt_clone(t, &c)); /* records CloneBackward when needed */
-    int rc = rt_view(c, ndim, shape, out);
+    int rc = view_named(c, ndim, shape, name, out);
     rt_tensor_release(c);
     return rc;
 }
 
-int rt_permute(rt_tensor *t, int ndim, const int *dims, rt_tensor **out) {
+int rt_reshape(rt_tensor *t, int ndim, const int64_t *shape, rt_tensor **out) {
+    return reshape_named(t, ndim, shape, "ViewBackward", out);
+}
+
+static int permute_named(rt_tensor *t, int ndim, const int *dims, const char *name,
+                         rt_tensor **out) {
     *out = NULL;
     if (ndim != t->meta.ndim) {
         char b[RT_SHAPE_BUF];
@@ -180,24 +192,28 @@ int rt_permute(rt_tensor *t, int ndim, const int *dims, rt_tensor **out) {
     RT_TRY(rt_tensor_new_view(t, ndim, shape, strides, t->meta.offset, out));
     if (rt_needs_grad1(t)) {
         rt_node *node;
-        int rc = rt_node_attach(*out, "PermuteBackward", permute_backward, 1, &t, &node);
+        int rc = rt_node_attach(*out, name, permute_backward, 1, &t, &node);
         if (rc < 0) return finish(rc, out);
         for (int i = 0; i < ndim; i++) node->iargs[i] = wrapped[i];
     }
     return RT_OK;
 }
 
+int rt_permute(rt_tensor *t, int ndim, const int *dims, rt_tensor **out) {
+    return permute_named(t, ndim, dims, "PermuteBackward", out);
+}
+
 int rt_transpose(rt_tensor *t, int dim0, int dim1, rt_tensor **out) {
     *out = NULL;
     int nd = t->meta.ndim, d0, d1;
-    if (nd == 0) return rt_permute(t, 0, NULL, out);
+    if (nd == 0) return permute_named(t, 0, NULL, "TransposeBackward", out);
     RT_TRY(rt_wrap_dim("transpose", dim0, nd, &d0));
     RT_TRY(rt_wrap_dim("transpose", dim1, nd, &d1));
     int dims[RT_MAX_DIMS];
     for (int i = 0; i < nd; i++) dims[i] = i;
     dims[d0] = d1;
     dims[d1] = d0;
-    return rt_permute(t, nd, dims, out);
+    return permute_named(t, nd, dims, "TransposeBackward", out);
 }
 
 static int slice_common(const char *op, rt_tensor *t, int dim, int64_t start, int64_t length,
@@ -234,7 +250,7 @@ static int slice_common(const char *op, rt_tensor *t, int dim, int64_t start, in
                               out));
     if (rt_needs_grad1(t)) {
         rt_node *node;
-        int rc = rt_node_attach(*out, drop ? "SelectBackward" : "NarrowBackward", slice_backward, 1,
+        int rc = rt_node_attach(*out, drop ? "SelectBackward" : "SliceBackward", slice_backward, 1,
                                 &t, &node);
         if (rc < 0) return finish(rc, out);
         int64_t *in_shape = malloc(sizeof(int64_t) * RT_MAX_DIMS);
@@ -294,12 +310,13 @@ int rt_squeeze(rt_tensor *t, int dim, rt_tensor **out) {
     } else {
         int d;
         *out = NULL;
-        if (t->meta.ndim == 0) return rt_view(t, 0, shape, out);
+        if (t->meta.ndim == 0) return view_named(t, 0, shape, "SqueezeBackward1", out);
         RT_TRY(rt_wrap_dim("squeeze", dim, t->meta.ndim, &d));
         for (int i = 0; i < t->meta.ndim; i++)
             if (i != d || t->meta.shape[i] != 1) shape[nd++] = t->meta.shape[i];
+        return reshape_named(t, nd, shape, "SqueezeBackward1", out);
     }
-    return rt_reshape(t, nd, shape, out);
+    return reshape_named(t, nd, shape, "SqueezeBackward", out);
 }
 
 int rt_unsqueeze(rt_tensor *t, int dim, rt_tensor **out) {
@@ -308,14 +325,20 @@ int rt_unsqueeze(rt_tensor *t, int dim, rt_tensor **out) {
     if (t->meta.ndim >= RT_MAX_DIMS)
         return RT_ERR(RT_ERR_SHAPE, "unsqueeze: tensor already has %d dims (the maximum)",
                       RT_MAX_DIMS);
-    RT_TRY(rt_wrap_dim("unsqueeze", dim, t->meta.ndim + 1, &d));
+    /* the new dim may go anywhere in 0..ndim (so the valid range is one wider than the input's) */
+    if (dim < -(t->meta.ndim + 1) || dim > t->meta.ndim)
+        return RT_ERR(RT_ERR_INDEX,
+                      "unsqueeze: dimension %d out of range for a tensor of %d dims (expected %d to "
+                      "%d)",
+                      dim, t->meta.ndim, -(t->meta.ndim + 1), t->meta.ndim);
+    d = dim < 0 ? dim + t->meta.ndim + 1 : dim;
     int64_t shape[RT_MAX_DIMS];
     int nd = 0;
     for (int i = 0; i <= t->meta.ndim; i++) {
         if (i == d) shape[nd++] = 1;
         if (i < t->meta.ndim) shape[nd++] = t->meta.shape[i];
     }
-    return rt_reshape(t, nd, shape, out);
+    return reshape_named(t, nd, shape, "UnsqueezeBackward", out);
 }
 
 /* ================================================================================================

@@ -30,4 +30,43 @@ void rt_philox4x32(uint64_t seed, uint64_t counter, uint32_t out[4]);
 
 /* ---- kernels added by op families go below (one header block per file) ---- */
 
+/* optim.c: fused optimizer updates (contiguous views, checked by runtime/optim.c) */
+int rt_cpu_adamw_step(const rt_kview *param, const rt_kview *grad, const rt_kview *exp_avg,
+                      const rt_kview *exp_avg_sq, double lr, double beta1, double beta2,
+                      double eps, double weight_decay, int64_t step);
+int rt_cpu_sgd_step(const rt_kview *param, const rt_kview *grad, const rt_kview *buf, double lr,
+                    double momentum, double dampening, double weight_decay, int nesterov,
+                    int first_step);
+
+/* softmax.c */
+int rt_cpu_softmax(const rt_kview *out, const rt_kview *x, int dim, int log_);
+int rt_cpu_softmax_backward(const rt_kview *grad_in, const rt_kview *grad_out, const rt_kview *y,
+                            int dim, int log_);
+/* cross_entropy.c */
+int rt_cpu_cross_entropy(const rt_kview *loss, const rt_kview *valid, const rt_kview *logits,
+                         const rt_kview *target, int64_t ignore_index, double label_smoothing);
+int rt_cpu_cross_entropy_backward(const rt_kview *grad_logits, const rt_kview *grad_loss,
+                                  const rt_kview *logits, const rt_kview *target,
+                                  int64_t ignore_index, double label_smoothing);
+/* embedding.c */
+int rt_cpu_embedding(const rt_kview *out, const rt_kview *weight, const rt_kview *indices);
+int rt_cpu_embedding_backward(const rt_kview *grad_weight, const rt_kview *grad_out,
+                              const rt_kview *indices);
+/* layer_norm.c */
+int rt_cpu_layer_norm(const rt_kview *out, const rt_kview *mean, const rt_kview *rstd,
+                      const rt_kview *x, const rt_kview *weight, const rt_kview *bias, double eps);
+int rt_cpu_layer_norm_backward(const rt_kview *grad_x, const rt_kview *grad_weight,
+                               const rt_kview *grad_bias, const rt_kview *grad_out,
+                               const rt_kview *x, const rt_kview *mean, const rt_kview *rstd,
+                               const rt_kview *weight);
+/* dropout.c */
+int rt_cpu_dropout(const rt_kview *out, const rt_kview *x, double p, uint64_t seed,
+                   uint64_t offset);
+/* reduce_indices.c */
+int rt_cpu_reduce_with_indices(int op, const rt_kview *values, const rt_kview *indices,
+                               const rt_kview *a, int dim);
+/* index.c */
+int rt_cpu_index_select(const rt_kview *out, const rt_kview *src, int dim, const rt_kview *idx);
+int rt_cpu_index_add(const rt_kview *out, const rt_kview *src, int dim, const rt_kview *idx);
+
 #endif /* RT_CPU_KERNELS_H */

@@ -22,20 +22,33 @@ void rt_philox4x32(uint64_t seed, uint64_t counter, uint32_t out[4]) {
     out[3] = c3;
 }
 
-/* Uniform in [0, 1) with 24 bits (exact in f32) or 53 bits (f64). */
-static inline double u01(uint32_t hi, uint32_t lo, bool wide) {
-    if (wide) return (double)(((uint64_t)hi << 21) ^ (lo >> 11)) * (1.0 / 9007199254740992.0);
-    return (double)(hi >> 8) * (1.0 / 16777216.0);
+/* Uniform in [0, 1) with as many random bits as the dtype's significand holds (53 for f64, 24 for
+ * f32, 11 for f16, 8 for bf16, as PyTorch's uniform_real does), so the value is exact in the dtype
+ * and rounding on store can never reach 1. */
+static inline double u01(uint32_t hi, uint32_t lo, int bits) {
+    if (bits > 32) return (double)(((uint64_t)hi << 21) ^ (lo >> 11)) * (1.0 / 9007199254740992.0);
+    return ldexp((double)(hi >> (32 - bits)), -bits);
+}
+
+static int significand_bits(int dtype) {
+    switch (dtype) {
+    case RT_F64:
+        return 53;
+    case RT_BF16:
+        return 8;
+    case RT_F16:
+        return 11;
+    default:
+        return 24;
+    }
 }
 
 typedef enum { K_UNIFORM, K_NORMAL, K_INT } kind;
 
 static int fill(const rt_kview *dst, uint64_t seed, uint64_t offset, kind k, double a, double b,
                 int64_t lo, int64_t hi) {
-    bool wide = dst->dtype == RT_F64;
+    int bits = significand_bits(dst->dtype);
     int64_t n = dst->numel;
-    int64_t idx[RT_MAX_DIMS];
-    (void)idx;
     size_t es = rt_dtype_size(dst->dtype);
 #pragma omp parallel for if (n > RT_PARALLEL_GRAIN) schedule(static)
     for (int64_t i = 0; i < n; i++) {
@@ -43,9 +56,9 @@ static int fill(const rt_kview *dst, uint64_t seed, uint64_t offset, kind k, dou
         rt_philox4x32(seed, offset + (uint64_t)i, r);
         double v;
         if (k == K_UNIFORM) {
-            v = a + (b - a) * u01(r[0], r[1], wide);
+            v = a + (b - a) * u01(r[0], r[1], bits);
         } else if (k == K_NORMAL) {
-            double u1 = u01(r[0], r[1], true), u2 = u01(r[2], r[3], true);
+            double u1 = u01(r[0], r[1], 53), u2 = u01(r[2], r[3], 53);
             v = a + b * sqrt(-2.0 * log(1.0 - u1)) * cos(6.283185307179586 * u2);
         } else {
             uint64_t range = (uint64_t)(hi - lo), x = ((uint64_t)r[0] << 32) | r[1];
@@ -58,8 +71,10 @@ static int fill(const rt_kview *dst, uint64_t seed, uint64_t offset, kind k, dou
             rem /= dst->shape[d];
         }
         char *p = dst->data + off * (int64_t)es;
-        if (k == K_INT && dst->dtype == RT_I64) *(int64_t *)p = lo + (int64_t)((((uint64_t)r[0] << 32) | r[1]) % (uint64_t)(hi - lo));
-        else rt_store(p, dst->dtype, v);
+        if (k == K_INT && dst->dtype == RT_I64)
+            *(int64_t *)p = lo + (int64_t)((((uint64_t)r[0] << 32) | r[1]) % (uint64_t)(hi - lo));
+        else
+            rt_store(p, dst->dtype, v);
     }
     return RT_OK;
 }

@@ -28,6 +28,8 @@ int rt_cpu_reduce(int op, const rt_kview *out, const rt_kview *a) {
     size_t ea = rt_dtype_size(a->dtype), eo = rt_dtype_size(out->dtype);
     int ta = a->dtype;
     bool inner_contig = nr > 0 && rstride[nr - 1] == 1;
+    /* integer inputs reduce exactly in int64 (sums promote to int64; max/min keep the dtype) */
+    bool int_acc = !rt_dtype_is_float(ta) && op != RT_MEAN;
 #pragma omp parallel for if (nout * count > RT_PARALLEL_GRAIN) schedule(static)
     for (int64_t o = 0; o < nout; o++) {
         int64_t rem = o, aoff = 0, ooff = 0;
@@ -38,6 +40,7 @@ int rt_cpu_reduce(int op, const rt_kview *out, const rt_kview *a) {
             ooff += i * ostride[k];
         }
         double acc = op == RT_MAX ? -INFINITY : op == RT_MIN ? INFINITY : 0.0;
+        int64_t iacc = op == RT_MAX ? INT64_MIN : op == RT_MIN ? INT64_MAX : 0;
         bool nan = false;
         int64_t inner = nr ? rshape[nr - 1] : 1, outer = count / (inner ? inner : 1);
         for (int64_t j = 0; j < outer && inner; j++) {
@@ -49,19 +52,43 @@ int rt_cpu_reduce(int op, const rt_kview *out, const rt_kview *a) {
             }
             const char *base = a->data + off * (int64_t)ea;
             int64_t rs = nr ? rstride[nr - 1] : 0;
-            if (ta == RT_F32 && inner_contig && (op == RT_SUM || op == RT_MEAN)) {
+            if (int_acc) {
+                for (int64_t i = 0; i < inner; i++) {
+                    const char *q = base + i * rs * (int64_t)ea;
+                    int64_t x = ta == RT_I64   ? *(const int64_t *)q
+                                : ta == RT_I32 ? *(const int32_t *)q
+                                : ta == RT_U8  ? *(const uint8_t *)q
+                                               : (*(const uint8_t *)q != 0);
+                    if (op == RT_SUM)
+                        iacc = (int64_t)((uint64_t)iacc + (uint64_t)x);
+                    else if (op == RT_MAX ? x > iacc : x < iacc)
+                        iacc = x;
+                }
+            } else if (ta == RT_F32 && inner_contig && (op == RT_SUM || op == RT_MEAN)) {
                 const float *f = (const float *)base;
                 double s = 0;
-                for (int64_t i = 0; i < inner; i++) s += f[i];
+                for (int64_t i = 0; i < inner; i++)
+                    s += f[i];
                 acc += s;
             } else {
                 for (int64_t i = 0; i < inner; i++) {
                     double x = rt_load(base + i * rs * (int64_t)ea, ta);
-                    if (op == RT_SUM || op == RT_MEAN) acc += x;
-                    else if (x != x) nan = true;
-                    else if (op == RT_MAX ? x > acc : x < acc) acc = x;
+                    if (op == RT_SUM || op == RT_MEAN)
+                        acc += x;
+                    else if (x != x)
+                        nan = true;
+                    else if (op == RT_MAX ? x > acc : x < acc)
+                        acc = x;
                 }
             }
+        }
+        if (int_acc) {
+            char *q = out->data + ooff * (int64_t)eo;
+            if (out->dtype == RT_I64)
+                *(int64_t *)q = iacc;
+            else
+                rt_store(q, out->dtype, (double)iacc); /* max/min of i32/u8/bool: fits */
+            continue;
         }
         if (op == RT_MEAN) acc /= (double)count;
         if (nan) acc = NAN;

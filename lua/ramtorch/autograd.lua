@@ -32,7 +32,7 @@ local function drive(task)
   while true do
     local rc = C.rt_autograd_run(task, id_box, box)
     if rc == 0 then return end
-    if rc < 0 then raise(3) end
+    if rc < 0 then error(ffi.string(C.rt_last_error()), 0) end
     local entry = contexts[tonumber(id_box[0])]
     local g = own(box[0])
     if not entry then error("backward: the context of a custom function was lost (freed graph?)", 3) end
@@ -50,12 +50,13 @@ local function drive(task)
 end
 
 function M.run_backward(t, grad, retain_graph)
+  tensor.expect_tensor(t, "backward", 3)
   check(C.rt_autograd_begin(t.p, grad and grad.p or nil, retain_graph and 1 or 0, task_box))
   local task = task_box[0]
   local ok, err = pcall(drive, task)
   C.rt_autograd_task_free(task)
   collect_freed()
-  if not ok then error(err, 3) end
+  if not ok then error(err, 0) end
 end
 
 -- Function{forward = function(ctx, ...) ... end, backward = function(ctx, grad) ... end}
@@ -78,7 +79,7 @@ local function apply(F, ...)
   local prev = C.rt_set_grad_enabled(0)
   local ok, out = pcall(F.forward, ctx, ...)
   C.rt_set_grad_enabled(prev)
-  if not ok then error(out, 2) end
+  if not ok then error(out, 0) end -- the message already says where
   if not is_tensor(out) then error("forward of a custom Function must return one Tensor", 2) end
   local n = select("#", ...)
   local inputs = ffi.new("rt_tensor*[?]", math.max(n, 1))
@@ -111,7 +112,7 @@ local function scoped(enabled, fn, ...)
   local prev = C.rt_set_grad_enabled(enabled)
   local r = { pcall(fn, ...) }
   C.rt_set_grad_enabled(prev)
-  if not r[1] then error(r[2], 3) end
+  if not r[1] then error(r[2], 0) end -- re-raise unchanged (it already names its position)
   return unpack(r, 2, table.maxn(r))
 end
 

@@ -23,6 +23,7 @@ for k, v in pairs(ops) do
   if type(v) == "function" then torch[k] = v end
 end
 for k, v in pairs(creation) do torch[k] = v end
+for k, v in pairs(require("ramtorch.ops_nn")) do torch[k] = v end
 
 torch.Tensor = tensor.Tensor
 torch.is_tensor = tensor.is_tensor
@@ -46,11 +47,24 @@ function torch.get_default_dtype() return core.default_dtype end
 function torch.numel(t) return t:numel() end
 function torch.live_tensors() return tonumber(C.rt_live_tensors()) end
 
+-- torch.save(state_dict, path, metadata) / torch.load(path, opts) -> (state_dict, metadata): the
+-- safetensors format (ramtorch/io.lua), so files move to and from PyTorch and Hugging Face.
+function torch.save(obj, path, metadata) return require("ramtorch.io").save(obj, path, metadata) end
+function torch.load(path, opts) return require("ramtorch.io").load(path, opts) end
+
 -- Submodules on first use: torch.nn, torch.optim, ... (require("ramtorch.nn") works as well).
 local lazy = { nn = true, optim = true, data = true, helpers = true, cuda = true, amp = true,
                distributed = true, utils = true, offload = true, models = true, io = true }
+-- RamTorch's top-level names (`from ramtorch import Linear, AdamW`), also loaded on first use.
+local lazy_fields = { Linear = { "ramtorch.linear", "Linear" }, AdamW = { "ramtorch.optim", "AdamW" } }
 return setmetatable(torch, {
   __index = function(t, k)
+    local f = lazy_fields[k]
+    if f then
+      local v = require(f[1])[f[2]]
+      rawset(t, k, v)
+      return v
+    end
     if lazy[k] then
       local m = require("ramtorch." .. k)
       rawset(t, k, m)

@@ -96,6 +96,7 @@ end
 M.negative = M.neg
 -- gelu(x, "tanh") or gelu(x, {approximate="tanh"}) as in PyTorch
 function M.gelu(a, approximate)
+  tensor.expect_tensor(a, "gelu", 2)
   if type(approximate) == "table" then approximate = approximate.approximate end
   if approximate == "tanh" then return result(C.rt_unary(UN.gelu_tanh, a.p, box)) end
   if approximate ~= nil and approximate ~= "none" then
@@ -106,13 +107,17 @@ end
 Tensor.gelu = M.gelu
 
 function M.clamp(a, lo, hi)
+  tensor.expect_tensor(a, "clamp", 2)
   if type(lo) == "table" then lo, hi = lo.min, lo.max end
+  if lo ~= nil and type(lo) ~= "number" then error(("clamp: expected a number for min, got %s"):format(tensor.describe(lo)), 2) end
+  if hi ~= nil and type(hi) ~= "number" then error(("clamp: expected a number for max, got %s"):format(tensor.describe(hi)), 2) end
   return result(C.rt_clamp(a.p, lo or 0, hi or 0, lo and 1 or 0, hi and 1 or 0, box))
 end
 Tensor.clamp = M.clamp
 M.clip, Tensor.clip = M.clamp, M.clamp
 
 function M.where(cond, a, b)
+  tensor.expect_tensor(cond, "where", 2)
   local ref = is_tensor(a) and a or b
   if not is_tensor(ref) then error("where: at least one of the two value arguments must be a Tensor", 2) end
   local function lift(x)
@@ -131,13 +136,23 @@ local RED = { sum = 0, mean = 1, max = 2, min = 3 }
 local function dims_into(dims, name)
   if dims == nil then return 0 end
   if type(dims) == "number" then dims = { dims } end
-  if type(dims) ~= "table" then error(("%s: expected dim as a number or a table of numbers, got %s"):format(name, type(dims)), 3) end
-  for i = 1, #dims do int_buf[i - 1] = dims[i] end
+  if type(dims) ~= "table" then
+    error(("%s: expected dim as an integer or a table of integers, got %s"):format(name, tensor.describe(dims)), 3)
+  end
+  if #dims > 8 then error(("%s: at most 8 dims, got %d"):format(name, #dims), 3) end
+  for i = 1, #dims do
+    local d = dims[i]
+    if type(d) ~= "number" or d ~= math.floor(d) then
+      error(("%s: expected integer dims, got %s at position %d"):format(name, tensor.describe(d), i), 3)
+    end
+    int_buf[i - 1] = d
+  end
   return #dims
 end
 
 local function reducer(name, op)
   return function(a, dim, keepdim)
+    tensor.expect_tensor(a, name, 2)
     if type(dim) == "table" and dim.dim ~= nil then dim, keepdim = dim.dim, dim.keepdim end
     local n = dims_into(dim, name)
     return result(C.rt_reduce(op, a.p, n, int_buf, keepdim and 1 or 0, box))
@@ -149,7 +164,9 @@ Tensor.sum, Tensor.mean = M.sum, M.mean
 -- max(t) -> scalar tensor; max(t, dim, keepdim) -> values, indices; max(a, b) -> maximum
 local function maxmin(name, op, elementwise)
   return function(a, dim, keepdim)
+    tensor.expect_tensor(a, name, 2)
     if is_tensor(dim) then return elementwise(a, dim) end
+    if dim ~= nil then tensor.expect_int(dim, name, "dim", 2) end
     if dim == nil then return result(C.rt_reduce(op, a.p, 0, int_buf, 0, box)) end
     check(C.rt_reduce_dim_with_indices(op, a.p, dim, keepdim and 1 or 0, box, box2))
     return own(box[0]), own(box2[0])
@@ -164,9 +181,13 @@ Tensor.amax, Tensor.amin = M.amax, M.amin
 
 local INT32_MIN = -2147483648
 function M.argmax(a, dim, keepdim)
+  tensor.expect_tensor(a, "argmax", 2)
+  if dim ~= nil then tensor.expect_int(dim, "argmax", "dim", 2) end
   return result(C.rt_argmax(a.p, dim or INT32_MIN, keepdim and 1 or 0, box))
 end
 function M.argmin(a, dim, keepdim)
+  tensor.expect_tensor(a, "argmin", 2)
+  if dim ~= nil then tensor.expect_int(dim, "argmin", "dim", 2) end
   return result(C.rt_argmin(a.p, dim or INT32_MIN, keepdim and 1 or 0, box))
 end
 Tensor.argmax, Tensor.argmin = M.argmax, M.argmin
@@ -202,6 +223,45 @@ function Tensor.uniform_(t, lo, hi)
 end
 function Tensor.normal_(t, mean, std)
   check(C.rt_normal_(t.p, mean or 0, std or 1))
+  return t
+end
+
+-- ---- gathers along a dim (runtime/ops_index.c) ---------------------------------------------------------
+
+-- indices: a 1-d int64/int32 Tensor, or a Lua table of 0-based integers (made on t's device).
+local function index_tensor(t, idx, what, level)
+  if is_tensor(idx) then return idx end
+  if type(idx) ~= "table" then
+    error(("%s: expected indices as a Tensor or a table of integers, got %s"):format(what, type(idx)), level + 1)
+  end
+  local n = #idx
+  local buf = ffi.new("int64_t[?]", n > 0 and n or 1)
+  for i = 1, n do
+    local v = idx[i]
+    if type(v) ~= "number" or v ~= math.floor(v) then
+      error(("%s: expected integer indices, got %s at position %d"):format(what, tostring(v), i), level + 1)
+    end
+    buf[i - 1] = v
+  end
+  core.shape_buf[0] = n
+  return result(C.rt_from_host(1, core.shape_buf, 4, meta(t).device, buf, 4, box))
+end
+M.index_tensor = index_tensor
+
+-- torch.index_select(t, dim, indices) / t:index_select(dim, indices): rows of t along dim (0-based
+-- indices), differentiable with respect to t.
+function M.index_select(t, dim, indices)
+  tensor.expect_tensor(t, "index_select", 2)
+  local idx = index_tensor(t, indices, "index_select", 2)
+  return result(C.rt_index_select(t.p, dim, idx.p, box))
+end
+Tensor.index_select = M.index_select
+
+-- t:index_add_(dim, indices, src): t[.., indices[j], ..] += src[.., j, ..] in place (no autograd).
+function Tensor.index_add_(t, dim, indices, src)
+  tensor.expect_tensor(src, "index_add_", 2)
+  local idx = index_tensor(t, indices, "index_add_", 2)
+  check(C.rt_index_add_(t.p, dim, idx.p, src.p))
   return t
 end
 

@@ -32,12 +32,22 @@ local function expect_tensor(x, what, level)
 end
 M.expect_tensor = expect_tensor
 
+-- "3.5", "a string", "a table", "nil": how an unexpected argument is named in messages
+local function describe(x)
+  local tx = type(x)
+  if tx == "number" or tx == "boolean" or tx == "nil" then return tostring(x) end
+  if is_tensor(x) then return "a Tensor" end
+  return "a " .. (tx == "cdata" and tostring(ffi.typeof(x)) or tx)
+end
+M.describe = describe
+
 local function expect_int(x, what, name, level)
   if type(x) ~= "number" or x ~= math.floor(x) then
-    error(("%s: expected an integer %s, got %s"):format(what, name, tostring(x)), (level or 1) + 1)
+    error(("%s: expected an integer %s, got %s"):format(what, name, describe(x)), (level or 1) + 1)
   end
   return x
 end
+M.expect_int = expect_int
 
 -- ---- properties ------------------------------------------------------------------------------------
 
@@ -216,16 +226,21 @@ function Tensor.detach(t) return result(C.rt_detach(t.p, box)) end
 -- ---- dtype and device ---------------------------------------------------------------------------------
 
 -- t:to("cuda"), t:to(torch.bfloat16), t:to("cuda", torch.bfloat16), t:to({device=, dtype=}), t:to(other)
-function Tensor.to(t, a, b)
-  local dev, dt
+-- non_blocking (t:to("cuda", true) or {non_blocking=true}): with a pinned host side the copy is only
+-- enqueued on the current stream, as in PyTorch.
+function Tensor.to(t, a, b, c)
+  local dev, dt, nb
   local function take(x)
     if x == nil then return end
     if is_tensor(x) then
       dev, dt = props.device(x), props.dtype(x)
     elseif core.is_dtype(x) then
       dt = x
+    elseif type(x) == "boolean" then
+      nb = x
     elseif type(x) == "table" and not x.code then
       dev, dt = x.device or dev, x.dtype and core.dtype(x.dtype, 3) or dt
+      if x.non_blocking ~= nil then nb = x.non_blocking and true or false end
     elseif pcall(core.device_code, x) then
       dev = x
     else
@@ -234,11 +249,12 @@ function Tensor.to(t, a, b)
   end
   take(a)
   take(b)
+  take(c)
   local r = t
   if dt and dt.code ~= meta(r).dtype then r = result(C.rt_to_dtype(r.p, dt.code, box)) end
   if dev ~= nil then
     local code = core.device_code(dev, 2)
-    if code ~= meta(r).device then r = result(C.rt_to_device(r.p, code, box)) end
+    if code ~= meta(r).device then r = result(C.rt_to_device_ex(r.p, code, nb and 1 or 0, box)) end
   end
   return r
 end
@@ -252,7 +268,13 @@ function Tensor.int(t) return t:to(core.int32) end
 function Tensor.bool(t) return t:to(core.bool) end
 function Tensor.byte(t) return t:to(core.uint8) end
 function Tensor.cpu(t) return t:to("cpu") end
-function Tensor.cuda(t, i) return t:to(i and ("cuda:" .. i) or "cuda") end
+function Tensor.cuda(t, i, non_blocking)
+  if type(i) == "boolean" then i, non_blocking = nil, i end
+  return t:to(i and ("cuda:" .. i) or "cuda", non_blocking or false)
+end
+-- A page-locked copy of a cpu tensor (copies to and from the GPU can then be asynchronous).
+function Tensor.pin_memory(t) return result(C.rt_pin_memory(t.p, box)) end
+function Tensor.is_pinned(t) return meta(t).memkind == 1 end
 
 -- ---- reading values out ---------------------------------------------------------------------------------
 

@@ -132,6 +132,12 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "-v") || !strcmp(a, "--version")) {
             printf("ramtorch-lua %s (%s)\n", RT_VERSION_STRING, LUAJIT_VERSION);
             return 0;
+        } else if (!strncmp(a, "-e", 2) && a[2]) { /* -eCODE, as lua accepts */
+            if (nchunks == 64) {
+                fprintf(stderr, "ramtorch-lua: too many -e options (at most 64)\n");
+                return 2;
+            }
+            chunks[nchunks++] = a + 2;
         } else if (!strcmp(a, "-e")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "ramtorch-lua: -e needs an argument (see --help)\n");

@@ -316,6 +316,120 @@ int rt_sgd_step(rt_tensor *param, rt_tensor *grad, rt_tensor *momentum_buf, doub
 int rt_get_num_threads(void);
 int rt_set_num_threads(int n);
 
+/* ------------------------------------------------------------------------------------------------
+ * Serialization: safetensors files (runtime/safetensors.c, format of huggingface/safetensors)
+ *
+ * A reader validates the whole header on open (header length, strict JSON, dtypes, shapes, offsets
+ * contiguous and in range, byte lengths, duplicate names); any defect is RT_ERR_FORMAT with a
+ * message naming the file, the tensor and what was wrong. Tensors are listed sorted by name.
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct rt_safetensors rt_safetensors;
+
+/* Open and validate a file (mapped read-only until close). */
+int rt_safetensors_open(const char *path, rt_safetensors **out);
+/* The same over bytes in memory (copied); name is used in messages and may be NULL. */
+int rt_safetensors_open_memory(const void *data, size_t nbytes, const char *name,
+                               rt_safetensors **out);
+void rt_safetensors_close(rt_safetensors *f); /* NULL is fine */
+int64_t rt_safetensors_count(const rt_safetensors *f);
+/* Name of tensor i (0 <= i < count), NULL when out of range. Valid until close. */
+const char *rt_safetensors_name(const rt_safetensors *f, int64_t i);
+/* Index of a tensor by name; RT_ERR_INDEX naming the file when absent. */
+int rt_safetensors_find(const rt_safetensors *f, const char *name, int64_t *index);
+/* dtype (an rt_dtype, or -1 for a safetensors dtype that ramtorch cannot hold such as I16), ndim
+ * and shape (RT_MAX_DIMS entries) of tensor i, without reading its data. */
+int rt_safetensors_info(const rt_safetensors *f, int64_t i, int *dtype, int *ndim,
+                        int64_t *shape);
+/* The safetensors dtype string of tensor i ("F32", "BF16", ...), NULL when out of range. */
+const char *rt_safetensors_dtype_str(const rt_safetensors *f, int64_t i);
+/* Copy tensor i into a new contiguous CPU tensor. */
+int rt_safetensors_get(const rt_safetensors *f, int64_t i, rt_tensor **out);
+/* The __metadata__ string map, sorted by key. */
+int64_t rt_safetensors_metadata_count(const rt_safetensors *f);
+const char *rt_safetensors_metadata_key(const rt_safetensors *f, int64_t i);
+const char *rt_safetensors_metadata_value(const rt_safetensors *f, int64_t i);
+/* Write n tensors (any dtype, layout or device; stored contiguous little-endian) and n_meta
+ * metadata pairs. Atomic: the data goes to a temporary file in the target's folder, is fsynced and
+ * renamed over path, then the folder is fsynced; on any failure the previous file is untouched
+ * and the temporary file removed. Names must be unique UTF-8 strings other than "__metadata__". */
+int rt_safetensors_save(const char *path, int n, const char *const *names,
+                        rt_tensor *const *tensors, int n_meta, const char *const *meta_keys,
+                        const char *const *meta_values);
+
+/* ------------------------------------------------------------------------------------------------
+ * Data loading: idx files, row gathers and their background variant (runtime/idx.c,
+ * runtime/ops_index.c)
+ * ---------------------------------------------------------------------------------------------- */
+
+/* Read an idx file (MNIST format; gzip-compressed or plain) into a new CPU tensor: u8 for type
+ * 0x08, i32 for 0x0C, f32 for 0x0D, f64 for 0x0E. Magic, dims and the exact data size are checked:
+ * a missing file is RT_ERR_IO, a corrupt one RT_ERR_FORMAT, both naming the file. */
+int rt_read_idx(const char *path, rt_tensor **out);
+
+/* out = t indexed along dim by indices (1-d, i64 or i32, values in [0, size)), like PyTorch's
+ * index_select. Backward scatter-adds the gradient into the selected rows. */
+int rt_index_select(rt_tensor *t, int dim, rt_tensor *indices, rt_tensor **out);
+/* In place, no autograd: t[..., indices[j], ...] += src[..., j, ...] along dim (duplicates add). */
+int rt_index_add_(rt_tensor *t, int dim, rt_tensor *indices, rt_tensor *src);
+
+/* The gather of rt_index_select run on a background thread (no autograd), so that the next batch
+ * is built while the caller works on the current one. Inputs are retained until it finishes.
+ * rt_async_wait blocks and hands over the result (once); rt_async_free waits if needed and frees
+ * (NULL is fine). A failure inside the job is reported by rt_async_wait with the job's message. */
+typedef struct rt_async rt_async;
+int rt_index_select_async(rt_tensor *t, int dim, rt_tensor *indices, rt_async **out);
+int rt_async_wait(rt_async *job, rt_tensor **out);
+void rt_async_free(rt_async *job);
+
+/* ------------------------------------------------------------------------------------------------
+ * CUDA: devices, memory, pinned host memory, streams and events (libramtorch_cuda, loaded on first
+ * use; every call fails with RT_ERR_DEVICE and a message saying why when CUDA is unavailable)
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct rt_stream rt_stream;
+typedef struct rt_event rt_event;
+
+/* 1 when the CUDA backend loads and sees at least one device, else 0 (never an error). */
+int rt_cuda_is_available(void);
+int rt_cuda_device_count(void); /* 0 when unavailable */
+int rt_cuda_set_device(int device);
+int rt_cuda_get_device(int *out);
+int rt_cuda_synchronize(int device); /* device < 0: the current device */
+/* The caching allocator of a device: bytes in tensors, their peak, bytes held from the driver. */
+int rt_cuda_memory_stats(int device, int64_t *allocated, int64_t *max_allocated, int64_t *reserved);
+int rt_cuda_reset_peak_memory_stats(int device);
+int rt_cuda_empty_cache(int device); /* return cached free blocks to the driver */
+/* Cap on the bytes the allocator holds from the driver (0: no cap). */
+int rt_cuda_set_memory_budget(int device, int64_t bytes);
+int rt_cuda_get_memory_budget(int device, int64_t *out);
+/* f32 GEMM through TF32 tensor cores (off by default). */
+int rt_cuda_set_tf32(int enabled);
+/* A page-locked copy of a CPU tensor (meta.memkind == RT_MEM_PINNED); copies from or to it can be
+ * asynchronous. A pinned tensor is returned retained as is. */
+int rt_pin_memory(rt_tensor *t, rt_tensor **out);
+
+/* rt_to_device / rt_copy_ with PyTorch's non_blocking: when the host side is pinned, the copy is
+ * only enqueued on the current stream (synchronise with an event or rt_cuda_synchronize before
+ * reading or reusing the host memory); otherwise these are the same as the blocking calls. */
+int rt_to_device_ex(rt_tensor *t, int device, int non_blocking, rt_tensor **out);
+int rt_copy_ex_(rt_tensor *dst, rt_tensor *src, int non_blocking);
+
+/* Streams. The current stream is per thread and per device; every kernel and copy a thread issues
+ * goes to it. rt_current_stream returns a borrowed handle (the default stream is never freed). */
+int rt_stream_create(int device, rt_stream **out);
+void rt_stream_destroy(rt_stream *s); /* NULL and default streams are ignored */
+int rt_current_stream(int device, rt_stream **out);
+int rt_set_current_stream(rt_stream *s); /* NULL: the current device's default stream */
+int rt_stream_synchronize(rt_stream *s);
+int rt_stream_wait_event(rt_stream *s, rt_event *e);
+int rt_event_create(int enable_timing, rt_event **out);
+void rt_event_destroy(rt_event *e);
+int rt_event_record(rt_event *e, rt_stream *s); /* s NULL: the current stream */
+int rt_event_synchronize(rt_event *e);
+int rt_event_query(rt_event *e); /* 1 completed, 0 pending, < 0 error */
+int rt_event_elapsed_time(rt_event *start, rt_event *end, double *ms);
+
 #ifndef RT_CDEF
 #ifdef __cplusplus
 }

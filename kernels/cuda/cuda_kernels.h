@@ -1,0 +1,71 @@
+/* cuda_kernels.h: the interface between the CUDA backend table (backend_cuda.c, C11) and the kernel
+ * launchers in kernels/cuda/ (.cu) (C++). Plain C types only: runtime/internal.h uses C11 atomics
+ * that nvcc's C++ does not take, so views cross this boundary as rtc_view, which has rt_kview's
+ * layout (checked with static asserts in backend_cuda.c). Every launcher enqueues on the calling
+ * thread's current stream (rtc_stream()), checks the launch, and returns RT_OK or a negative
+ * status with the error set through rt_error_set. */
+#ifndef RT_CUDA_KERNELS_H
+#define RT_CUDA_KERNELS_H
+
+#include "../../runtime/include/ramtorch.h"
+
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct rtc_view {
+    char *data;
+    int dtype;
+    int ndim;
+    int64_t numel;
+    int64_t shape[RT_MAX_DIMS];
+    int64_t strides[RT_MAX_DIMS];
+} rtc_view;
+
+/* From libramtorch (runtime/error.c). */
+int rt_error_set(int code, const char *file, int line, const char *fmt, ...);
+
+/* The current stream of the calling thread on the current device (backend_cuda.c). */
+cudaStream_t rtc_stream(void);
+int rtc_sm_count(void);
+/* Device scratch from the caching allocator, freed in stream order. */
+int rtc_scratch_alloc(size_t nbytes, void **out);
+void rtc_scratch_free(void *p, size_t nbytes);
+
+/* Turn a CUDA error into a status: "op: CUDA error <name>: <string> (in <expr>) at file:line". */
+#define RTC_CUDA_TRY(op, expr)                                                                     \
+    do {                                                                                           \
+        cudaError_t rtc_err_ = (expr);                                                             \
+        if (rtc_err_ != cudaSuccess)                                                               \
+            return rt_error_set(RT_ERR_BACKEND, __FILE__, __LINE__, "%s: CUDA error %s: %s (in %s)", \
+                                (op), cudaGetErrorName(rtc_err_), cudaGetErrorString(rtc_err_),    \
+                                #expr);                                                            \
+    } while (0)
+/* After a kernel launch. */
+#define RTC_LAUNCH_CHECK(op) RTC_CUDA_TRY(op, cudaGetLastError())
+
+/* elementwise.cu */
+int rtc_copy(const rtc_view *dst, const rtc_view *src);
+int rtc_fill(const rtc_view *dst, double value);
+int rtc_binary(int op, const rtc_view *out, const rtc_view *a, const rtc_view *b);
+int rtc_binary_scalar(int op, const rtc_view *out, const rtc_view *a, double s, int scalar_first);
+int rtc_masked_copy(const rtc_view *out, const rtc_view *cond, const rtc_view *a);
+int rtc_unary(int op, const rtc_view *out, const rtc_view *a);
+int rtc_unary_backward(int op, const rtc_view *grad_in, const rtc_view *grad_out,
+                       const rtc_view *x);
+/* random.cu */
+int rtc_fill_random(const rtc_view *dst, int kind, uint64_t seed, uint64_t offset, double a,
+                    double b, int64_t lo, int64_t hi);
+/* reduce.cu */
+int rtc_reduce(int op, const rtc_view *out, const rtc_view *a);
+/* fill with a byte (poisoning new allocations) */
+int rtc_memset(void *p, int byte, size_t nbytes);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RT_CUDA_KERNELS_H */

@@ -1,0 +1,158 @@
+-- ramtorch/functional.lua: torch.nn.functional: the stateless neural-network functions under their
+-- PyTorch names (softmax, cross_entropy, layer_norm, dropout, ...). Keyword arguments of PyTorch are
+-- given as an options table: F.cross_entropy(logits, target, {ignore_index = -100, reduction = "sum"}).
+local rffi = require("ramtorch.ffi")
+local core = require("ramtorch.core")
+local tensor = require("ramtorch.tensor")
+local ops = require("ramtorch.ops")
+local ops_nn = require("ramtorch.ops_nn")
+local C = rffi.C
+
+local is_tensor, expect_tensor = tensor.is_tensor, tensor.expect_tensor
+local box, result = core.box, core.result
+
+local M = {}
+
+local REDUCTION = { none = 0, mean = 1, sum = 2 }
+
+local function reduction_code(r, name, level)
+  if r == nil then return 1 end
+  local c = REDUCTION[r]
+  if not c then
+    error(("%s: reduction must be \"none\", \"mean\" or \"sum\", got %s"):format(name, tostring(r)), level + 1)
+  end
+  return c
+end
+
+local function opts_table(opts, name, level)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    error(("%s: expected an options table, got %s"):format(name, type(opts)), level + 1)
+  end
+  return opts
+end
+
+-- ---- activations -----------------------------------------------------------------------------------
+
+M.softmax = ops_nn.softmax
+M.log_softmax = ops_nn.log_softmax
+M.relu = ops.relu
+M.gelu = ops.gelu
+M.silu = ops.silu
+M.tanh = ops.tanh
+M.sigmoid = ops.sigmoid
+
+-- ---- linear -------------------------------------------------------------------------------------------
+
+-- y = x @ w^T + b (b optional)
+function M.linear(x, w, b)
+  expect_tensor(x, "linear", 2)
+  expect_tensor(w, "linear", 2)
+  if b ~= nil then expect_tensor(b, "linear", 2) end
+  return result(C.rt_linear(x.p, w.p, b and b.p or nil, box))
+end
+
+-- ---- losses -------------------------------------------------------------------------------------------
+
+-- cross_entropy(input (N, C) or (N, C, d1...) or (C), target int64 class indices, {ignore_index=-100,
+-- reduction="mean", label_smoothing=0})
+function M.cross_entropy(input, target, opts)
+  expect_tensor(input, "cross_entropy", 2)
+  expect_tensor(target, "cross_entropy", 2)
+  opts = opts_table(opts, "cross_entropy", 2)
+  if opts.weight ~= nil then error("cross_entropy: class weights are not supported", 2) end
+  local ii = opts.ignore_index or -100
+  local ls = opts.label_smoothing or 0
+  if type(ii) ~= "number" or ii ~= math.floor(ii) then
+    error(("cross_entropy: ignore_index must be an integer, got %s"):format(tostring(ii)), 2)
+  end
+  if type(ls) ~= "number" then
+    error(("cross_entropy: label_smoothing must be a number, got %s"):format(tostring(ls)), 2)
+  end
+  return result(C.rt_cross_entropy(input.p, target.p, ii, reduction_code(opts.reduction, "cross_entropy", 2),
+                                   ls, box))
+end
+
+-- nll_loss(log_probs (N, C) or (N, C, d1...), target int64, {ignore_index=-100, reduction="mean"}),
+-- composed of autograd ops: -log_probs[n, target[n]], averaged over the non-ignored targets.
+function M.nll_loss(input, target, opts)
+  expect_tensor(input, "nll_loss", 2)
+  expect_tensor(target, "nll_loss", 2)
+  opts = opts_table(opts, "nll_loss", 2)
+  local red = reduction_code(opts.reduction, "nll_loss", 2)
+  local ii = opts.ignore_index or -100
+  if target.dtype ~= core.int64 then
+    error(("nll_loss: expected target of dtype int64 (class indices), got %s"):format(target.dtype.name), 2)
+  end
+  local cdim = input:dim() == 1 and 0 or 1
+  local ncls = input:size(cdim)
+  local valid = target:ne(ii)
+  local oob = ops.where(valid, target, 0)
+  if oob:numel() > 0 and (oob:min():item() < 0 or oob:max():item() >= ncls) then
+    error(("nll_loss: target out of bounds for %d classes"):format(ncls), 2)
+  end
+  local shape = {}
+  for i = 1, input:dim() do shape[i] = 1 end
+  shape[cdim + 1] = ncls
+  local creation = require("ramtorch.creation")
+  local classes = creation.arange(ncls, { device = input.device }):view(shape)
+  local picked = ops.where(classes:eq(target:unsqueeze(cdim)), input, 0):sum(cdim)
+  local vf = valid:to(input.dtype)
+  local loss = -picked * vf
+  if red == 0 then return loss end
+  if red == 2 then return loss:sum() end
+  return loss:sum() / vf:sum()
+end
+
+-- mse_loss(input, target, {reduction="mean"})
+function M.mse_loss(input, target, opts)
+  expect_tensor(input, "mse_loss", 2)
+  expect_tensor(target, "mse_loss", 2)
+  opts = opts_table(opts, "mse_loss", 2)
+  return result(C.rt_mse_loss(input.p, target.p, reduction_code(opts.reduction, "mse_loss", 2), box))
+end
+
+-- ---- embedding, normalisation, dropout --------------------------------------------------------------------
+
+-- embedding(indices (any shape, int64/int32), weight (V, D)) -> indices.shape .. (D)
+function M.embedding(indices, weight)
+  expect_tensor(indices, "embedding", 2)
+  expect_tensor(weight, "embedding", 2)
+  return result(C.rt_embedding(weight.p, indices.p, box))
+end
+
+-- layer_norm(x, normalized_shape (number or table), weight, bias, eps=1e-5)
+function M.layer_norm(x, normalized_shape, weight, bias, eps)
+  expect_tensor(x, "layer_norm", 2)
+  local ns = normalized_shape
+  if type(ns) == "number" then ns = { ns } end
+  if type(ns) ~= "table" or #ns == 0 then
+    error(("layer_norm: expected normalized_shape as a number or a non-empty table, got %s"):format(tostring(normalized_shape)), 2)
+  end
+  local xs, nd = x.shape, x:dim()
+  if #ns > nd then
+    error(("layer_norm: normalized_shape has %d dims but the input has only %d"):format(#ns, nd), 2)
+  end
+  for i = 1, #ns do
+    if xs[nd - #ns + i] ~= ns[i] then
+      error(("layer_norm: normalized_shape {%s} does not match the last %d dims of input of shape {%s}")
+            :format(table.concat(ns, ", "), #ns, table.concat(xs, ", ")), 2)
+    end
+  end
+  if weight ~= nil then expect_tensor(weight, "layer_norm", 2) end
+  if bias ~= nil then expect_tensor(bias, "layer_norm", 2) end
+  eps = eps or 1e-5
+  return result(C.rt_layer_norm(x.p, #ns, weight and weight.p or nil, bias and bias.p or nil, eps, box))
+end
+
+-- dropout(x, p=0.5, training=true)
+function M.dropout(x, p, training)
+  expect_tensor(x, "dropout", 2)
+  if type(p) == "table" then p, training = p.p, p.training end
+  p = p == nil and 0.5 or p
+  if type(p) ~= "number" then error(("dropout: p must be a number, got %s"):format(type(p)), 2) end
+  if training == nil then training = true end
+  return result(C.rt_dropout(x.p, p, training and 1 or 0, box))
+end
+
+return M

@@ -1,0 +1,58 @@
+-- ramtorch/helpers.lua: RamTorch's helpers. replace_linear_with_ramtorch(model, rank) swaps every
+-- nn.Linear of a model, in place and under the same names, for a ramtorch.Linear that adopts the same
+-- weight and bias tensors (no copy when they are already in host memory).
+local torch = require("ramtorch")
+local nn = require("ramtorch.nn")
+local rlinear = require("ramtorch.linear")
+
+local M = {}
+
+local function convert(lin, rank)
+  local w, b = lin.weight, lin.bias
+  -- parameters already on the host are shared; device ones are brought back to the host
+  local function host(t)
+    if t == nil or t.device == "cpu" then return t end
+    local h = torch.no_grad(function() return t:detach():to("cpu") end)
+    if t.requires_grad then h:requires_grad_(true) end
+    return h
+  end
+  local new = rlinear.Linear(lin.in_features, lin.out_features, {
+    bias = b ~= nil, dtype = w.dtype, skip_init = true, weight = host(w), bias_tensor = host(b),
+    -- the compute device, as RamTorch's helper sets it (cuda:<rank>); the parameters stay on the host
+    device = rank ~= nil and ("cuda:" .. rank) or "cpu",
+  })
+  rawset(new, "training", lin.training)
+  rawset(new, "rank", rank)
+  return new
+end
+
+local function is_plain_linear(m) return m:is_a(nn.Linear) and not m.is_ramtorch end
+
+-- Returns the model (the replacement itself when the model is an nn.Linear).
+function M.replace_linear_with_ramtorch(model, rank)
+  if not nn.is_module(model) then
+    error(("replace_linear_with_ramtorch: expected a Module, got %s"):format(type(model)), 2)
+  end
+  if rank ~= nil and (type(rank) ~= "number" or rank < 0 or rank ~= math.floor(rank)) then
+    error(("replace_linear_with_ramtorch: rank must be a non-negative integer, got %s"):format(tostring(rank)), 2)
+  end
+  if is_plain_linear(model) then return convert(model, rank) end
+  local function walk(m)
+    local names = {}
+    for name in m:named_children() do names[#names + 1] = name end
+    for _, name in ipairs(names) do
+      local child = m._modules.map[name]
+      if is_plain_linear(child) then
+        m:register_module(name, convert(child, rank))
+      else
+        walk(child)
+      end
+    end
+  end
+  walk(model)
+  return model
+end
+
+M.is_ramtorch_param = rlinear.is_ramtorch_param
+
+return M

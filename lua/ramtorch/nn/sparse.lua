@@ -1,0 +1,53 @@
+-- ramtorch/nn/sparse.lua: Embedding (a lookup table of num_embeddings rows of embedding_dim), N(0, 1)
+-- initialisation with an optional zeroed padding row, as PyTorch.
+local torch = require("ramtorch")
+local mod = require("ramtorch.nn.module")
+
+local Module, Parameter = mod.Module, mod.Parameter
+
+local F_mod
+local function F()
+  F_mod = F_mod or require("ramtorch.functional")
+  return F_mod
+end
+
+local M = {}
+
+-- nn.Embedding(num_embeddings, embedding_dim, {padding_idx=, dtype=, device=})
+local Embedding = Module:extend("Embedding")
+M.Embedding = Embedding
+
+function Embedding:__init(num_embeddings, embedding_dim, opts)
+  opts = opts or {}
+  for _, v in ipairs({ { num_embeddings, "num_embeddings" }, { embedding_dim, "embedding_dim" } }) do
+    if type(v[1]) ~= "number" or v[1] ~= math.floor(v[1]) or v[1] < 0 then
+      error(("Embedding: expected a non-negative integer %s, got %s"):format(v[2], tostring(v[1])), 3)
+    end
+  end
+  self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+  local pad = opts.padding_idx
+  if pad ~= nil then
+    if pad < 0 then pad = pad + num_embeddings end
+    if pad < 0 or pad >= num_embeddings then
+      error(("Embedding: padding_idx must be within num_embeddings (got %d for %d rows)"):format(opts.padding_idx, num_embeddings), 3)
+    end
+  end
+  self.padding_idx = pad
+  self.weight = Parameter(torch.empty({ num_embeddings, embedding_dim }, { dtype = opts.dtype, device = opts.device }))
+  self:reset_parameters()
+end
+
+function Embedding:reset_parameters()
+  self.weight:normal_(0, 1)
+  if self.padding_idx ~= nil then self.weight[self.padding_idx + 1]:fill_(0) end
+end
+
+function Embedding:forward(idx) return F().embedding(idx, self.weight) end
+
+function Embedding:extra_repr()
+  local s = ("%d, %d"):format(self.num_embeddings, self.embedding_dim)
+  if self.padding_idx ~= nil then s = s .. (", padding_idx=%d"):format(self.padding_idx) end
+  return s
+end
+
+return M

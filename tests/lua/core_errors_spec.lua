@@ -1,0 +1,81 @@
+-- core_errors_spec.lua: every C error becomes a Lua error naming the op, the shapes/dtypes involved and what
+-- was expected (issue 2, point 5): shape mismatch, dtype mismatch, wrong argument types from Lua, and
+-- indices out of range.
+local torch = require("ramtorch")
+
+local function err_of(f, ...)
+  local ok, err = pcall(f, ...)
+  assert.is_false(ok, "expected an error")
+  return tostring(err)
+end
+
+describe("error messages", function()
+  local a, b = torch.zeros(2, 3), torch.zeros(4)
+
+  it("shape mismatches name the op and both shapes", function()
+    assert.matches("add: shapes %[2, 3%] and %[4%] cannot be broadcast %(dimension %-1: 3 vs 4%)", err_of(function() return a + b end))
+    assert.matches("mul: shapes %[2, 3%] and %[4%]", err_of(function() return a * b end))
+    assert.matches("matmul: shapes %[2, 3%] and %[4%] cannot be multiplied %(inner dimensions 3 and 4 differ%)",
+                   err_of(torch.matmul, a, b))
+    assert.matches("matmul: shapes %[2, 3%] and %[2, 3%] cannot be multiplied", err_of(function() return a:matmul(a) end))
+    assert.matches("matmul: shapes %[%] and %[2, 3%] cannot be multiplied %(both arguments need at least 1 dimension%)",
+                   err_of(function() return torch.tensor(1.5):matmul(a) end))
+    assert.matches("where: shapes", err_of(torch.where, torch.ones(2, { dtype = torch.bool }), a, b))
+    assert.matches("add_: shape %[4%] does not broadcast to the in%-place target %[2, 3%]", err_of(function() a:add_(b) end))
+    assert.matches("reshape: shape %[4, 2%] is invalid for input of shape %[2, 3%] %(6 elements%)", err_of(function() return a:reshape(4, 2) end))
+  end)
+
+  it("dtype mismatches name both dtypes", function()
+    local x32 = torch.zeros(2, 2)
+    local x64 = torch.zeros(2, 2, { dtype = torch.float64 })
+    assert.matches("matmul: expected both operands of one dtype, got float32 and float64", err_of(torch.matmul, x32, x64))
+    assert.matches("matmul: expected a floating%-point dtype, got int64",
+                   err_of(torch.matmul, torch.zeros(2, 2, { dtype = torch.int64 }), torch.zeros(2, 2, { dtype = torch.int64 })))
+    assert.matches("mean: expected a floating%-point tensor, got int64", err_of(function() return torch.tensor({ 1, 2 }):mean() end))
+    assert.matches("expected a dtype %(torch.float32, \"bf16\", ...%), got float33",
+                   err_of(torch.zeros, 2, { dtype = "float33" }))
+  end)
+
+  it("wrong argument types from Lua say what was expected", function()
+    assert.matches("add: expected a Tensor or a number, got string", err_of(function() return a + "x" end))
+    assert.matches("add: expected a Tensor or a number, got string", err_of(function() return "x" + a end))
+    assert.matches("mul: expected a Tensor or a number, got table", err_of(function() return a * {} end))
+    assert.matches("matmul: expected a Tensor, got string", err_of(torch.matmul, "x", a))
+    assert.matches("matmul: expected a Tensor, got number", err_of(function() return a:matmul(3) end))
+    assert.matches("sum: expected a Tensor, got string", err_of(torch.sum, "x"))
+    assert.matches("exp: expected a Tensor, got nil", err_of(torch.exp, nil))
+    assert.matches("sum: expected dim as an integer or a table of integers, got a string", err_of(function() return a:sum("x") end))
+    assert.matches("sum: expected integer dims, got a string at position 2", err_of(function() return a:sum({ 0, "1" }) end))
+    assert.matches("transpose: expected an integer dim0, got a table", err_of(function() return a:transpose({ 0 }, 1) end))
+    assert.matches("select: expected an integer dim, got a table", err_of(function() return a:select({}, 0) end))
+    assert.matches("narrow: expected an integer start, got 0.5", err_of(function() return a:narrow(0, 0.5, 1) end))
+    assert.matches("max: expected an integer dim, got a string", err_of(function() return a:max("x") end))
+    assert.matches("clamp: expected a number for min, got a string", err_of(function() return a:clamp("x") end))
+    assert.matches("fill_: expected a number, got string", err_of(function() return a:fill_("x") end))
+    assert.matches("copy_: expected a Tensor, got number", err_of(function() return a:copy_(1) end))
+    assert.matches("expected integer sizes in a shape, got x at position 2", err_of(torch.zeros, 2, "x"))
+    assert.matches("backward: expected a Tensor, got number", err_of(function() a:backward(1) end))
+    assert.matches("cannot set field 'foo' of a Tensor", err_of(function() a.foo = 1 end))
+  end)
+
+  it("indices out of range name the index, the dim and its size", function()
+    assert.matches("index 0 is out of range for dimension 0 of size 2", err_of(function() return a[0] end))
+    assert.matches("index 3 is out of range for dimension 0 of size 2", err_of(function() return a[#a + 1] end))
+    assert.matches("index %-3 is out of range for dimension 0 of size 2", err_of(function() return a[-3] end))
+    assert.matches("index: expected an integer index, got 1.5", err_of(function() return a[1.5] end))
+    assert.matches("a 0%-dim tensor cannot be indexed", err_of(function() return torch.tensor(1)[1] end))
+    assert.matches("select: index 3 is out of range for dimension 1 of size 3", err_of(function() return a:select(1, 3) end))
+    assert.matches("select: index %-4 is out of range for dimension 1 of size 3", err_of(function() return a:select(1, -4) end))
+    assert.matches("select: dimension 2 out of range for a tensor of 2 dims %(expected %-2 to 1%)", err_of(function() return a:select(2, 0) end))
+    assert.matches("narrow: range start 2 length 2 is out of bounds for dimension 1 of size 3", err_of(function() return a:narrow(1, 2, 2) end))
+    assert.matches("transpose: dimension 5 out of range for a tensor of 2 dims", err_of(function() return a:transpose(0, 5) end))
+    assert.matches("sum: dimension %-3 out of range for a tensor of 2 dims", err_of(function() return a:sum(-3) end))
+    assert.matches("unsqueeze: dimension 4 out of range for a tensor of 2 dims", err_of(function() return a:unsqueeze(4) end))
+    assert.matches("size: dimension 2 out of range for a tensor of 2 dims", err_of(function() return a:size(2) end))
+    assert.matches("len%(%) of a 0%-dim tensor", err_of(function() return #torch.tensor(1) end))
+  end)
+
+  it("include where in C the check failed", function()
+    assert.matches("%(at [%w_]+%.c:%d+%)", err_of(function() return a + b end))
+  end)
+end)

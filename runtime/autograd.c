@@ -12,7 +12,9 @@
 
 static _Thread_local int g_grad_disabled; /* grad mode is on unless a no_grad scope is active */
 
-int rt_grad_enabled(void) { return !g_grad_disabled; }
+int rt_grad_enabled(void) {
+    return !g_grad_disabled;
+}
 
 int rt_set_grad_enabled(int enabled) {
     int prev = !g_grad_disabled;
@@ -28,9 +30,13 @@ static rt_edge *edge_at(rt_node *n, int i) {
     return i < RT_NODE_MAX_INPUTS ? &n->inputs[i] : &n->extra[i - RT_NODE_MAX_INPUTS];
 }
 
-static bool tensor_requires_grad(const rt_tensor *t) { return t && t->meta.requires_grad; }
+static bool tensor_requires_grad(const rt_tensor *t) {
+    return t && t->meta.requires_grad;
+}
 
-bool rt_needs_grad1(const rt_tensor *a) { return !g_grad_disabled && tensor_requires_grad(a); }
+bool rt_needs_grad1(const rt_tensor *a) {
+    return !g_grad_disabled && tensor_requires_grad(a);
+}
 bool rt_needs_grad2(const rt_tensor *a, const rt_tensor *b) {
     return !g_grad_disabled && (tensor_requires_grad(a) || tensor_requires_grad(b));
 }
@@ -68,7 +74,8 @@ static void note_custom_freed(int64_t id) {
 int rt_custom_take_freed(int64_t *ids, int cap) {
     pthread_mutex_lock(&g_freed_lock);
     int n = g_nfreed < cap ? g_nfreed : cap;
-    for (int i = 0; i < n; i++) ids[i] = g_freed[g_nfreed - 1 - i];
+    for (int i = 0; i < n; i++)
+        ids[i] = g_freed[g_nfreed - 1 - i];
     g_nfreed -= n;
     pthread_mutex_unlock(&g_freed_lock);
     return n;
@@ -166,7 +173,8 @@ int rt_custom_attach(rt_tensor *output, int n, rt_tensor *const *inputs, int64_t
                       (long long)custom_id);
     if (n < 0) return RT_ERR(RT_ERR_INVALID, "custom function: negative input count %d", n);
     bool any = false;
-    for (int i = 0; i < n; i++) any = any || tensor_requires_grad(inputs[i]);
+    for (int i = 0; i < n; i++)
+        any = any || tensor_requires_grad(inputs[i]);
     if (!any || g_grad_disabled) return RT_OK;
     rt_node *node;
     RT_TRY(node_new(output, "CustomFunctionBackward", n, inputs, &node));
@@ -180,10 +188,11 @@ int rt_custom_attach(rt_tensor *output, int n, rt_tensor *const *inputs, int64_t
 
 int rt_set_requires_grad(rt_tensor *t, int requires_grad) {
     if (!t->meta.is_leaf && !requires_grad)
-        return RT_ERR(RT_ERR_AUTOGRAD,
-                      "requires_grad_: cannot turn off requires_grad of a non-leaf tensor (from %s); "
-                      "use detach()",
-                      t->grad_fn ? t->grad_fn->name : "?");
+        return RT_ERR(
+            RT_ERR_AUTOGRAD,
+            "requires_grad_: cannot turn off requires_grad of a non-leaf tensor (from %s); "
+            "use detach()",
+            t->grad_fn ? t->grad_fn->name : "?");
     if (requires_grad && !rt_dtype_is_float(t->meta.dtype))
         return RT_ERR(RT_ERR_DTYPE,
                       "requires_grad_: only floating-point tensors can require grad, got %s",
@@ -201,8 +210,9 @@ int rt_tensor_grad(rt_tensor *t, rt_tensor **out) {
 int rt_tensor_set_grad(rt_tensor *t, rt_tensor *grad) {
     if (grad && (!rt_same_shape(t, grad) || grad->meta.device != t->meta.device)) {
         char b1[RT_SHAPE_BUF], b2[RT_SHAPE_BUF];
-        return RT_ERR(RT_ERR_SHAPE, "set grad: gradient of shape %s on device %d does not fit a "
-                                    "tensor of shape %s on device %d",
+        return RT_ERR(RT_ERR_SHAPE,
+                      "set grad: gradient of shape %s on device %d does not fit a "
+                      "tensor of shape %s on device %d",
                       rt_shape_str(b1, sizeof b1, grad->meta.ndim, grad->meta.shape),
                       grad->meta.device, rt_shape_str(b2, sizeof b2, t->meta.ndim, t->meta.shape),
                       t->meta.device);
@@ -217,7 +227,9 @@ int rt_detach(rt_tensor *t, rt_tensor **out) {
     return rt_tensor_new_view(t, t->meta.ndim, t->meta.shape, t->meta.strides, t->meta.offset, out);
 }
 
-const char *rt_tensor_grad_fn_name(const rt_tensor *t) { return t->grad_fn ? t->grad_fn->name : NULL; }
+const char *rt_tensor_grad_fn_name(const rt_tensor *t) {
+    return t->grad_fn ? t->grad_fn->name : NULL;
+}
 
 /* ================================================================================================
  * The engine
@@ -229,7 +241,7 @@ struct rt_autograd_task {
     int nnodes, cap;
     rt_node **nodes; /* every node reached, retained */
     int nready;
-    rt_node **ready; /* nodes whose incoming gradient is complete */
+    rt_node **ready;  /* nodes whose incoming gradient is complete */
     rt_node *pending; /* custom node waiting for rt_autograd_supply */
     rt_tensor **pending_grads;
     int prev_grad_mode;
@@ -300,8 +312,10 @@ static int finish_node(rt_autograd_task *t, rt_node *n, rt_tensor **grad_in) {
         rt_edge *e = edge_at(n, i);
         rt_tensor *g = grad_in[i];
         if (rc == RT_OK && g) {
-            if (e->leaf) rc = accumulate_leaf(e->leaf, g);
-            else if (e->node) rc = accumulate(&e->node->grad_accum, g);
+            if (e->leaf)
+                rc = accumulate_leaf(e->leaf, g);
+            else if (e->node)
+                rc = accumulate(&e->node->grad_accum, g);
         }
         if (e->node && e->node->task_id == t->id && --e->node->deps == 0)
             t->ready[t->nready++] = e->node;
@@ -326,7 +340,8 @@ void rt_autograd_task_free(rt_autograd_task *t) {
         rt_node_release(t->nodes[i]);
     }
     if (t->pending_grads && t->pending)
-        for (int i = 0; i < t->pending->ninputs; i++) rt_tensor_release(t->pending_grads[i]);
+        for (int i = 0; i < t->pending->ninputs; i++)
+            rt_tensor_release(t->pending_grads[i]);
     free(t->pending_grads);
     free(t->nodes);
     free(t->ready);
@@ -459,9 +474,11 @@ int rt_autograd_run(rt_autograd_task *t, int64_t *custom_id, rt_tensor **grad_ou
                 gi[i] = NULL;
             }
         }
-        if (rc == RT_OK) rc = finish_node(t, n, gi);
+        if (rc == RT_OK)
+            rc = finish_node(t, n, gi);
         else
-            for (int i = 0; i < n->ninputs; i++) rt_tensor_release(gi[i]);
+            for (int i = 0; i < n->ninputs; i++)
+                rt_tensor_release(gi[i]);
         if (gi != grad_in) free(gi);
         RT_TRY(rc);
     }

@@ -90,12 +90,15 @@ int rt_cuda_set_tf32(int enabled) {
     return a->set_tf32(enabled);
 }
 
-/* ---- non-blocking copies ----------------------------------------------------------------------- */
+/* ---- non-blocking copies -----------------------------------------------------------------------
+ */
 
 /* Read by the CUDA backend's copy_cross (through rt_copy_is_non_blocking) while a non-blocking
  * copy runs on this thread. */
 static _Thread_local int tl_non_blocking;
-int rt_copy_is_non_blocking(void) { return tl_non_blocking; }
+int rt_copy_is_non_blocking(void) {
+    return tl_non_blocking;
+}
 
 int rt_to_device_ex(rt_tensor *t, int device, int non_blocking, rt_tensor **out) {
     int prev = tl_non_blocking;

@@ -35,6 +35,15 @@ typedef struct rt_device_api {
     int (*event_synchronize)(rt_event *e);
     int (*event_query)(rt_event *e); /* 1 done, 0 pending */
     int (*event_elapsed_time)(rt_event *start, rt_event *end, double *ms);
+    /* ---- appended for the offload engine (runtime/offload.c); NULL where not provided ---- */
+    /* Copy nbytes between host and device memory, either way or device to device (cudaMemcpyAsync
+     * with cudaMemcpyDefault), enqueued on s (NULL: the calling thread's current stream). The host
+     * side is page-locked (pinned, or a registered arena chunk), so the call only enqueues. */
+    int (*memcpy_async)(void *dst, const void *src, size_t nbytes, rt_stream *s);
+    /* Page-lock existing host memory for asynchronous copies (cudaHostRegister, portable) and
+     * undo it; used by the host arena (runtime/arena.c) chunk by chunk. */
+    int (*host_register)(void *ptr, size_t nbytes);
+    int (*host_unregister)(void *ptr);
 } rt_device_api;
 
 /* The loaded CUDA backend (NULL when unavailable; count gets the number of devices) and why it is

@@ -20,14 +20,20 @@ int rt_error_set(int code, const char *file, int line, const char *fmt, ...) {
     return code;
 }
 
-const char *rt_last_error(void) { return g_msg[0] ? g_msg : "no error"; }
-int rt_last_error_code(void) { return g_code; }
+const char *rt_last_error(void) {
+    return g_msg[0] ? g_msg : "no error";
+}
+int rt_last_error_code(void) {
+    return g_code;
+}
 void rt_clear_error(void) {
     g_msg[0] = 0;
     g_code = 0;
 }
 
-const char *rt_version(void) { return RT_VERSION_STRING; }
+const char *rt_version(void) {
+    return RT_VERSION_STRING;
+}
 
 const char *rt_shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
     size_t used = (size_t)snprintf(buf, n, "[");

@@ -55,7 +55,7 @@ static inline uint16_t rt_f32_to_f16(float f) {
     if (absu > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);  /* NaN */
     if (absu >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* overflow (after rounding) */
     if (absu < 0x38800000u) {                                   /* subnormal or zero in f16 */
-        if (absu < 0x33000000u) return (uint16_t)sign;         /* below half the smallest */
+        if (absu < 0x33000000u) return (uint16_t)sign;          /* below half the smallest */
         uint32_t e = absu >> 23;
         uint32_t mant = (absu & 0x7fffffu) | 0x800000u;
         uint32_t shift = 126 - e; /* 14 + (113 - e) - ... : bits to drop to land in 10-bit field */

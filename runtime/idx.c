@@ -29,9 +29,10 @@ static int gz_fail(gzFile gz, const char *path, const char *what) {
     int zerr = 0;
     const char *m = gzerror(gz, &zerr);
     if (zerr == Z_ERRNO)
-        return RT_ERR(RT_ERR_IO, "read_idx: %s: reading %s failed: %s", path, what, strerror(errno));
-    return RT_ERR(RT_ERR_FORMAT, "read_idx: %s: corrupt gzip data while reading %s: %s", path,
-                  what, m ? m : "unknown zlib error");
+        return RT_ERR(RT_ERR_IO, "read_idx: %s: reading %s failed: %s", path, what,
+                      strerror(errno));
+    return RT_ERR(RT_ERR_FORMAT, "read_idx: %s: corrupt gzip data while reading %s: %s", path, what,
+                  m ? m : "unknown zlib error");
 }
 
 int rt_read_idx(const char *path, rt_tensor **out) {
@@ -40,8 +41,7 @@ int rt_read_idx(const char *path, rt_tensor **out) {
     struct stat st;
     if (stat(path, &st) < 0)
         return RT_ERR(RT_ERR_IO, "read_idx: cannot open %s: %s", path, strerror(errno));
-    if (!S_ISREG(st.st_mode))
-        return RT_ERR(RT_ERR_IO, "read_idx: %s is not a regular file", path);
+    if (!S_ISREG(st.st_mode)) return RT_ERR(RT_ERR_IO, "read_idx: %s is not a regular file", path);
     gzFile gz = gzopen(path, "rb");
     if (!gz) return RT_ERR(RT_ERR_IO, "read_idx: cannot open %s: %s", path, strerror(errno));
     int rc = RT_OK;
@@ -57,23 +57,37 @@ int rt_read_idx(const char *path, rt_tensor **out) {
         goto done;
     }
     if (head[0] || head[1]) {
-        rc = RT_ERR(RT_ERR_FORMAT, "read_idx: %s: bad magic 0x%02X%02X%02X%02X (an idx file starts "
-                                   "with two zero bytes, a type and the number of dims)",
+        rc = RT_ERR(RT_ERR_FORMAT,
+                    "read_idx: %s: bad magic 0x%02X%02X%02X%02X (an idx file starts "
+                    "with two zero bytes, a type and the number of dims)",
                     path, head[0], head[1], head[2], head[3]);
         goto done;
     }
     int type = head[2], ndim = head[3], dtype;
     size_t es;
     switch (type) {
-    case 0x08: dtype = RT_U8, es = 1; break;
-    case 0x09: dtype = RT_I32, es = 1; break; /* i8, widened */
-    case 0x0B: dtype = RT_I32, es = 2; break; /* i16, widened */
-    case 0x0C: dtype = RT_I32, es = 4; break;
-    case 0x0D: dtype = RT_F32, es = 4; break;
-    case 0x0E: dtype = RT_F64, es = 8; break;
+    case 0x08:
+        dtype = RT_U8, es = 1;
+        break;
+    case 0x09:
+        dtype = RT_I32, es = 1;
+        break; /* i8, widened */
+    case 0x0B:
+        dtype = RT_I32, es = 2;
+        break; /* i16, widened */
+    case 0x0C:
+        dtype = RT_I32, es = 4;
+        break;
+    case 0x0D:
+        dtype = RT_F32, es = 4;
+        break;
+    case 0x0E:
+        dtype = RT_F64, es = 8;
+        break;
     default:
-        rc = RT_ERR(RT_ERR_FORMAT, "read_idx: %s: unknown element type 0x%02X (expected 0x08, "
-                                   "0x09, 0x0B, 0x0C, 0x0D or 0x0E)",
+        rc = RT_ERR(RT_ERR_FORMAT,
+                    "read_idx: %s: unknown element type 0x%02X (expected 0x08, "
+                    "0x09, 0x0B, 0x0C, 0x0D or 0x0E)",
                     path, type);
         goto done;
     }
@@ -100,9 +114,8 @@ int rt_read_idx(const char *path, rt_tensor **out) {
                              ((uint32_t)p[2] << 8) | p[3]);
         if (shape[d] && bytes > IDX_MAX_BYTES / (uint64_t)shape[d]) {
             char b[RT_SHAPE_BUF];
-            rc = RT_ERR(RT_ERR_FORMAT, "read_idx: %s: implausible shape %s (over %llu bytes)",
-                        path, rt_shape_str(b, sizeof b, d + 1, shape),
-                        (unsigned long long)IDX_MAX_BYTES);
+            rc = RT_ERR(RT_ERR_FORMAT, "read_idx: %s: implausible shape %s (over %llu bytes)", path,
+                        rt_shape_str(b, sizeof b, d + 1, shape), (unsigned long long)IDX_MAX_BYTES);
             goto done;
         }
         bytes *= (uint64_t)shape[d];
@@ -120,23 +133,27 @@ int rt_read_idx(const char *path, rt_tensor **out) {
         rc = gz_fail(gz, path, "the data");
     } else if ((uint64_t)k < bytes) {
         char b[RT_SHAPE_BUF];
-        rc = RT_ERR(RT_ERR_FORMAT, "read_idx: %s: truncated data: shape %s needs %llu bytes, the "
-                                   "file holds %lld",
+        rc = RT_ERR(RT_ERR_FORMAT,
+                    "read_idx: %s: truncated data: shape %s needs %llu bytes, the "
+                    "file holds %lld",
                     path, rt_shape_str(b, sizeof b, ndim, shape), (unsigned long long)bytes,
                     (long long)k);
     } else {
         unsigned char extra;
         int64_t more = read_n(gz, &extra, 1);
-        if (more < 0) rc = gz_fail(gz, path, "the end of the data");
+        if (more < 0)
+            rc = gz_fail(gz, path, "the end of the data");
         else if (more > 0)
-            rc = RT_ERR(RT_ERR_FORMAT, "read_idx: %s: trailing bytes after the data of shape %s "
-                                       "(dims or file corrupt)",
+            rc = RT_ERR(RT_ERR_FORMAT,
+                        "read_idx: %s: trailing bytes after the data of shape %s "
+                        "(dims or file corrupt)",
                         path, rt_shape_str((char[RT_SHAPE_BUF]){0}, RT_SHAPE_BUF, ndim, shape));
     }
     if (rc == RT_OK) {
         int64_t n = t->meta.numel;
         if (type == 0x09) {
-            for (int64_t i = 0; i < n; i++) ((int32_t *)data)[i] = (int8_t)raw[i];
+            for (int64_t i = 0; i < n; i++)
+                ((int32_t *)data)[i] = (int8_t)raw[i];
         } else if (type == 0x0B) {
             for (int64_t i = 0; i < n; i++)
                 ((int32_t *)data)[i] = (int16_t)(((uint16_t)raw[2 * i] << 8) | raw[2 * i + 1]);

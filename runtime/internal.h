@@ -140,6 +140,37 @@ typedef struct rt_backend {
      * index_add: out[.., idx[j], ..] += src[.., j, ..], duplicates summed in order */
     int (*index_select)(const rt_kview *out, const rt_kview *src, int dim, const rt_kview *idx);
     int (*index_add)(const rt_kview *out, const rt_kview *src, int dim, const rt_kview *idx);
+    /* transformer ops (runtime/ops_attention.c; CPU kernels kernels/cpu/rms_norm.c, rope.c,
+     * attention.c, whose header comments give the exact rules a CUDA version must follow) */
+    /* x (M, N) per row: out = x * rstd * weight, rstd (M) = 1/sqrt(mean(x^2) + eps) in the compute
+     * dtype; weight (N) may be NULL */
+    int (*rms_norm)(const rt_kview *out, const rt_kview *rstd, const rt_kview *x,
+                    const rt_kview *weight, double eps);
+    /* grad_x (M, N) and grad_weight (N) written (either may be NULL) */
+    int (*rms_norm_backward)(const rt_kview *grad_x, const rt_kview *grad_weight,
+                             const rt_kview *grad_out, const rt_kview *x, const rt_kview *rstd,
+                             const rt_kview *weight);
+    /* rotary embedding over the last dim (even) at positions offset + index along seq_dim;
+     * interleaved: pairs (2p, 2p+1) instead of (p, p + D/2); inverse: rotate back (backward) */
+    int (*rope)(const rt_kview *out, const rt_kview *x, int seq_dim, double theta, int64_t offset,
+                int interleaved, int inverse);
+    /* attention: q (B,H,T,D), k (B,H,S,D), v (B,H,S,Dv) -> out (B,H,T,Dv) and lse (B,H,T,
+     * contiguous, f32 or f64 for f64 inputs); mask NULL or broadcast to (B,H,T,S), bool or float;
+     * dropout on the probabilities with the philox rule of kernels/cpu/attention.c */
+    int (*sdpa)(const rt_kview *out, const rt_kview *lse, const rt_kview *q, const rt_kview *k,
+                const rt_kview *v, const rt_kview *mask, int is_causal, double scale,
+                double dropout_p, uint64_t seed, uint64_t offset);
+    /* grads of q, k, v (their shapes); grad_mask NULL or contiguous (B,H,T,S) in lse's dtype */
+    int (*sdpa_backward)(const rt_kview *grad_q, const rt_kview *grad_k, const rt_kview *grad_v,
+                         const rt_kview *grad_mask, const rt_kview *grad_out, const rt_kview *q,
+                         const rt_kview *k, const rt_kview *v, const rt_kview *out,
+                         const rt_kview *lse, const rt_kview *mask, int is_causal, double scale,
+                         double dropout_p, uint64_t seed, uint64_t offset);
+    /* the data-loading gather (rt_gather_rows): index_select converting to out's dtype and
+     * dividing by divisor (a float out divides in its compute precision, like x.float().div(d));
+     * CPU only (NULL elsewhere) */
+    int (*index_select_convert)(const rt_kview *out, const rt_kview *src, int dim,
+                                const rt_kview *idx, double divisor);
 } rt_backend;
 
 /* The backend for a device: CPU for RT_DEVICE_CPU; CUDA (loaded on first use) for ordinals.

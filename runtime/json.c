@@ -32,12 +32,18 @@ static void fail(parser *p, const char *fmt, ...) {
 
 const char *rt_json_type_name(int type) {
     switch (type) {
-    case RT_JSON_NULL: return "null";
-    case RT_JSON_BOOL: return "boolean";
-    case RT_JSON_NUMBER: return "number";
-    case RT_JSON_STRING: return "string";
-    case RT_JSON_ARRAY: return "array";
-    case RT_JSON_OBJECT: return "object";
+    case RT_JSON_NULL:
+        return "null";
+    case RT_JSON_BOOL:
+        return "boolean";
+    case RT_JSON_NUMBER:
+        return "number";
+    case RT_JSON_STRING:
+        return "string";
+    case RT_JSON_ARRAY:
+        return "array";
+    case RT_JSON_OBJECT:
+        return "object";
     }
     return "?";
 }
@@ -51,10 +57,14 @@ static size_t utf8_seq(const unsigned char *s, size_t n) {
     size_t len;
     unsigned min;
     unsigned cp;
-    if (c >= 0xC2 && c <= 0xDF) len = 2, min = 0x80, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF) len = 3, min = 0x800, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4) len = 4, min = 0x10000, cp = c & 0x07;
-    else return 0;
+    if (c >= 0xC2 && c <= 0xDF)
+        len = 2, min = 0x80, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF)
+        len = 3, min = 0x800, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4)
+        len = 4, min = 0x10000, cp = c & 0x07;
+    else
+        return 0;
     if (len > n) return 0;
     for (size_t i = 1; i < len; i++) {
         if ((s[i] & 0xC0) != 0x80) return 0;
@@ -85,12 +95,16 @@ static void skip_ws(parser *p) {
     }
 }
 
-static int peek(parser *p) { return p->pos < p->n ? p->s[p->pos] : -1; }
+static int peek(parser *p) {
+    return p->pos < p->n ? p->s[p->pos] : -1;
+}
 
 static const char *char_desc(int c, char *buf, size_t n) {
     if (c < 0) return "end of header";
-    if (c >= 0x20 && c < 0x7F) snprintf(buf, n, "'%c'", c);
-    else snprintf(buf, n, "byte 0x%02X", (unsigned)c);
+    if (c >= 0x20 && c < 0x7F)
+        snprintf(buf, n, "'%c'", c);
+    else
+        snprintf(buf, n, "byte 0x%02X", (unsigned)c);
     return buf;
 }
 
@@ -102,9 +116,12 @@ static int hex4(parser *p, unsigned *out) {
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
         int c = p->s[p->pos + i], d;
-        if (c >= '0' && c <= '9') d = c - '0';
-        else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
+        if (c >= '0' && c <= '9')
+            d = c - '0';
+        else if (c >= 'a' && c <= 'f')
+            d = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+            d = c - 'A' + 10;
         else {
             p->pos += (size_t)i;
             fail(p, "bad hex digit in \\u escape");
@@ -146,7 +163,8 @@ static char *parse_string(parser *p, size_t *len_out) {
     p->pos++; /* opening quote */
     size_t start = p->pos, end = start;
     /* find the closing quote to size the buffer */
-    while (end < p->n && p->s[end] != '"') end += p->s[end] == '\\' ? 2 : 1;
+    while (end < p->n && p->s[end] != '"')
+        end += p->s[end] == '\\' ? 2 : 1;
     if (end >= p->n) {
         fail(p, "unterminated string");
         return NULL;
@@ -168,14 +186,30 @@ static char *parse_string(parser *p, size_t *len_out) {
             p->pos++;
             int e = p->s[p->pos++];
             switch (e) {
-            case '"': out[o++] = '"'; break;
-            case '\\': out[o++] = '\\'; break;
-            case '/': out[o++] = '/'; break;
-            case 'b': out[o++] = '\b'; break;
-            case 'f': out[o++] = '\f'; break;
-            case 'n': out[o++] = '\n'; break;
-            case 'r': out[o++] = '\r'; break;
-            case 't': out[o++] = '\t'; break;
+            case '"':
+                out[o++] = '"';
+                break;
+            case '\\':
+                out[o++] = '\\';
+                break;
+            case '/':
+                out[o++] = '/';
+                break;
+            case 'b':
+                out[o++] = '\b';
+                break;
+            case 'f':
+                out[o++] = '\f';
+                break;
+            case 'n':
+                out[o++] = '\n';
+                break;
+            case 'r':
+                out[o++] = '\r';
+                break;
+            case 't':
+                out[o++] = '\t';
+                break;
             case 'u': {
                 unsigned cp;
                 if (!hex4(p, &cp)) {
@@ -236,7 +270,9 @@ static char *parse_string(parser *p, size_t *len_out) {
     return out;
 }
 
-static int is_digit(int c) { return c >= '0' && c <= '9'; }
+static int is_digit(int c) {
+    return c >= '0' && c <= '9';
+}
 
 static void parse_number(parser *p, rt_json *v) {
     size_t start = p->pos;
@@ -256,7 +292,8 @@ static void parse_number(parser *p, rt_json *v) {
             return;
         }
     } else {
-        while (is_digit(peek(p))) p->pos++;
+        while (is_digit(peek(p)))
+            p->pos++;
     }
     if (peek(p) == '.') {
         integral = 0;
@@ -265,7 +302,8 @@ static void parse_number(parser *p, rt_json *v) {
             fail(p, "expected a digit after the decimal point");
             return;
         }
-        while (is_digit(peek(p))) p->pos++;
+        while (is_digit(peek(p)))
+            p->pos++;
     }
     if (peek(p) == 'e' || peek(p) == 'E') {
         integral = 0;
@@ -275,7 +313,8 @@ static void parse_number(parser *p, rt_json *v) {
             fail(p, "expected a digit in the exponent");
             return;
         }
-        while (is_digit(peek(p))) p->pos++;
+        while (is_digit(peek(p)))
+            p->pos++;
     }
     size_t len = p->pos - start;
     char buf[64];
@@ -301,8 +340,8 @@ static void parse_number(parser *p, rt_json *v) {
         }
         if (ok) {
             v->is_int = 1;
-            v->ival = neg ? (acc == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)acc)
-                          : (int64_t)acc;
+            v->ival =
+                neg ? (acc == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)acc) : (int64_t)acc;
         }
     }
 }

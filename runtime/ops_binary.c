@@ -7,7 +7,9 @@
 static const char *const k_binary_names[RT_NUM_BINARY_OPS] = {
     "add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne", "lt", "le", "gt", "ge"};
 
-static bool is_comparison(int op) { return op >= RT_EQ && op <= RT_GE; }
+static bool is_comparison(int op) {
+    return op >= RT_EQ && op <= RT_GE;
+}
 
 static int check_op(int op) {
     if (op < 0 || op >= RT_NUM_BINARY_OPS)
@@ -125,7 +127,7 @@ static int binary_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
         rc = rt_binary(op == RT_MAXIMUM ? RT_GT : RT_LT, a, b, &win);
         if (rc == RT_OK) rc = rt_binary(RT_EQ, a, b, &tie);
         if (rc == RT_OK) rc = rt_binary_scalar(RT_MUL, tie, 0.5, 0, &half);
-        if (rc == RT_OK) rc = rt_binary(RT_ADD, win, half, &wa); /* weight for a */
+        if (rc == RT_OK) rc = rt_binary(RT_ADD, win, half, &wa);         /* weight for a */
         if (rc == RT_OK) rc = rt_binary_scalar(RT_SUB, wa, 1.0, 1, &wb); /* 1 - wa */
         if (rc == RT_OK) rc = rt_binary(RT_MUL, g, wa, &ga);
         if (rc == RT_OK) rc = rt_binary(RT_MUL, g, wb, &gb);
@@ -148,7 +150,8 @@ static int binary_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
     }
     rc = ga && n->input_needs_grad[0] ? fit_grad(ga, a, &gi[0]) : (rt_tensor_release(ga), RT_OK);
     if (rc == RT_OK)
-        rc = gb && n->input_needs_grad[1] ? fit_grad(gb, b, &gi[1]) : (rt_tensor_release(gb), RT_OK);
+        rc =
+            gb && n->input_needs_grad[1] ? fit_grad(gb, b, &gi[1]) : (rt_tensor_release(gb), RT_OK);
     else
         rt_tensor_release(gb);
     return rc;
@@ -168,15 +171,19 @@ static int binary_scalar_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
         r = g;
         break;
     case RT_SUB:
-        if (sf) rc = rt_binary_scalar(RT_MUL, g, -1.0, 0, &r);
+        if (sf)
+            rc = rt_binary_scalar(RT_MUL, g, -1.0, 0, &r);
         else {
             rt_tensor_retain(g);
             r = g;
         }
         break;
-    case RT_MUL: rc = rt_binary_scalar(RT_MUL, g, s, 0, &r); break;
+    case RT_MUL:
+        rc = rt_binary_scalar(RT_MUL, g, s, 0, &r);
+        break;
     case RT_DIV:
-        if (!sf) rc = rt_binary_scalar(RT_DIV, g, s, 0, &r);
+        if (!sf)
+            rc = rt_binary_scalar(RT_DIV, g, s, 0, &r);
         else { /* s / a: -s / a^2 */
             rc = rt_binary(RT_MUL, a, a, &t1);
             if (rc == RT_OK) rc = rt_binary(RT_DIV, g, t1, &t2);
@@ -207,7 +214,8 @@ static int binary_scalar_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
         rt_tensor_release(half);
         break;
     }
-    default: rc = RT_ERR(RT_ERR_AUTOGRAD, "%s has no gradient", k_binary_names[op]);
+    default:
+        rc = RT_ERR(RT_ERR_AUTOGRAD, "%s has no gradient", k_binary_names[op]);
     }
     rt_tensor_release(t1);
     rt_tensor_release(t2);
@@ -230,17 +238,28 @@ int rt_binary(int op, rt_tensor *a, rt_tensor *b, rt_tensor **out) {
     const char *name = k_binary_names[op];
     RT_TRY(rt_check_same_device(name, a, b));
     int nd;
-    int64_t shape[RT_MAX_DIMS];
-    RT_TRY(rt_broadcast_shapes(name, a->meta.ndim, a->meta.shape, b->meta.ndim, b->meta.shape, &nd,
-                               shape));
+    const int64_t *shape;
+    int64_t bshape[RT_MAX_DIMS];
+    rt_kview va, vb;
+    if (rt_same_shape(a, b)) { /* the common case: no broadcasting to work out */
+        nd = a->meta.ndim;
+        shape = a->meta.shape;
+        va = rt_kview_of(a);
+        vb = rt_kview_of(b);
+    } else {
+        RT_TRY(rt_broadcast_shapes(name, a->meta.ndim, a->meta.shape, b->meta.ndim, b->meta.shape,
+                                   &nd, bshape));
+        shape = bshape;
+        RT_TRY(rt_kview_broadcast(a, nd, shape, &va));
+        RT_TRY(rt_kview_broadcast(b, nd, shape, &vb));
+    }
     int dtype = is_comparison(op) ? RT_BOOL : rt_promote_types(a->meta.dtype, b->meta.dtype);
     if (op == RT_DIV && !rt_dtype_is_float(dtype)) dtype = RT_F32; /* true division */
-    rt_kview va, vb;
-    RT_TRY(rt_kview_broadcast(a, nd, shape, &va));
-    RT_TRY(rt_kview_broadcast(b, nd, shape, &vb));
     RT_TRY(rt_tensor_new(nd, shape, dtype, a->meta.device, out));
     rt_kview vo = rt_kview_of(*out);
-    if ((*out)->meta.numel) RT_TRY(release_on_error(RT_BE_CALL(a->storage->backend, binary, "binary", op, &vo, &va, &vb), out));
+    if ((*out)->meta.numel)
+        RT_TRY(release_on_error(
+            RT_BE_CALL(a->storage->backend, binary, "binary", op, &vo, &va, &vb), out));
     if (!is_comparison(op) && rt_needs_grad2(a, b)) {
         rt_node *node;
         rt_tensor *in[2] = {a, b};
@@ -260,13 +279,17 @@ int rt_binary_scalar(int op, rt_tensor *a, double s, int scalar_first, rt_tensor
     *out = NULL;
     RT_TRY(check_op(op));
     int dtype = a->meta.dtype;
-    if (is_comparison(op)) dtype = RT_BOOL;
-    else if (!rt_dtype_is_float(dtype) && (s != floor(s) || op == RT_DIV)) dtype = RT_F32;
-    else if (dtype == RT_BOOL && op != RT_MAXIMUM && op != RT_MINIMUM) dtype = RT_I64;
+    if (is_comparison(op))
+        dtype = RT_BOOL;
+    else if (!rt_dtype_is_float(dtype) && (s != floor(s) || op == RT_DIV))
+        dtype = RT_F32;
+    else if (dtype == RT_BOOL && op != RT_MAXIMUM && op != RT_MINIMUM)
+        dtype = RT_I64;
     RT_TRY(rt_tensor_new(a->meta.ndim, a->meta.shape, dtype, a->meta.device, out));
     rt_kview vo = rt_kview_of(*out), va = rt_kview_of(a);
     if (a->meta.numel)
-        RT_TRY(release_on_error(RT_BE_CALL(a->storage->backend, binary_scalar, "binary_scalar", op, &vo, &va, s, scalar_first),
+        RT_TRY(release_on_error(RT_BE_CALL(a->storage->backend, binary_scalar, "binary_scalar", op,
+                                           &vo, &va, s, scalar_first),
                                 out));
     if (!is_comparison(op) && rt_needs_grad1(a)) {
         rt_node *node;
@@ -314,7 +337,8 @@ int rt_binary_(int op, rt_tensor *a, rt_tensor *b) {
                       name, rt_shape_str(b1, sizeof b1, b->meta.ndim, b->meta.shape),
                       rt_shape_str(b2, sizeof b2, a->meta.ndim, a->meta.shape));
     }
-    if (a->meta.numel) RT_TRY(RT_BE_CALL(a->storage->backend, binary, "binary_", op, &va, &va, &vb));
+    if (a->meta.numel)
+        RT_TRY(RT_BE_CALL(a->storage->backend, binary, "binary_", op, &va, &va, &vb));
     rt_tensor_bump_version(a);
     return RT_OK;
 }
@@ -325,7 +349,9 @@ int rt_binary_scalar_(int op, rt_tensor *a, double s) {
     if (is_comparison(op))
         return RT_ERR(RT_ERR_INVALID, "%s_: comparisons have no in-place form", k_binary_names[op]);
     rt_kview va = rt_kview_of(a);
-    if (a->meta.numel) RT_TRY(RT_BE_CALL(a->storage->backend, binary_scalar, "binary_scalar_", op, &va, &va, s, 0));
+    if (a->meta.numel)
+        RT_TRY(
+            RT_BE_CALL(a->storage->backend, binary_scalar, "binary_scalar_", op, &va, &va, s, 0));
     rt_tensor_bump_version(a);
     return RT_OK;
 }

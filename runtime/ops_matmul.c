@@ -55,8 +55,8 @@ static int bmm(rt_tensor *a, rt_tensor *b, rt_tensor **out) {
     int64_t shape[3] = {batch, m, nn};
     RT_TRY(rt_tensor_new(nd, nd == 3 ? shape : shape + 1, a->meta.dtype, a->meta.device, out));
     rt_tensor *ca = a, *cb = b;
-    int ta, tb, rc = RT_OK;
-    int64_t lda, ldb, sa, sb;
+    int ta = 0, tb = 0, rc = RT_OK;
+    int64_t lda = 1, ldb = 1, sa = 0, sb = 0;
     int prev = rt_set_grad_enabled(0);
     rt_tensor_retain(ca);
     rt_tensor_retain(cb);
@@ -72,7 +72,8 @@ static int bmm(rt_tensor *a, rt_tensor *b, rt_tensor **out) {
     }
     rt_set_grad_enabled(prev);
     if (rc == RT_OK) {
-        if (k == 0) rc = rt_fill_(*out, 0.0);
+        if (k == 0)
+            rc = rt_fill_(*out, 0.0);
         else if ((*out)->meta.numel)
             rc = RT_BE_CALL(a->storage->backend, gemm, "matmul", ta, tb, m, nn, k, 1.0,
                             rt_tensor_data_ptr(ca), lda, sa, rt_tensor_data_ptr(cb), ldb, sb, 0.0,
@@ -124,13 +125,15 @@ int rt_matmul(rt_tensor *a, rt_tensor *b, rt_tensor **out) {
     rt_tensor *a2 = NULL, *b2 = NULL, *r = NULL;
     int rc = RT_OK;
     /* 1-d operands become matrices; the added dim is removed from the result. */
-    if (na == 1) rc = rt_unsqueeze(a, 0, &a2);
+    if (na == 1)
+        rc = rt_unsqueeze(a, 0, &a2);
     else {
         rt_tensor_retain(a);
         a2 = a;
     }
     if (rc == RT_OK) {
-        if (nb == 1) rc = rt_unsqueeze(b, 1, &b2);
+        if (nb == 1)
+            rc = rt_unsqueeze(b, 1, &b2);
         else {
             rt_tensor_retain(b);
             b2 = b;
@@ -149,7 +152,8 @@ int rt_matmul(rt_tensor *a, rt_tensor *b, rt_tensor **out) {
         if (rc == RT_OK) rc = bmm(af, b2, &r);
         rt_tensor_release(af);
         rnd = na;
-        for (int i = 0; i < na - 1; i++) rshape[i] = a2->meta.shape[i];
+        for (int i = 0; i < na - 1; i++)
+            rshape[i] = a2->meta.shape[i];
         rshape[na - 1] = n;
     } else { /* broadcast batch dims, flatten them to one, bmm */
         int nbatch;
@@ -159,7 +163,8 @@ int rt_matmul(rt_tensor *a, rt_tensor *b, rt_tensor **out) {
         if (rc < 0) goto done;
         int64_t B = rt_shape_numel(nbatch, bshape);
         int64_t ea[RT_MAX_DIMS], eb[RT_MAX_DIMS];
-        for (int i = 0; i < nbatch; i++) ea[i] = eb[i] = bshape[i];
+        for (int i = 0; i < nbatch; i++)
+            ea[i] = eb[i] = bshape[i];
         ea[nbatch] = m;
         ea[nbatch + 1] = ka;
         eb[nbatch] = ka;
@@ -176,14 +181,16 @@ int rt_matmul(rt_tensor *a, rt_tensor *b, rt_tensor **out) {
         rt_tensor_release(fa);
         rt_tensor_release(fb);
         rnd = nbatch + 2;
-        for (int i = 0; i < nbatch; i++) rshape[i] = bshape[i];
+        for (int i = 0; i < nbatch; i++)
+            rshape[i] = bshape[i];
         rshape[nbatch] = m;
         rshape[nbatch + 1] = n;
     }
     if (rc < 0) goto done;
     /* drop the dims added for 1-d operands */
     if (a->meta.ndim == 1) {
-        for (int i = rnd - 2; i < rnd - 1; i++) rshape[i] = rshape[i + 1];
+        for (int i = rnd - 2; i < rnd - 1; i++)
+            rshape[i] = rshape[i + 1];
         rnd--;
     }
     if (b->meta.ndim == 1) rnd--;
@@ -199,7 +206,8 @@ int rt_linear(rt_tensor *x, rt_tensor *w, rt_tensor *b, rt_tensor **out) {
     *out = NULL;
     if (w->meta.ndim != 2) {
         char b1[RT_SHAPE_BUF];
-        return RT_ERR(RT_ERR_SHAPE, "linear: weight must be 2-d (out_features, in_features), got %s",
+        return RT_ERR(RT_ERR_SHAPE,
+                      "linear: weight must be 2-d (out_features, in_features), got %s",
                       rt_shape_str(b1, sizeof b1, w->meta.ndim, w->meta.shape));
     }
     if (x->meta.ndim == 0 || x->meta.shape[x->meta.ndim - 1] != w->meta.shape[1]) {

@@ -15,14 +15,16 @@ static int reduced_shape(const char *op, const rt_tensor *a, int ndims, const in
         if (*mask & (1u << d)) return RT_ERR(RT_ERR_INVALID, "%s: dim %d appears twice", op, d);
         *mask |= 1u << d;
     }
-    for (int i = 0; i < a->meta.ndim; i++) keep_shape[i] = (*mask & (1u << i)) ? 1 : a->meta.shape[i];
+    for (int i = 0; i < a->meta.ndim; i++)
+        keep_shape[i] = (*mask & (1u << i)) ? 1 : a->meta.shape[i];
     return RT_OK;
 }
 
 /* The reduced result viewed with keepdim, for broadcasting the gradient back. */
 static int keepdim_view(rt_tensor *r, const rt_tensor *a, unsigned mask, rt_tensor **out) {
     int64_t shape[RT_MAX_DIMS];
-    for (int i = 0; i < a->meta.ndim; i++) shape[i] = (mask & (1u << i)) ? 1 : a->meta.shape[i];
+    for (int i = 0; i < a->meta.ndim; i++)
+        shape[i] = (mask & (1u << i)) ? 1 : a->meta.shape[i];
     return rt_reshape(r, a->meta.ndim, shape, out);
 }
 
@@ -82,7 +84,8 @@ int rt_reduce(int op, rt_tensor *a, int ndims, const int *dims, int keepdim, rt_
     int dtype = a->meta.dtype;
     if (op == RT_SUM && !rt_dtype_is_float(dtype)) dtype = RT_I64; /* PyTorch sums ints as i64 */
     if (op == RT_MEAN && !rt_dtype_is_float(dtype))
-        return RT_ERR(RT_ERR_DTYPE, "mean: expected a floating-point tensor, got %s (convert first)",
+        return RT_ERR(RT_ERR_DTYPE,
+                      "mean: expected a floating-point tensor, got %s (convert first)",
                       rt_dtype_name(dtype));
     rt_tensor *k;
     RT_TRY(rt_tensor_new(a->meta.ndim, keep, dtype, a->meta.device, &k));
@@ -108,7 +111,8 @@ int rt_reduce(int op, rt_tensor *a, int ndims, const int *dims, int keepdim, rt_
     if (rt_needs_grad1(a)) {
         rt_node *node;
         /* PyTorch's names: the full reduction and the one over dims are different overloads
-         * (sum() SumBackward0, sum(dim) SumBackward1; max() MaxBackward1, amax(dim) AmaxBackward0) */
+         * (sum() SumBackward0, sum(dim) SumBackward1; max() MaxBackward1, amax(dim) AmaxBackward0)
+         */
         static const char *const all_names[] = {"SumBackward", "MeanBackward", "MaxBackward1",
                                                 "MinBackward1"};
         static const char *const dim_names[] = {"SumBackward1", "MeanBackward1", "AmaxBackward",

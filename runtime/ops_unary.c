@@ -2,8 +2,8 @@
 #include "internal.h"
 
 static const char *const k_unary_names[RT_NUM_UNARY_OPS] = {
-    "neg",  "abs",  "exp", "log", "sqrt", "rsqrt", "tanh",   "sigmoid",
-    "relu", "gelu", "gelu_tanh", "silu", "sin", "cos", "square", "reciprocal"};
+    "neg",  "abs",  "exp",       "log",  "sqrt", "rsqrt", "tanh",   "sigmoid",
+    "relu", "gelu", "gelu_tanh", "silu", "sin",  "cos",   "square", "reciprocal"};
 
 /* Node names as PyTorch prints them in grad_fn=<...0> (square is pow(x, 2) there). */
 static const char *const k_unary_node_names[RT_NUM_UNARY_OPS] = {
@@ -17,7 +17,8 @@ static int unary_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
     RT_TRY(rt_node_saved(n, 0, &x));
     RT_TRY(rt_tensor_new(x->meta.ndim, x->meta.shape, x->meta.dtype, x->meta.device, &gi[0]));
     rt_kview vi = rt_kview_of(gi[0]), vg = rt_kview_of(g), vx = rt_kview_of(x);
-    int rc = RT_BE_CALL(x->storage->backend, unary_backward, "unary_backward", (int)n->iargs[0], &vi, &vg, &vx, NULL);
+    int rc = RT_BE_CALL(x->storage->backend, unary_backward, "unary_backward", (int)n->iargs[0],
+                        &vi, &vg, &vx, NULL);
     if (rc < 0) {
         rt_tensor_release(gi[0]);
         gi[0] = NULL;
@@ -62,7 +63,8 @@ static int clamp_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
     if (n->iargs[0]) rc = rt_binary_scalar(RT_GE, x, n->dargs[0], 0, &m1);
     if (rc == RT_OK && n->iargs[1]) rc = rt_binary_scalar(RT_LE, x, n->dargs[1], 0, &m2);
     if (rc == RT_OK) {
-        if (m1 && m2) rc = rt_binary(RT_MUL, m1, m2, &mask);
+        if (m1 && m2)
+            rc = rt_binary(RT_MUL, m1, m2, &mask);
         else {
             mask = m1 ? m1 : m2;
             rt_tensor_retain(mask);
@@ -70,7 +72,8 @@ static int clamp_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
     }
     if (rc == RT_OK && mask) rc = rt_to_dtype(mask, g->meta.dtype, &mf);
     if (rc == RT_OK) {
-        if (mf) rc = rt_binary(RT_MUL, g, mf, &gi[0]);
+        if (mf)
+            rc = rt_binary(RT_MUL, g, mf, &gi[0]);
         else {
             rt_tensor_retain(g);
             gi[0] = g;
@@ -161,8 +164,8 @@ int rt_where(rt_tensor *cond, rt_tensor *a, rt_tensor *b, rt_tensor **out) {
     rt_kview vo = rt_kview_of(*out);
     const rt_backend *be = a->storage->backend;
     /* out = b, then out = a where cond: no arithmetic, so inf/NaN in the other branch stay out */
-    int rc = (*out)->meta.numel ? be->copy(&vo, &vb) : RT_OK;
-    if (rc == RT_OK && (*out)->meta.numel) rc = be->masked_copy(&vo, &vc, &va);
+    int rc = (*out)->meta.numel ? RT_BE_CALL(be, copy, "where", &vo, &vb) : RT_OK;
+    if (rc == RT_OK && (*out)->meta.numel) rc = RT_BE_CALL(be, masked_copy, "where", &vo, &vc, &va);
     if (rc == RT_OK && rt_needs_grad2(a, b)) {
         rt_node *node;
         rt_tensor *in[3] = {cond, a, b};

@@ -10,7 +10,9 @@ static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t g_seed = 0x853c49e6748fea9bULL;
 static uint64_t g_offset;
 
-void rt_manual_seed(uint64_t seed) { rt_rng_set_state(seed, 0); }
+void rt_manual_seed(uint64_t seed) {
+    rt_rng_set_state(seed, 0);
+}
 
 void rt_rng_get_state(uint64_t *seed, uint64_t *offset) {
     pthread_mutex_lock(&g_lock);
@@ -54,9 +56,12 @@ static int draw(const char *op, rt_tensor *t, draw_kind kind, double a, double b
                       rt_dtype_name(t->meta.dtype));
     uint64_t seed = rt_rng_seed(), off = rt_rng_reserve((uint64_t)t->meta.numel);
     int rc;
-    if (kind == DRAW_UNIFORM) rc = RT_BE_CALL(be, fill_uniform, op, &v, seed, off, a, b);
-    else if (kind == DRAW_NORMAL) rc = RT_BE_CALL(be, fill_normal, op, &v, seed, off, a, b);
-    else rc = RT_BE_CALL(be, fill_randint, op, &v, seed, off, (int64_t)a, (int64_t)b);
+    if (kind == DRAW_UNIFORM)
+        rc = RT_BE_CALL(be, fill_uniform, op, &v, seed, off, a, b);
+    else if (kind == DRAW_NORMAL)
+        rc = RT_BE_CALL(be, fill_normal, op, &v, seed, off, a, b);
+    else
+        rc = RT_BE_CALL(be, fill_randint, op, &v, seed, off, (int64_t)a, (int64_t)b);
     if (rc == RT_OK) rt_tensor_bump_version(t);
     return rc;
 }

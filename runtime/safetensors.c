@@ -40,10 +40,10 @@ typedef struct st_dtype {
 /* Every dtype of the reference implementation, so that valid files of other dtypes open (their
  * tensors can be listed; reading them is RT_ERR_DTYPE). F8 types are one byte. */
 static const st_dtype k_dtypes[] = {
-    {"F32", 4, RT_F32},   {"BF16", 2, RT_BF16}, {"F16", 2, RT_F16},  {"F64", 8, RT_F64},
-    {"I64", 8, RT_I64},   {"I32", 4, RT_I32},   {"U8", 1, RT_U8},    {"BOOL", 1, RT_BOOL},
-    {"I8", 1, -1},        {"I16", 2, -1},       {"U16", 2, -1},      {"U32", 4, -1},
-    {"U64", 8, -1},       {"F8_E4M3", 1, -1},   {"F8_E5M2", 1, -1},  {"C64", 8, -1},
+    {"F32", 4, RT_F32}, {"BF16", 2, RT_BF16}, {"F16", 2, RT_F16}, {"F64", 8, RT_F64},
+    {"I64", 8, RT_I64}, {"I32", 4, RT_I32},   {"U8", 1, RT_U8},   {"BOOL", 1, RT_BOOL},
+    {"I8", 1, -1},      {"I16", 2, -1},       {"U16", 2, -1},     {"U32", 4, -1},
+    {"U64", 8, -1},     {"F8_E4M3", 1, -1},   {"F8_E5M2", 1, -1}, {"C64", 8, -1},
 };
 #define ST_NUM_DTYPES ((int)(sizeof k_dtypes / sizeof k_dtypes[0]))
 
@@ -69,7 +69,7 @@ struct rt_safetensors {
     char *path; /* for messages */
     const unsigned char *base;
     size_t size;
-    int mapped; /* base is an mmap (else a malloc copy) */
+    int mapped;                /* base is an mmap (else a malloc copy) */
     const unsigned char *data; /* the data buffer */
     uint64_t data_len;
     int64_t n;
@@ -86,7 +86,8 @@ static const char *path_tail(const char *p) {
     return n > 300 ? p + n - 300 : p;
 }
 
-static int ferr(const rt_safetensors *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int ferr(const rt_safetensors *f, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static int ferr(const rt_safetensors *f, const char *fmt, ...) {
     char body[480];
     va_list ap;
@@ -99,10 +100,13 @@ static int ferr(const rt_safetensors *f, const char *fmt, ...) {
 void rt_safetensors_close(rt_safetensors *f) {
     if (!f) return;
     if (f->base) {
-        if (f->mapped) munmap((void *)f->base, f->size);
-        else free((void *)f->base);
+        if (f->mapped)
+            munmap((void *)f->base, f->size);
+        else
+            free((void *)f->base);
     }
-    for (int64_t i = 0; i < f->n; i++) free(f->entries[i].name);
+    for (int64_t i = 0; i < f->n; i++)
+        free(f->entries[i].name);
     free(f->entries);
     for (int64_t i = 0; i < f->n_meta; i++) {
         free(f->meta_keys[i]);
@@ -120,7 +124,8 @@ static int cmp_entry_name(const void *a, const void *b) {
 
 static _Thread_local const st_entry *g_sort_entries; /* qsort has no context argument */
 static int cmp_entry_offset(const void *a, const void *b) {
-    const st_entry *x = &g_sort_entries[*(const int64_t *)a], *y = &g_sort_entries[*(const int64_t *)b];
+    const st_entry *x = &g_sort_entries[*(const int64_t *)a],
+                   *y = &g_sort_entries[*(const int64_t *)b];
     if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
     if (x->end != y->end) return x->end < y->end ? -1 : 1;
     return 0;
@@ -129,12 +134,18 @@ static int cmp_entry_offset(const void *a, const void *b) {
 /* "a string", "an array", ... for messages. */
 static const char *a_type(int type) {
     switch (type) {
-    case RT_JSON_NULL: return "null";
-    case RT_JSON_BOOL: return "a boolean";
-    case RT_JSON_NUMBER: return "a number";
-    case RT_JSON_STRING: return "a string";
-    case RT_JSON_ARRAY: return "an array";
-    case RT_JSON_OBJECT: return "an object";
+    case RT_JSON_NULL:
+        return "null";
+    case RT_JSON_BOOL:
+        return "a boolean";
+    case RT_JSON_NUMBER:
+        return "a number";
+    case RT_JSON_STRING:
+        return "a string";
+    case RT_JSON_ARRAY:
+        return "an array";
+    case RT_JSON_OBJECT:
+        return "an object";
     }
     return "?";
 }
@@ -166,8 +177,9 @@ static int int_array(const rt_json *v, int64_t *out, int cap, const char *noun, 
 static int parse_entry(rt_safetensors *f, const rt_json *m, st_entry *e) {
     const char *nm = m->key;
     if (m->type != RT_JSON_OBJECT)
-        return ferr(f, "tensor \"%.*s\": expected an object with dtype, shape and data_offsets, "
-                       "got %s",
+        return ferr(f,
+                    "tensor \"%.*s\": expected an object with dtype, shape and data_offsets, "
+                    "got %s",
                     QN(nm), a_type(m->type));
     const rt_json *dt = NULL, *shape = NULL, *offs = NULL;
     for (const rt_json *k = m->child; k; k = k->next) {
@@ -176,22 +188,23 @@ static int parse_entry(rt_safetensors *f, const rt_json *m, st_entry *e) {
                                : !strcmp(k->key, "data_offsets") ? &offs
                                                                  : NULL;
         if (!slot) continue; /* unknown fields are ignored, as the reference does */
-        if (*slot)
-            return ferr(f, "tensor \"%.*s\": field \"%s\" given twice", QN(nm), k->key);
+        if (*slot) return ferr(f, "tensor \"%.*s\": field \"%s\" given twice", QN(nm), k->key);
         *slot = k;
     }
     if (!dt || !shape || !offs)
         return ferr(f, "tensor \"%.*s\": missing field \"%s\"", QN(nm),
-                    !dt ? "dtype" : !shape ? "shape" : "data_offsets");
+                    !dt      ? "dtype"
+                    : !shape ? "shape"
+                             : "data_offsets");
     if (dt->type != RT_JSON_STRING)
-        return ferr(f, "tensor \"%.*s\": dtype must be a string, got %s", QN(nm),
-                    a_type(dt->type));
+        return ferr(f, "tensor \"%.*s\": dtype must be a string, got %s", QN(nm), a_type(dt->type));
     e->st = -1;
     for (int i = 0; i < ST_NUM_DTYPES; i++)
         if (strlen(k_dtypes[i].name) == dt->len && !strcmp(k_dtypes[i].name, dt->str)) e->st = i;
     if (e->st < 0)
-        return ferr(f, "tensor \"%.*s\": unknown dtype \"%.*s\" (expected F32, BF16, F16, F64, "
-                       "I64, I32, U8, BOOL, I8, I16, U16, U32, U64, F8_E4M3, F8_E5M2 or C64)",
+        return ferr(f,
+                    "tensor \"%.*s\": unknown dtype \"%.*s\" (expected F32, BF16, F16, F64, "
+                    "I64, I32, U8, BOOL, I8, I16, U16, U32, U64, F8_E4M3, F8_E5M2 or C64)",
                     QN(nm), QN(dt->str));
     char what[128];
     int nd = int_array(shape, e->shape, RT_MAX_DIMS, "dimensions", what, sizeof what);
@@ -208,8 +221,9 @@ static int parse_entry(rt_safetensors *f, const rt_json *m, st_entry *e) {
         return ferr(f, "tensor \"%.*s\": data_offsets [%llu, %llu] end before they begin", QN(nm),
                     (unsigned long long)e->begin, (unsigned long long)e->end);
     if (e->end > f->data_len)
-        return ferr(f, "tensor \"%.*s\": data_offsets [%llu, %llu] out of range: the data buffer "
-                       "holds %llu bytes",
+        return ferr(f,
+                    "tensor \"%.*s\": data_offsets [%llu, %llu] out of range: the data buffer "
+                    "holds %llu bytes",
                     QN(nm), (unsigned long long)e->begin, (unsigned long long)e->end,
                     (unsigned long long)f->data_len);
     /* numel * itemsize without overflow */
@@ -223,8 +237,9 @@ static int parse_entry(rt_safetensors *f, const rt_json *m, st_entry *e) {
         bytes *= d;
     }
     if (bytes != e->end - e->begin)
-        return ferr(f, "tensor \"%.*s\": data_offsets [%llu, %llu] hold %llu bytes, but %s of "
-                       "shape %s needs %llu",
+        return ferr(f,
+                    "tensor \"%.*s\": data_offsets [%llu, %llu] hold %llu bytes, but %s of "
+                    "shape %s needs %llu",
                     QN(nm), (unsigned long long)e->begin, (unsigned long long)e->end,
                     (unsigned long long)(e->end - e->begin), k_dtypes[e->st].name,
                     rt_shape_str(sb, sizeof sb, nd, e->shape), (unsigned long long)bytes);
@@ -234,8 +249,7 @@ static int parse_entry(rt_safetensors *f, const rt_json *m, st_entry *e) {
 static int parse_metadata(rt_safetensors *f, const rt_json *m) {
     if (m->type == RT_JSON_NULL) return RT_OK;
     if (m->type != RT_JSON_OBJECT)
-        return ferr(f, "__metadata__ must be an object of strings, got %s",
-                    a_type(m->type));
+        return ferr(f, "__metadata__ must be an object of strings, got %s", a_type(m->type));
     size_t n = m->count;
     f->meta_keys = calloc(n ? n : 1, sizeof(char *));
     f->meta_values = calloc(n ? n : 1, sizeof(char *));
@@ -277,18 +291,22 @@ static int parse_file(rt_safetensors *f) {
     if (f->size < 8)
         return ferr(f, "file of %zu bytes is too short for the 8-byte header length", f->size);
     uint64_t hn = 0;
-    for (int i = 7; i >= 0; i--) hn = (hn << 8) | f->base[i];
+    for (int i = 7; i >= 0; i--)
+        hn = (hn << 8) | f->base[i];
     if (hn > f->size - 8)
-        return ferr(f, "header length %llu goes beyond the end of the file (%zu bytes after the "
-                       "length field)",
+        return ferr(f,
+                    "header length %llu goes beyond the end of the file (%zu bytes after the "
+                    "length field)",
                     (unsigned long long)hn, f->size - 8);
     if (hn > ST_MAX_HEADER)
-        return ferr(f, "header length %llu is over the limit of %llu bytes",
-                    (unsigned long long)hn, (unsigned long long)ST_MAX_HEADER);
-    if (hn < 2) return ferr(f, "header of %llu bytes cannot hold a JSON object", (unsigned long long)hn);
+        return ferr(f, "header length %llu is over the limit of %llu bytes", (unsigned long long)hn,
+                    (unsigned long long)ST_MAX_HEADER);
+    if (hn < 2)
+        return ferr(f, "header of %llu bytes cannot hold a JSON object", (unsigned long long)hn);
     const char *hdr = (const char *)f->base + 8;
     size_t lead = 0;
-    while (lead < hn && (hdr[lead] == ' ' || hdr[lead] == '\t' || hdr[lead] == '\n' || hdr[lead] == '\r'))
+    while (lead < hn &&
+           (hdr[lead] == ' ' || hdr[lead] == '\t' || hdr[lead] == '\n' || hdr[lead] == '\r'))
         lead++;
     if (lead == hn || hdr[lead] != '{')
         return ferr(f, "header does not start with '{' (got %s): not a safetensors file",
@@ -305,7 +323,8 @@ static int parse_file(rt_safetensors *f) {
     }
     f->entries = calloc(root->count ? root->count : 1, sizeof(st_entry));
     if (!f->entries) {
-        rc = RT_ERR(RT_ERR_OOM, "load_safetensors: out of memory for %zu header entries", root->count);
+        rc = RT_ERR(RT_ERR_OOM, "load_safetensors: out of memory for %zu header entries",
+                    root->count);
         goto done;
     }
     int seen_meta = 0;
@@ -346,7 +365,8 @@ static int parse_file(rt_safetensors *f) {
         rc = RT_ERR(RT_ERR_OOM, "load_safetensors: out of memory");
         goto done;
     }
-    for (int64_t i = 0; i < f->n; i++) order[i] = i;
+    for (int64_t i = 0; i < f->n; i++)
+        order[i] = i;
     g_sort_entries = f->entries;
     qsort(order, (size_t)f->n, sizeof(int64_t), cmp_entry_offset);
     uint64_t pos = 0;
@@ -354,13 +374,15 @@ static int parse_file(rt_safetensors *f) {
     for (int64_t i = 0; i < f->n && rc == RT_OK; i++) {
         const st_entry *e = &f->entries[order[i]];
         if (e->begin < pos)
-            rc = ferr(f, "tensor \"%.*s\": data_offsets [%llu, %llu] overlap tensor \"%.*s\", "
-                         "which ends at %llu",
+            rc = ferr(f,
+                      "tensor \"%.*s\": data_offsets [%llu, %llu] overlap tensor \"%.*s\", "
+                      "which ends at %llu",
                       QN(e->name), (unsigned long long)e->begin, (unsigned long long)e->end,
                       QN(prev), (unsigned long long)pos);
         else if (e->begin > pos)
-            rc = ferr(f, "tensor \"%.*s\": data_offsets [%llu, %llu] are not contiguous: %llu "
-                         "unused bytes before them (at %llu)",
+            rc = ferr(f,
+                      "tensor \"%.*s\": data_offsets [%llu, %llu] are not contiguous: %llu "
+                      "unused bytes before them (at %llu)",
                       QN(e->name), (unsigned long long)e->begin, (unsigned long long)e->end,
                       (unsigned long long)(e->begin - pos), (unsigned long long)pos);
         pos = e->end;
@@ -368,8 +390,9 @@ static int parse_file(rt_safetensors *f) {
     }
     free(order);
     if (rc == RT_OK && pos != f->data_len)
-        rc = ferr(f, "the tensors cover %llu bytes of the data buffer, but it holds %llu "
-                     "(truncated or trailing bytes)",
+        rc = ferr(f,
+                  "the tensors cover %llu bytes of the data buffer, but it holds %llu "
+                  "(truncated or trailing bytes)",
                   (unsigned long long)pos, (unsigned long long)f->data_len);
 done:
     rt_json_free(root);
@@ -454,7 +477,9 @@ int rt_safetensors_open_memory(const void *data, size_t nbytes, const char *name
     return RT_OK;
 }
 
-int64_t rt_safetensors_count(const rt_safetensors *f) { return f ? f->n : 0; }
+int64_t rt_safetensors_count(const rt_safetensors *f) {
+    return f ? f->n : 0;
+}
 
 const char *rt_safetensors_name(const rt_safetensors *f, int64_t i) {
     return f && i >= 0 && i < f->n ? f->entries[i].name : NULL;
@@ -475,8 +500,10 @@ int rt_safetensors_find(const rt_safetensors *f, const char *name, int64_t *inde
             *index = mid;
             return RT_OK;
         }
-        if (c < 0) lo = mid + 1;
-        else hi = mid - 1;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
     }
     return RT_ERR(RT_ERR_INDEX, "safetensors: %s has no tensor named \"%.*s\" (%lld tensors)",
                   path_tail(f->path), QN(name), (long long)f->n);
@@ -484,19 +511,20 @@ int rt_safetensors_find(const rt_safetensors *f, const char *name, int64_t *inde
 
 static int check_index(const rt_safetensors *f, int64_t i) {
     if (i < 0 || i >= f->n)
-        return RT_ERR(RT_ERR_INDEX, "safetensors: tensor index %lld out of range for %s (%lld "
-                                    "tensors)",
+        return RT_ERR(RT_ERR_INDEX,
+                      "safetensors: tensor index %lld out of range for %s (%lld "
+                      "tensors)",
                       (long long)i, path_tail(f->path), (long long)f->n);
     return RT_OK;
 }
 
-int rt_safetensors_info(const rt_safetensors *f, int64_t i, int *dtype, int *ndim,
-                        int64_t *shape) {
+int rt_safetensors_info(const rt_safetensors *f, int64_t i, int *dtype, int *ndim, int64_t *shape) {
     RT_TRY(check_index(f, i));
     const st_entry *e = &f->entries[i];
     *dtype = k_dtypes[e->st].rt;
     *ndim = e->ndim;
-    for (int d = 0; d < RT_MAX_DIMS; d++) shape[d] = d < e->ndim ? e->shape[d] : 0;
+    for (int d = 0; d < RT_MAX_DIMS; d++)
+        shape[d] = d < e->ndim ? e->shape[d] : 0;
     return RT_OK;
 }
 
@@ -506,8 +534,9 @@ int rt_safetensors_get(const rt_safetensors *f, int64_t i, rt_tensor **out) {
     const st_entry *e = &f->entries[i];
     const st_dtype *d = &k_dtypes[e->st];
     if (d->rt < 0)
-        return RT_ERR(RT_ERR_DTYPE, "load_safetensors: %s: tensor \"%.*s\" has dtype %s, which "
-                                    "ramtorch does not support",
+        return RT_ERR(RT_ERR_DTYPE,
+                      "load_safetensors: %s: tensor \"%.*s\" has dtype %s, which "
+                      "ramtorch does not support",
                       path_tail(f->path), QN(e->name), d->name);
     RT_TRY(rt_tensor_new(e->ndim, e->shape, d->rt, RT_DEVICE_CPU, out));
     unsigned char *dst = rt_tensor_data_ptr(*out);
@@ -523,11 +552,14 @@ int rt_safetensors_get(const rt_safetensors *f, int64_t i, rt_tensor **out) {
             }
 #endif
     if (d->rt == RT_BOOL) /* keep the 0/1 invariant of bool storage whatever the file holds */
-        for (size_t k = 0; k < nb; k++) dst[k] = dst[k] != 0;
+        for (size_t k = 0; k < nb; k++)
+            dst[k] = dst[k] != 0;
     return RT_OK;
 }
 
-int64_t rt_safetensors_metadata_count(const rt_safetensors *f) { return f ? f->n_meta : 0; }
+int64_t rt_safetensors_metadata_count(const rt_safetensors *f) {
+    return f ? f->n_meta : 0;
+}
 const char *rt_safetensors_metadata_key(const rt_safetensors *f, int64_t i) {
     return f && i >= 0 && i < f->n_meta ? f->meta_keys[i] : NULL;
 }
@@ -549,7 +581,8 @@ static void sb_put(sbuf *b, const char *s, size_t n) {
     if (b->oom) return;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
+        while (cap < b->n + n + 1)
+            cap *= 2;
         char *q = realloc(b->p, cap);
         if (!q) {
             b->oom = 1;
@@ -562,7 +595,9 @@ static void sb_put(sbuf *b, const char *s, size_t n) {
     b->n += n;
     b->p[b->n] = 0;
 }
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+static void sb_str(sbuf *b, const char *s) {
+    sb_put(b, s, strlen(s));
+}
 
 /* A JSON string literal: quotes, backslashes and control characters escaped; the rest is UTF-8 as
  * given (validated by the caller). */
@@ -698,7 +733,8 @@ static int build_header(const char *path, int n, const char *const *names,
     }
     const char **sorted = malloc((size_t)(n > n_meta ? n : n_meta) * sizeof(char *) + 1);
     if (!sorted) return RT_ERR(RT_ERR_OOM, "save_safetensors: out of memory");
-    for (int i = 0; i < n; i++) sorted[i] = names[i];
+    for (int i = 0; i < n; i++)
+        sorted[i] = names[i];
     qsort(sorted, (size_t)n, sizeof(char *), cmp_cstr);
     for (int i = 1; i < n; i++)
         if (!strcmp(sorted[i - 1], sorted[i])) {
@@ -761,7 +797,8 @@ static int build_header(const char *path, int n, const char *const *names,
         off += items[i].nbytes;
     }
     sb_str(hb, "}");
-    while (!hb->oom && hb->n % 8) sb_str(hb, " "); /* data aligned to 8, like the reference */
+    while (!hb->oom && hb->n % 8)
+        sb_str(hb, " "); /* data aligned to 8, like the reference */
     if (hb->oom) return RT_ERR(RT_ERR_OOM, "save_safetensors: out of memory building the header");
     return RT_OK;
 }
@@ -824,7 +861,8 @@ int rt_safetensors_save(const char *path, int n, const char *const *names,
     if (have_old && S_ISREG(st.st_mode)) (void)fchmod(fd, st.st_mode & 07777); /* keep its mode */
     writer w = {fd, tmp, 0};
     unsigned char len8[8];
-    for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)hb.n >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        len8[i] = (unsigned char)((uint64_t)hb.n >> (8 * i));
     int wrc = write_all(&w, len8, 8);
     if (!wrc) wrc = write_all(&w, hb.p, hb.n);
     int which = -1;
@@ -843,8 +881,9 @@ int rt_safetensors_save(const char *path, int n, const char *const *names,
         close(fd);
         unlink(tmp);
         const char *at = which >= 0 ? items[which].name : "(header)";
-        rc = RT_ERR(RT_ERR_IO, "save_safetensors: writing %s failed at %.*s: %s (the previous file "
-                               "is unchanged)",
+        rc = RT_ERR(RT_ERR_IO,
+                    "save_safetensors: writing %s failed at %.*s: %s (the previous file "
+                    "is unchanged)",
                     path, QN(at), strerror(e));
         goto out;
     }
@@ -852,8 +891,9 @@ int rt_safetensors_save(const char *path, int n, const char *const *names,
         int e = errno;
         close(fd);
         unlink(tmp);
-        rc = RT_ERR(RT_ERR_IO, "save_safetensors: fsync of %s failed: %s (the previous file is "
-                               "unchanged)",
+        rc = RT_ERR(RT_ERR_IO,
+                    "save_safetensors: fsync of %s failed: %s (the previous file is "
+                    "unchanged)",
                     tmp, strerror(e));
         goto out;
     }
@@ -874,8 +914,9 @@ int rt_safetensors_save(const char *path, int n, const char *const *names,
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
         if (fsync(dfd) < 0 && errno != EINVAL && errno != EROFS)
-            rc = RT_ERR(RT_ERR_IO, "save_safetensors: fsync of folder %s after writing %s failed: "
-                                   "%s",
+            rc = RT_ERR(RT_ERR_IO,
+                        "save_safetensors: fsync of folder %s after writing %s failed: "
+                        "%s",
                         dir, path, strerror(errno));
         close(dfd);
     }

@@ -53,8 +53,9 @@ int rt_utf8_valid(const char *s, size_t n);
  * Test hooks
  * ============================================================================================== */
 
-/* When >= 0, rt_safetensors_save fails with RT_ERR_IO after writing this many bytes of the temporary
- * file (simulating a full disk or a crash before the rename). -1 (the default) disables it. */
+/* When >= 0, rt_safetensors_save fails with RT_ERR_IO after writing this many bytes of the
+ * temporary file (simulating a full disk or a crash before the rename). -1 (the default) disables
+ * it. */
 extern int64_t rt_safetensors_fail_after_bytes;
 
 #endif /* RT_SERIAL_INTERNAL_H */

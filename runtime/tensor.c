@@ -9,8 +9,12 @@
 atomic_llong rt_g_live_tensors;
 atomic_llong rt_g_host_bytes;
 
-int64_t rt_live_tensors(void) { return atomic_load(&rt_g_live_tensors); }
-int64_t rt_host_bytes_allocated(void) { return atomic_load(&rt_g_host_bytes); }
+int64_t rt_live_tensors(void) {
+    return atomic_load(&rt_g_live_tensors);
+}
+int64_t rt_host_bytes_allocated(void) {
+    return atomic_load(&rt_g_host_bytes);
+}
 
 /* ================================================================================================
  * dtypes
@@ -33,14 +37,21 @@ int rt_dtype_is_float(int dtype) {
 /* Rank of a dtype in PyTorch's promotion lattice (bool < u8 < i32 < i64 < f16/bf16 < f32 < f64). */
 static int promo_rank(int d) {
     switch (d) {
-    case RT_BOOL: return 0;
-    case RT_U8: return 1;
-    case RT_I32: return 2;
-    case RT_I64: return 3;
+    case RT_BOOL:
+        return 0;
+    case RT_U8:
+        return 1;
+    case RT_I32:
+        return 2;
+    case RT_I64:
+        return 3;
     case RT_F16:
-    case RT_BF16: return 4;
-    case RT_F32: return 5;
-    case RT_F64: return 6;
+    case RT_BF16:
+        return 4;
+    case RT_F32:
+        return 5;
+    case RT_F64:
+        return 6;
     }
     return -1;
 }
@@ -57,7 +68,8 @@ int rt_promote_types(int a, int b) {
 
 int64_t rt_shape_numel(int ndim, const int64_t *shape) {
     int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
+    for (int i = 0; i < ndim; i++)
+        n *= shape[i];
     return n;
 }
 
@@ -79,8 +91,9 @@ int rt_same_shape(const rt_tensor *a, const rt_tensor *b) {
 int rt_wrap_dim(const char *op, int dim, int ndim, int *out) {
     int n = ndim > 0 ? ndim : 1; /* a scalar accepts dim 0 / -1, like PyTorch */
     if (dim < -n || dim >= n)
-        return RT_ERR(RT_ERR_INDEX, "%s: dimension %d out of range for a tensor of %d dims "
-                                    "(expected %d to %d)",
+        return RT_ERR(RT_ERR_INDEX,
+                      "%s: dimension %d out of range for a tensor of %d dims "
+                      "(expected %d to %d)",
                       op, dim, ndim, -n, n - 1);
     *out = dim < 0 ? dim + n : dim;
     return RT_OK;
@@ -110,8 +123,8 @@ int rt_broadcast_shapes(const char *op, int na, const int64_t *sa, int nb, const
             char ba[RT_SHAPE_BUF], bb[RT_SHAPE_BUF];
             return RT_ERR(RT_ERR_SHAPE,
                           "%s: shapes %s and %s cannot be broadcast (dimension %d: %lld vs %lld)",
-                          op, rt_shape_str(ba, sizeof ba, na, sa), rt_shape_str(bb, sizeof bb, nb, sb),
-                          i - n, (long long)da, (long long)db);
+                          op, rt_shape_str(ba, sizeof ba, na, sa),
+                          rt_shape_str(bb, sizeof bb, nb, sb), i - n, (long long)da, (long long)db);
         }
         out[i] = da == 1 ? db : da;
     }
@@ -185,7 +198,13 @@ int rt_kview_broadcast(const rt_tensor *t, int ndim, const int64_t *shape, rt_kv
 
 #define RT_SMALL_BLOCK 1024 /* bytes: data blocks up to this size are cached */
 #define RT_SMALL_CLASSES (RT_SMALL_BLOCK / 64)
-#define RT_CACHE_DEPTH 64 /* blocks kept per list */
+/* Blocks kept per list. Lua's collector frees results in bursts (one sweep finalizes every tensor
+ * that died since the last: about 8000 in a loop of small ops), so a list must hold a burst's worth
+ * to be of use: at most 16384 blocks and 2 MiB per header list, 1 MiB per data list (at most about
+ * 20 MiB per thread, and only what a program actually cycled through). */
+#define RT_CACHE_HEADER_BYTES (2 * 1024 * 1024)
+#define RT_CACHE_DATA_BYTES (1024 * 1024)
+#define RT_CACHE_MAX_BLOCKS 16384
 
 typedef struct rt_free_block {
     struct rt_free_block *next;
@@ -194,10 +213,20 @@ typedef struct rt_free_block {
 typedef struct rt_block_list {
     rt_free_block *head;
     int n;
+    int cap; /* set on first use from the block size */
 } rt_block_list;
 
 #ifndef RT_NO_CACHE
 static _Thread_local rt_block_list tl_tensors, tl_storages, tl_data[RT_SMALL_CLASSES];
+#endif
+
+#ifndef RT_NO_CACHE
+#define TENSOR_LIST (&tl_tensors)
+#define STORAGE_LIST (&tl_storages)
+#else
+static rt_block_list g_no_list;
+#define TENSOR_LIST (&g_no_list)
+#define STORAGE_LIST (&g_no_list)
 #endif
 
 static void *cache_pop(rt_block_list *l) {
@@ -214,10 +243,17 @@ static void *cache_pop(rt_block_list *l) {
 #endif
 }
 
-/* Keep p for reuse, or free it when the list is full. */
-static void cache_push(rt_block_list *l, void *p) {
+/* Keep p (a block of `size` bytes) for reuse, or free it when the list is full. */
+static void cache_push(rt_block_list *l, void *p, size_t size) {
 #ifndef RT_NO_CACHE
-    if (l->n < RT_CACHE_DEPTH) {
+    if (!l->cap) {
+        size_t budget = size <= RT_SMALL_BLOCK && l != TENSOR_LIST && l != STORAGE_LIST
+                            ? RT_CACHE_DATA_BYTES
+                            : RT_CACHE_HEADER_BYTES;
+        size_t cap = budget / (size < 64 ? 64 : size);
+        l->cap = (int)(cap < RT_CACHE_MAX_BLOCKS ? cap : RT_CACHE_MAX_BLOCKS);
+    }
+    if (l->n < l->cap) {
         rt_free_block *b = p;
         b->next = l->head;
         l->head = b;
@@ -226,18 +262,10 @@ static void cache_push(rt_block_list *l, void *p) {
     }
 #else
     (void)l;
+    (void)size;
 #endif
     free(p);
 }
-
-#ifndef RT_NO_CACHE
-#define TENSOR_LIST (&tl_tensors)
-#define STORAGE_LIST (&tl_storages)
-#else
-static rt_block_list g_no_list;
-#define TENSOR_LIST (&g_no_list)
-#define STORAGE_LIST (&g_no_list)
-#endif
 
 /* The data-block list for an allocation of nbytes on the CPU backend, or NULL when not cached. */
 static rt_block_list *data_list(const rt_backend *be, size_t nbytes, int memkind) {
@@ -265,15 +293,17 @@ static int storage_new(int device, size_t nbytes, rt_storage **out) {
     const rt_backend *be = rt_backend_for(device);
     if (!be) return rt_last_error_code() ? rt_last_error_code() : RT_ERR_DEVICE;
     rt_storage *s = cache_pop(STORAGE_LIST);
-    if (s) memset(s, 0, sizeof *s);
-    else s = calloc(1, sizeof *s);
+    if (s)
+        memset(s, 0, sizeof *s);
+    else
+        s = calloc(1, sizeof *s);
     if (!s) return RT_ERR(RT_ERR_OOM, "alloc: out of host memory for a storage header");
     int memkind = device == RT_DEVICE_CPU ? RT_MEM_HOST : RT_MEM_DEVICE;
     rt_block_list *dl = data_list(be, nbytes, memkind);
     s->data = dl ? cache_pop(dl) : NULL;
     int rc = s->data ? RT_OK : be->alloc(device, nbytes, memkind, &s->data);
     if (rc < 0) {
-        cache_push(STORAGE_LIST, s);
+        cache_push(STORAGE_LIST, s, sizeof *s);
         return rc;
     }
     atomic_init(&s->refcount, 1);
@@ -293,11 +323,13 @@ static void storage_release(rt_storage *s) {
         s->deleter(s->deleter_ctx, s->data);
     } else {
         rt_block_list *dl = data_list(s->backend, s->nbytes, s->memkind);
-        if (dl) cache_push(dl, s->data);
-        else s->backend->free(s->device, s->data, s->memkind, s->nbytes);
+        if (dl)
+            cache_push(dl, s->data, (s->nbytes + 63) & ~(size_t)63);
+        else
+            s->backend->free(s->device, s->data, s->memkind, s->nbytes);
         if (s->device == RT_DEVICE_CPU) atomic_fetch_sub(&rt_g_host_bytes, (long long)s->nbytes);
     }
-    cache_push(STORAGE_LIST, s);
+    cache_push(STORAGE_LIST, s, sizeof *s);
 }
 
 static int check_shape(const char *op, int ndim, const int64_t *shape) {
@@ -315,8 +347,10 @@ static int check_shape(const char *op, int ndim, const int64_t *shape) {
 
 static rt_tensor *tensor_header(void) {
     rt_tensor *t = cache_pop(TENSOR_LIST);
-    if (t) memset(t, 0, sizeof *t);
-    else t = calloc(1, sizeof *t);
+    if (t)
+        memset(t, 0, sizeof *t);
+    else
+        t = calloc(1, sizeof *t);
     if (!t) return NULL;
     atomic_init(&t->refcount, 1);
     t->meta.is_leaf = 1;
@@ -334,14 +368,15 @@ int rt_tensor_new(int ndim, const int64_t *shape, int dtype, int device, rt_tens
     t->meta.dtype = dtype;
     t->meta.device = device;
     t->meta.ndim = ndim;
-    for (int i = 0; i < ndim; i++) t->meta.shape[i] = shape[i];
+    for (int i = 0; i < ndim; i++)
+        t->meta.shape[i] = shape[i];
     rt_contiguous_strides(ndim, shape, t->meta.strides);
     t->meta.numel = rt_shape_numel(ndim, shape);
     size_t nbytes = (size_t)t->meta.numel * rt_dtype_size(dtype);
     int rc = storage_new(device, nbytes, &t->storage);
     if (rc < 0) {
         atomic_fetch_sub(&rt_g_live_tensors, 1);
-        cache_push(TENSOR_LIST, t);
+        cache_push(TENSOR_LIST, t, sizeof *t);
         return rc;
     }
     t->meta.memkind = t->storage->memkind;
@@ -381,7 +416,7 @@ void rt_tensor_release(rt_tensor *t) {
     rt_tensor_release(t->grad);
     storage_release(t->storage);
     atomic_fetch_sub(&rt_g_live_tensors, 1);
-    cache_push(TENSOR_LIST, t);
+    cache_push(TENSOR_LIST, t, sizeof *t);
 }
 
 void rt_tensor_ref_release(rt_tensor_ref *ref) {
@@ -391,7 +426,9 @@ void rt_tensor_ref_release(rt_tensor_ref *ref) {
     rt_tensor_release(t);
 }
 
-const rt_tensor_meta *rt_tensor_meta_of(const rt_tensor *t) { return &t->meta; }
+const rt_tensor_meta *rt_tensor_meta_of(const rt_tensor *t) {
+    return &t->meta;
+}
 
 void *rt_tensor_data_ptr(const rt_tensor *t) {
     return (char *)t->storage->data + t->meta.offset * (int64_t)rt_dtype_size(t->meta.dtype);
@@ -406,9 +443,13 @@ int rt_tensor_is_contiguous(const rt_tensor *t) {
     return 1;
 }
 
-int64_t rt_tensor_storage_nbytes(const rt_tensor *t) { return (int64_t)t->storage->nbytes; }
+int64_t rt_tensor_storage_nbytes(const rt_tensor *t) {
+    return (int64_t)t->storage->nbytes;
+}
 
-void rt_tensor_bump_version(rt_tensor *t) { atomic_fetch_add(&t->storage->version, 1); }
+void rt_tensor_bump_version(rt_tensor *t) {
+    atomic_fetch_add(&t->storage->version, 1);
+}
 
 /* ================================================================================================
  * Creation
@@ -439,13 +480,15 @@ int rt_full(int ndim, const int64_t *shape, double value, int dtype, int device,
 int rt_arange(double start, double end, double step, int dtype, int device, rt_tensor **out) {
     *out = NULL;
     if (step == 0 || (step > 0 && start > end) || (step < 0 && start < end))
-        return RT_ERR(RT_ERR_INVALID,
-                      "arange: step %g cannot go from %g to %g (expected a non-zero step toward end)",
-                      step, start, end);
+        return RT_ERR(
+            RT_ERR_INVALID,
+            "arange: step %g cannot go from %g to %g (expected a non-zero step toward end)", step,
+            start, end);
     int64_t n = (int64_t)ceil((end - start) / step);
     RT_TRY(rt_tensor_new(1, &n, RT_F64, RT_DEVICE_CPU, out));
     double *p = rt_tensor_data_ptr(*out);
-    for (int64_t i = 0; i < n; i++) p[i] = start + (double)i * step;
+    for (int64_t i = 0; i < n; i++)
+        p[i] = start + (double)i * step;
     if (dtype == RT_F64 && device == RT_DEVICE_CPU) return RT_OK;
     rt_tensor *tmp = *out;
     int rc = rt_to_dtype(tmp, dtype, out);
@@ -499,8 +542,9 @@ int rt_to_host(const rt_tensor *t, void *dst, int dst_dtype) {
 int rt_item(const rt_tensor *t, double *out) {
     if (t->meta.numel != 1) {
         char b[RT_SHAPE_BUF];
-        return RT_ERR(RT_ERR_SHAPE, "item: expected a tensor with one element, got shape %s (%lld "
-                                    "elements)",
+        return RT_ERR(RT_ERR_SHAPE,
+                      "item: expected a tensor with one element, got shape %s (%lld "
+                      "elements)",
                       rt_shape_str(b, sizeof b, t->meta.ndim, t->meta.shape),
                       (long long)t->meta.numel);
     }
@@ -521,8 +565,8 @@ int rt_copy_(rt_tensor *dst, rt_tensor *src) {
     } else {
         /* Cross-device: the accelerator backend's copy_cross handles host<->device pairs (it is
          * told which side is on the host and whether that memory is pinned). */
-        const rt_backend *be = dst->meta.device != RT_DEVICE_CPU ? dst->storage->backend
-                                                                : src->storage->backend;
+        const rt_backend *be =
+            dst->meta.device != RT_DEVICE_CPU ? dst->storage->backend : src->storage->backend;
         RT_TRY(RT_BE_CALL(be, copy_cross, "copy_", &d, dst->meta.device, dst->storage->memkind, &s,
                           src->meta.device, src->storage->memkind));
     }

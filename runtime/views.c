@@ -14,13 +14,15 @@
 static int reshape_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
     int64_t shape[RT_MAX_DIMS];
     int nd = (int)n->iargs[0];
-    for (int i = 0; i < nd; i++) shape[i] = n->iargs[1 + i];
+    for (int i = 0; i < nd; i++)
+        shape[i] = n->iargs[1 + i];
     return rt_reshape(g, nd, shape, &gi[0]);
 }
 
 static int permute_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
     int nd = g->meta.ndim, inv[RT_MAX_DIMS];
-    for (int i = 0; i < nd; i++) inv[n->iargs[i]] = i;
+    for (int i = 0; i < nd; i++)
+        inv[n->iargs[i]] = i;
     return rt_permute(g, nd, inv, &gi[0]);
 }
 
@@ -48,7 +50,8 @@ static int slice_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
 static int expand_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
     int64_t shape[RT_MAX_DIMS];
     int nd = (int)n->iargs[0];
-    for (int i = 0; i < nd; i++) shape[i] = n->iargs[1 + i];
+    for (int i = 0; i < nd; i++)
+        shape[i] = n->iargs[1 + i];
     return rt_sum_to_shape(g, nd, shape, &gi[0]);
 }
 
@@ -72,7 +75,8 @@ static int attach_with_shape(rt_tensor *out, const char *name, rt_backward_fn fn
     rt_node *node;
     RT_TRY(rt_node_attach(out, name, fn, 1, &in, &node));
     node->iargs[0] = in->meta.ndim;
-    for (int i = 0; i < in->meta.ndim; i++) node->iargs[1 + i] = in->meta.shape[i];
+    for (int i = 0; i < in->meta.ndim; i++)
+        node->iargs[1 + i] = in->meta.shape[i];
     return RT_OK;
 }
 
@@ -88,7 +92,8 @@ static int finish(int rc, rt_tensor **out) {
  * Views
  * ============================================================================================== */
 
-/* Can t be viewed as `shape` without copying? Computes the new strides (PyTorch's computeStride). */
+/* Can t be viewed as `shape` without copying? Computes the new strides (PyTorch's computeStride).
+ */
 static int view_strides(const rt_tensor *t, int ndim, const int64_t *shape, int64_t *strides) {
     if (t->meta.numel == 0 || rt_tensor_is_contiguous(t)) {
         rt_contiguous_strides(ndim, shape, strides);
@@ -194,7 +199,8 @@ static int permute_named(rt_tensor *t, int ndim, const int *dims, const char *na
         rt_node *node;
         int rc = rt_node_attach(*out, name, permute_backward, 1, &t, &node);
         if (rc < 0) return finish(rc, out);
-        for (int i = 0; i < ndim; i++) node->iargs[i] = wrapped[i];
+        for (int i = 0; i < ndim; i++)
+            node->iargs[i] = wrapped[i];
     }
     return RT_OK;
 }
@@ -210,7 +216,8 @@ int rt_transpose(rt_tensor *t, int dim0, int dim1, rt_tensor **out) {
     RT_TRY(rt_wrap_dim("transpose", dim0, nd, &d0));
     RT_TRY(rt_wrap_dim("transpose", dim1, nd, &d1));
     int dims[RT_MAX_DIMS];
-    for (int i = 0; i < nd; i++) dims[i] = i;
+    for (int i = 0; i < nd; i++)
+        dims[i] = i;
     dims[d0] = d1;
     dims[d1] = d0;
     return permute_named(t, nd, dims, "TransposeBackward", out);
@@ -226,8 +233,9 @@ static int slice_common(const char *op, rt_tensor *t, int dim, int64_t start, in
     if (drop) {
         int64_t idx = start < 0 ? start + size : start;
         if (idx < 0 || idx >= size)
-            return RT_ERR(RT_ERR_INDEX, "%s: index %lld is out of range for dimension %d of size %lld",
-                          op, (long long)start, d, (long long)size);
+            return RT_ERR(RT_ERR_INDEX,
+                          "%s: index %lld is out of range for dimension %d of size %lld", op,
+                          (long long)start, d, (long long)size);
         start = idx;
         length = 1;
     } else {
@@ -297,7 +305,8 @@ int rt_expand(rt_tensor *t, int ndim, const int64_t *shape, rt_tensor **out) {
                       rt_shape_str(b2, sizeof b2, ndim, full));
     }
     RT_TRY(rt_tensor_new_view(t, ndim, full, v.strides, t->meta.offset, out));
-    if (rt_needs_grad1(t)) return finish(attach_with_shape(*out, "ExpandBackward", expand_backward, t), out);
+    if (rt_needs_grad1(t))
+        return finish(attach_with_shape(*out, "ExpandBackward", expand_backward, t), out);
     return RT_OK;
 }
 
@@ -327,10 +336,11 @@ int rt_unsqueeze(rt_tensor *t, int dim, rt_tensor **out) {
                       RT_MAX_DIMS);
     /* the new dim may go anywhere in 0..ndim (so the valid range is one wider than the input's) */
     if (dim < -(t->meta.ndim + 1) || dim > t->meta.ndim)
-        return RT_ERR(RT_ERR_INDEX,
-                      "unsqueeze: dimension %d out of range for a tensor of %d dims (expected %d to "
-                      "%d)",
-                      dim, t->meta.ndim, -(t->meta.ndim + 1), t->meta.ndim);
+        return RT_ERR(
+            RT_ERR_INDEX,
+            "unsqueeze: dimension %d out of range for a tensor of %d dims (expected %d to "
+            "%d)",
+            dim, t->meta.ndim, -(t->meta.ndim + 1), t->meta.ndim);
     d = dim < 0 ? dim + t->meta.ndim + 1 : dim;
     int64_t shape[RT_MAX_DIMS];
     int nd = 0;
@@ -374,7 +384,8 @@ int rt_to_dtype(rt_tensor *t, int dtype, rt_tensor **out) {
     RT_TRY(copy_into_new(t, dtype, t->meta.device, out));
     if (rt_needs_grad1(t) && rt_dtype_is_float(dtype)) {
         rt_node *node;
-        RT_TRY(finish(rt_node_attach(*out, "ToCopyBackward", to_dtype_backward, 1, &t, &node), out));
+        RT_TRY(
+            finish(rt_node_attach(*out, "ToCopyBackward", to_dtype_backward, 1, &t, &node), out));
         node->iargs[0] = t->meta.dtype;
     }
     return RT_OK;
@@ -391,7 +402,8 @@ int rt_to_device(rt_tensor *t, int device, rt_tensor **out) {
     RT_TRY(copy_into_new(t, t->meta.dtype, device, out));
     if (rt_needs_grad1(t)) {
         rt_node *node;
-        RT_TRY(finish(rt_node_attach(*out, "ToCopyBackward", to_device_backward, 1, &t, &node), out));
+        RT_TRY(
+            finish(rt_node_attach(*out, "ToCopyBackward", to_device_backward, 1, &t, &node), out));
         node->iargs[0] = t->meta.device;
     }
     return RT_OK;

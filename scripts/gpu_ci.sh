@@ -22,8 +22,10 @@ mkdir -p $ROOT
 for f in .deb/*.deb; do dpkg -x "$f" $ROOT || echo "dpkg -x failed: $f"; done
 # .pc files say prefix=/usr; point them at the private prefix
 sed -i "s|^prefix=/usr\$|prefix=$ROOT/usr|" $LIBDIR/pkgconfig/*.pc $ROOT/usr/share/pkgconfig/*.pc 2>/dev/null
-# link against the Debian zlib headers/library but load the machine's own libz.so.1 at run time
-rm -f $LIBDIR/libz.so.1
+# Debian's zlib headers with the machine's own libz.so.1 (zlib1g-dev's libz.so points into /lib)
+ZLIB_SO=$(ls /usr/lib/x86_64-linux-gnu/libz.so.1 /lib/x86_64-linux-gnu/libz.so.1 2>/dev/null | head -1)
+[ -n "$ZLIB_SO" ] || ZLIB_SO=$ROOT/lib/x86_64-linux-gnu/libz.so.1
+ln -sf "$ZLIB_SO" $LIBDIR/libz.so # FindZLIB then takes the shared library, not libz.a
 export PATH=$ROOT/usr/bin:$PATH
 export PKG_CONFIG_PATH=$LIBDIR/pkgconfig:$ROOT/usr/share/pkgconfig
 export LUA_PATH="$ROOT/usr/share/lua/5.1/?.lua;$ROOT/usr/share/lua/5.1/?/init.lua;;"
@@ -33,11 +35,13 @@ export LD_LIBRARY_PATH=$RTLIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 which luajit pkg-config cmake nvcc python3 2>&1 | tee -a "$OUT/machine.txt"
 
 log "configure"
+rm -rf build-gpu # a fresh cache: the machine may keep one from an earlier call
 gen=()
 command -v ninja >/dev/null && gen=(-G Ninja)
 cmake -B build-gpu "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DCMAKE_PREFIX_PATH=$ROOT/usr -DOPENBLAS_LIB=$LIBDIR/openblas-pthread/libopenblas.so \
   -DCBLAS_INCLUDE_DIR=$ROOT/usr/include/x86_64-linux-gnu/openblas-pthread \
+  -DZLIB_INCLUDE_DIR=$ROOT/usr/include \
   -DBUSTED_BIN=$ROOT/usr/bin/busted > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 log "build"
 if ! cmake --build build-gpu -j"$(nproc)" >> "$OUT/build.log" 2>&1; then
@@ -61,6 +65,9 @@ for b in gpu_gemm gpu_memory gpu_overhead; do
   echo "-- $b pytorch" >> "$OUT/bench.log"
   timeout 120 env -u LD_LIBRARY_PATH python3 scripts/bench/$b.py 2>&1 | sed 's/^RESULT /RESULT pytorch /' | tee -a "$OUT/bench.log"
 done
+
+# optional extra steps (fixtures, main-job timings) run with the same environment and build
+if [ -n "${GPU_CI_EXTRA:-}" ]; then log "extra: $GPU_CI_EXTRA"; bash "$GPU_CI_EXTRA"; fi
 
 log "ctest -L gpu"
 (cd build-gpu && timeout 300 ctest -L gpu --output-on-failure) > "$OUT/ctest_gpu.log" 2>&1

@@ -3,7 +3,8 @@
 # root (or sudo). Used by the README's quick start and by .ci/run.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config luajit libluajit-5.1-dev libopenblas-dev libedit-dev zlib1g-dev
-      lua-busted dataset-fashion-mnist)
+      lua-busted dataset-fashion-mnist
+      clang-format tmux) # tests only: the lint test and the REPL-on-a-terminal test (skipped without)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

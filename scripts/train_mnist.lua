@@ -27,6 +27,7 @@ local ok, opts = pcall(flags.parse, arg or {}, {
   { "seed", 0, "random seed (weights and shuffling)" },
   { "threads", 0, "CPU threads (0: the runtime's default)" },
   { "limit", 0, "use only this many training samples (0: all), for quick checks" },
+  { "layers", "ramtorch", "ramtorch (ramtorch.Linear, weights in host RAM) or nn (nn.Linear, weights on --device)" },
 }, "usage: ramtorch-lua scripts/train_mnist.lua [options]\n\nTrains an MLP on Fashion-MNIST.")
 if not ok then
   io.stderr:write("train_mnist: ", tostring(opts), "\n")
@@ -58,12 +59,19 @@ local function prepare(x) return ((x - MEAN) / STD):to(device) end
 
 -- ---- model: every Linear is a ramtorch.Linear (weights in host RAM) -----------------------------------
 local h2 = math.max(1, math.floor(opts.hidden / 2))
+if opts.layers ~= "ramtorch" and opts.layers ~= "nn" then
+  io.stderr:write(("train_mnist: --layers must be ramtorch or nn, got %s\n"):format(tostring(opts.layers)))
+  os.exit(2)
+end
+-- --layers nn keeps the weights on the compute device (plain nn.Linear): a GPU run that does not need
+-- ramtorch.Linear's host-resident weights streamed by the offload engine
+local Linear = opts.layers == "nn" and nn.Linear or torch.Linear
 local model = nn.Sequential(
-  torch.Linear(784, opts.hidden),
+  Linear(784, opts.hidden),
   nn.ReLU(),
-  torch.Linear(opts.hidden, h2),
+  Linear(opts.hidden, h2),
   nn.ReLU(),
-  torch.Linear(h2, 10)
+  Linear(h2, 10)
 )
 model:to(device)
 local nparams = 0

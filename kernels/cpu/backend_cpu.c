@@ -16,8 +16,9 @@ static int cpu_alloc(int device, size_t nbytes, int memkind, void **out) {
     size_t n = (nbytes + 63) & ~(size_t)63;
     *out = aligned_alloc(64, n ? n : 64);
     if (!*out)
-        return RT_ERR(RT_ERR_OOM, "alloc: out of host memory allocating %zu bytes (%lld bytes held "
-                                  "by tensors)",
+        return RT_ERR(RT_ERR_OOM,
+                      "alloc: out of host memory allocating %zu bytes (%lld bytes held "
+                      "by tensors)",
                       nbytes, (long long)rt_host_bytes_allocated());
     return RT_OK;
 }
@@ -29,78 +30,122 @@ static void cpu_free(int device, void *ptr, int memkind, size_t nbytes) {
     free(ptr);
 }
 
-/* ---- copy and fill ---------------------------------------------------------------------------- */
+/* ---- copy and fill ----------------------------------------------------------------------------
+ */
 
-static int cpu_copy(const rt_kview *dst, const rt_kview *src) {
-    const rt_kview *v[2] = {dst, src};
+typedef struct copy_job {
     rt_iter it;
-    rt_iter_init(&it, 2, v);
-    int64_t rows = rt_iter_rows(&it), n = it.shape[it.ndim - 1];
-    int64_t sd = it.strides[0][it.ndim - 1], ss = it.strides[1][it.ndim - 1];
-    int dt = dst->dtype, st = src->dtype;
-    size_t es = rt_dtype_size(dt);
-#pragma omp parallel for if (rows * n > RT_PARALLEL_GRAIN) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
+    int dt, st;
+    int64_t n, sd, ss;
+    size_t es;
+} copy_job;
+
+static void copy_rows(void *ctx, int64_t r0, int64_t r1) {
+    const copy_job *j = ctx;
+    const int dt = j->dt, st = j->st;
+    const int64_t n = j->n, sd = j->sd, ss = j->ss;
+    const size_t es = j->es;
+    for (int64_t r = r0; r < r1; r++) {
         char *p[2];
-        rt_iter_row(&it, r, p);
+        rt_iter_row(&j->it, r, p);
         if (dt == st && sd == (int64_t)es && ss == (int64_t)es) {
             memcpy(p[0], p[1], (size_t)n * es);
         } else if (dt == st) {
-            for (int64_t i = 0; i < n; i++) memcpy(p[0] + i * sd, p[1] + i * ss, es);
+            for (int64_t i = 0; i < n; i++)
+                memcpy(p[0] + i * sd, p[1] + i * ss, es);
         } else if (dt == RT_F32 && st == RT_BF16) {
             for (int64_t i = 0; i < n; i++)
                 *(float *)(p[0] + i * sd) = rt_bf16_to_f32(*(uint16_t *)(p[1] + i * ss));
         } else if (dt == RT_BF16 && st == RT_F32) {
             for (int64_t i = 0; i < n; i++)
                 *(uint16_t *)(p[0] + i * sd) = rt_f32_to_bf16(*(float *)(p[1] + i * ss));
-        } else if (dt == RT_I64 && st == RT_I64) {
-            /* unreachable (dt == st) */
         } else if (!rt_dtype_is_float(dt) && !rt_dtype_is_float(st) && st != RT_BOOL) {
             /* integer to integer without a trip through double (keeps all 64 bits) */
             for (int64_t i = 0; i < n; i++) {
-                int64_t x = st == RT_I64 ? *(int64_t *)(p[1] + i * ss)
+                int64_t x = st == RT_I64   ? *(int64_t *)(p[1] + i * ss)
                             : st == RT_I32 ? *(int32_t *)(p[1] + i * ss)
                                            : *(uint8_t *)(p[1] + i * ss);
                 char *d = p[0] + i * sd;
-                if (dt == RT_I64) *(int64_t *)d = x;
-                else if (dt == RT_I32) *(int32_t *)d = (int32_t)x;
-                else if (dt == RT_U8) *(uint8_t *)d = (uint8_t)x;
-                else *(uint8_t *)d = x != 0;
+                if (dt == RT_I64)
+                    *(int64_t *)d = x;
+                else if (dt == RT_I32)
+                    *(int32_t *)d = (int32_t)(uint32_t)(uint64_t)x;
+                else if (dt == RT_U8)
+                    *(uint8_t *)d = (uint8_t)(uint64_t)x;
+                else
+                    *(uint8_t *)d = x != 0;
             }
         } else {
-            for (int64_t i = 0; i < n; i++) rt_store(p[0] + i * sd, dt, rt_load(p[1] + i * ss, st));
+            for (int64_t i = 0; i < n; i++)
+                rt_store(p[0] + i * sd, dt, rt_load(p[1] + i * ss, st));
         }
     }
+}
+
+static int cpu_copy(const rt_kview *dst, const rt_kview *src) {
+    copy_job j;
+    const rt_kview *v[2] = {dst, src};
+    rt_iter_init(&j.it, 2, v);
+    int64_t rows = rt_iter_rows(&j.it);
+    int last = j.it.ndim - 1;
+    j.n = j.it.shape[last];
+    j.sd = j.it.strides[0][last];
+    j.ss = j.it.strides[1][last];
+    j.dt = dst->dtype;
+    j.st = src->dtype;
+    j.es = rt_dtype_size(j.dt);
+    rt_parallel_for(rows, rows * j.n, copy_rows, &j);
     return RT_OK;
+}
+
+typedef struct fill_job {
+    rt_iter it;
+    int dtype;
+    int64_t n, s;
+    size_t es;
+    float f;
+    _Alignas(8) char pattern[8]; /* rt_store writes an aligned double or int64 */
+} fill_job;
+
+static void fill_rows(void *ctx, int64_t r0, int64_t r1) {
+    const fill_job *j = ctx;
+    for (int64_t r = r0; r < r1; r++) {
+        char *p[1];
+        rt_iter_row(&j->it, r, p);
+        if (j->dtype == RT_F32 && j->s == 4) {
+            for (int64_t i = 0; i < j->n; i++)
+                ((float *)p[0])[i] = j->f;
+        } else {
+            for (int64_t i = 0; i < j->n; i++)
+                memcpy(p[0] + i * j->s, j->pattern, j->es);
+        }
+    }
 }
 
 static int cpu_fill(const rt_kview *dst, double value) {
+    fill_job j;
     const rt_kview *v[1] = {dst};
-    rt_iter it;
-    rt_iter_init(&it, 1, v);
-    int64_t rows = rt_iter_rows(&it), n = it.shape[it.ndim - 1], s = it.strides[0][it.ndim - 1];
-    size_t es = rt_dtype_size(dst->dtype);
-    char pattern[8];
-    rt_store(pattern, dst->dtype, value);
-#pragma omp parallel for if (rows * n > RT_PARALLEL_GRAIN) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        char *p[1];
-        rt_iter_row(&it, r, p);
-        if (dst->dtype == RT_F32 && s == 4) {
-            float f = (float)value;
-            for (int64_t i = 0; i < n; i++) ((float *)p[0])[i] = f;
-        } else {
-            for (int64_t i = 0; i < n; i++) memcpy(p[0] + i * s, pattern, es);
-        }
-    }
+    rt_iter_init(&j.it, 1, v);
+    int64_t rows = rt_iter_rows(&j.it);
+    int last = j.it.ndim - 1;
+    j.n = j.it.shape[last];
+    j.s = j.it.strides[0][last];
+    j.dtype = dst->dtype;
+    j.es = rt_dtype_size(dst->dtype);
+    j.f = (float)value;
+    rt_store(j.pattern, dst->dtype, value);
+    rt_parallel_for(rows, rows * j.n, fill_rows, &j);
     return RT_OK;
 }
 
-/* ---- threads ---------------------------------------------------------------------------------- */
+/* ---- threads ----------------------------------------------------------------------------------
+ */
 
 extern void openblas_set_num_threads(int n);
 
-int rt_get_num_threads(void) { return omp_get_max_threads(); }
+int rt_get_num_threads(void) {
+    return omp_get_max_threads();
+}
 
 int rt_set_num_threads(int n) {
     if (n < 1) return RT_ERR(RT_ERR_INVALID, "set_num_threads: expected n >= 1, got %d", n);
@@ -109,7 +154,8 @@ int rt_set_num_threads(int n) {
     return RT_OK;
 }
 
-/* ---- the table -------------------------------------------------------------------------------- */
+/* ---- the table --------------------------------------------------------------------------------
+ */
 
 const rt_backend rt_cpu_backend = {
     .name = "cpu",
@@ -141,4 +187,10 @@ const rt_backend rt_cpu_backend = {
     .reduce_with_indices = rt_cpu_reduce_with_indices,
     .index_select = rt_cpu_index_select,
     .index_add = rt_cpu_index_add,
+    .index_select_convert = rt_cpu_index_select_convert,
+    .rms_norm = rt_cpu_rms_norm,
+    .rms_norm_backward = rt_cpu_rms_norm_backward,
+    .rope = rt_cpu_rope,
+    .sdpa = rt_cpu_sdpa,
+    .sdpa_backward = rt_cpu_sdpa_backward,
 };

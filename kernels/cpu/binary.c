@@ -125,7 +125,8 @@ static inline bool int_path(int op, int to, int ta, int tb) {
     return is_int_dtype(to) && is_int_dtype(ta) && is_int_dtype(tb) && op != RT_DIV && op != RT_POW;
 }
 
-/* ---- tensor (op) tensor ------------------------------------------------------------------------ */
+/* ---- tensor (op) tensor ------------------------------------------------------------------------
+ */
 
 typedef struct binary_job {
     rt_iter it;
@@ -146,19 +147,24 @@ static void binary_rows(void *ctx, int64_t r0, int64_t r1) {
             const float *x = (const float *)p[1], *y = (const float *)p[2];
             switch (op) { /* separate loops so the compiler vectorises each */
             case RT_ADD:
-                for (int64_t i = 0; i < n; i++) o[i] = x[i] + y[i];
+                for (int64_t i = 0; i < n; i++)
+                    o[i] = x[i] + y[i];
                 break;
             case RT_SUB:
-                for (int64_t i = 0; i < n; i++) o[i] = x[i] - y[i];
+                for (int64_t i = 0; i < n; i++)
+                    o[i] = x[i] - y[i];
                 break;
             case RT_MUL:
-                for (int64_t i = 0; i < n; i++) o[i] = x[i] * y[i];
+                for (int64_t i = 0; i < n; i++)
+                    o[i] = x[i] * y[i];
                 break;
             case RT_DIV:
-                for (int64_t i = 0; i < n; i++) o[i] = x[i] / y[i];
+                for (int64_t i = 0; i < n; i++)
+                    o[i] = x[i] / y[i];
                 break;
             default:
-                for (int64_t i = 0; i < n; i++) o[i] = apply_f32(op, x[i], y[i]);
+                for (int64_t i = 0; i < n; i++)
+                    o[i] = apply_f32(op, x[i], y[i]);
             }
         } else if (j->all_f32) {
             for (int64_t i = 0; i < n; i++)
@@ -200,7 +206,8 @@ int rt_cpu_binary(int op, const rt_kview *out, const rt_kview *a, const rt_kview
     return RT_OK;
 }
 
-/* ---- tensor (op) scalar ------------------------------------------------------------------------- */
+/* ---- tensor (op) scalar -------------------------------------------------------------------------
+ */
 
 typedef struct scalar_job {
     rt_iter it;
@@ -224,15 +231,18 @@ static void scalar_rows(void *ctx, int64_t r0, int64_t r1) {
         if (j->f32 && so == 4 && sa == 4 && !sfirst && op == RT_MUL) {
             float *o = (float *)p[0];
             const float *x = (const float *)p[1];
-            for (int64_t i = 0; i < n; i++) o[i] = x[i] * sf;
+            for (int64_t i = 0; i < n; i++)
+                o[i] = x[i] * sf;
         } else if (j->f32 && so == 4 && sa == 4 && !sfirst && op == RT_ADD) {
             float *o = (float *)p[0];
             const float *x = (const float *)p[1];
-            for (int64_t i = 0; i < n; i++) o[i] = x[i] + sf;
+            for (int64_t i = 0; i < n; i++)
+                o[i] = x[i] + sf;
         } else if (j->all_int) {
             for (int64_t i = 0; i < n; i++) {
                 int64_t x = load_int(p[1] + i * sa, ta);
-                store_int(p[0] + i * so, to, sfirst ? apply_int(op, j->si, x) : apply_int(op, x, j->si));
+                store_int(p[0] + i * so, to,
+                          sfirst ? apply_int(op, j->si, x) : apply_int(op, x, j->si));
             }
         } else if (j->f32) {
             for (int64_t i = 0; i < n; i++) {
@@ -276,7 +286,8 @@ int rt_cpu_binary_scalar(int op, const rt_kview *out, const rt_kview *a, double 
     return RT_OK;
 }
 
-/* ---- masked copy (where) ------------------------------------------------------------------------- */
+/* ---- masked copy (where)
+ * ------------------------------------------------------------------------- */
 
 typedef struct masked_job {
     rt_iter it;

@@ -14,14 +14,22 @@
 
 static inline double rt_load(const char *p, int dtype) {
     switch (dtype) {
-    case RT_F32: return *(const float *)p;
-    case RT_BF16: return rt_bf16_to_f32(*(const uint16_t *)p);
-    case RT_F16: return rt_f16_to_f32(*(const uint16_t *)p);
-    case RT_F64: return *(const double *)p;
-    case RT_I64: return (double)*(const int64_t *)p;
-    case RT_I32: return *(const int32_t *)p;
-    case RT_U8: return *(const uint8_t *)p;
-    case RT_BOOL: return *(const uint8_t *)p ? 1.0 : 0.0;
+    case RT_F32:
+        return *(const float *)p;
+    case RT_BF16:
+        return rt_bf16_to_f32(*(const uint16_t *)p);
+    case RT_F16:
+        return rt_f16_to_f32(*(const uint16_t *)p);
+    case RT_F64:
+        return *(const double *)p;
+    case RT_I64:
+        return (double)*(const int64_t *)p;
+    case RT_I32:
+        return *(const int32_t *)p;
+    case RT_U8:
+        return *(const uint8_t *)p;
+    case RT_BOOL:
+        return *(const uint8_t *)p ? 1.0 : 0.0;
     }
     return 0;
 }
@@ -30,14 +38,30 @@ static inline double rt_load(const char *p, int dtype) {
  * to nearest even from f32 (bf16/f16 results are computed in f32 first). */
 static inline void rt_store(char *p, int dtype, double v) {
     switch (dtype) {
-    case RT_F32: *(float *)p = (float)v; break;
-    case RT_BF16: *(uint16_t *)p = rt_f32_to_bf16((float)v); break;
-    case RT_F16: *(uint16_t *)p = rt_f32_to_f16((float)v); break;
-    case RT_F64: *(double *)p = v; break;
-    case RT_I64: *(int64_t *)p = (int64_t)v; break;
-    case RT_I32: *(int32_t *)p = (int32_t)v; break;
-    case RT_U8: *(uint8_t *)p = (uint8_t)(int64_t)v; break;
-    case RT_BOOL: *(uint8_t *)p = v != 0; break;
+    case RT_F32:
+        *(float *)p = (float)v;
+        break;
+    case RT_BF16:
+        *(uint16_t *)p = rt_f32_to_bf16((float)v);
+        break;
+    case RT_F16:
+        *(uint16_t *)p = rt_f32_to_f16((float)v);
+        break;
+    case RT_F64:
+        *(double *)p = v;
+        break;
+    case RT_I64:
+        *(int64_t *)p = (int64_t)v;
+        break;
+    case RT_I32:
+        *(int32_t *)p = (int32_t)v;
+        break;
+    case RT_U8:
+        *(uint8_t *)p = (uint8_t)(int64_t)v;
+        break;
+    case RT_BOOL:
+        *(uint8_t *)p = v != 0;
+        break;
     }
 }
 
@@ -61,7 +85,8 @@ typedef struct rt_iter {
 static inline void rt_iter_init(rt_iter *it, int nv, const rt_kview *const *v) {
     it->nv = nv;
     it->ndim = 0;
-    for (int k = 0; k < nv; k++) it->data[k] = v[k]->data;
+    for (int k = 0; k < nv; k++)
+        it->data[k] = v[k]->data;
     const rt_kview *s = v[0];
     for (int d = 0; d < s->ndim; d++) {
         if (s->shape[d] == 1) continue;
@@ -85,24 +110,28 @@ static inline void rt_iter_init(rt_iter *it, int nv, const rt_kview *const *v) {
     if (it->ndim == 0) { /* scalar or all-ones shape: one row of one element */
         it->ndim = 1;
         it->shape[0] = 1;
-        for (int k = 0; k < nv; k++) it->strides[k][0] = 0;
+        for (int k = 0; k < nv; k++)
+            it->strides[k][0] = 0;
     }
 }
 
 /* Number of rows (product of all but the innermost dim). */
 static inline int64_t rt_iter_rows(const rt_iter *it) {
     int64_t r = 1;
-    for (int d = 0; d < it->ndim - 1; d++) r *= it->shape[d];
+    for (int d = 0; d < it->ndim - 1; d++)
+        r *= it->shape[d];
     return r;
 }
 
 /* Pointers to the start of row `row` in each view. */
 static inline void rt_iter_row(const rt_iter *it, int64_t row, char **p) {
-    for (int k = 0; k < it->nv; k++) p[k] = it->data[k];
+    for (int k = 0; k < it->nv; k++)
+        p[k] = it->data[k];
     for (int d = it->ndim - 2; d >= 0; d--) {
         int64_t i = row % it->shape[d];
         row /= it->shape[d];
-        for (int k = 0; k < it->nv; k++) p[k] += i * it->strides[k][d];
+        for (int k = 0; k < it->nv; k++)
+            p[k] += i * it->strides[k][d];
     }
 }
 

@@ -67,6 +67,24 @@ int rt_cpu_reduce_with_indices(int op, const rt_kview *values, const rt_kview *i
                                const rt_kview *a, int dim);
 /* index.c */
 int rt_cpu_index_select(const rt_kview *out, const rt_kview *src, int dim, const rt_kview *idx);
+int rt_cpu_index_select_convert(const rt_kview *out, const rt_kview *src, int dim,
+                                const rt_kview *idx, double divisor);
 int rt_cpu_index_add(const rt_kview *out, const rt_kview *src, int dim, const rt_kview *idx);
+/* rms_norm.c, rope.c, attention.c (transformer ops) */
+int rt_cpu_rms_norm(const rt_kview *out, const rt_kview *rstd, const rt_kview *x,
+                    const rt_kview *weight, double eps);
+int rt_cpu_rms_norm_backward(const rt_kview *grad_x, const rt_kview *grad_weight,
+                             const rt_kview *grad_out, const rt_kview *x, const rt_kview *rstd,
+                             const rt_kview *weight);
+int rt_cpu_rope(const rt_kview *out, const rt_kview *x, int seq_dim, double theta, int64_t offset,
+                int interleaved, int inverse);
+int rt_cpu_sdpa(const rt_kview *out, const rt_kview *lse, const rt_kview *q, const rt_kview *k,
+                const rt_kview *v, const rt_kview *mask, int is_causal, double scale,
+                double dropout_p, uint64_t seed, uint64_t offset);
+int rt_cpu_sdpa_backward(const rt_kview *grad_q, const rt_kview *grad_k, const rt_kview *grad_v,
+                         const rt_kview *grad_mask, const rt_kview *grad_out, const rt_kview *q,
+                         const rt_kview *k, const rt_kview *v, const rt_kview *out,
+                         const rt_kview *lse, const rt_kview *mask, int is_causal, double scale,
+                         double dropout_p, uint64_t seed, uint64_t offset);
 
 #endif /* RT_CPU_KERNELS_H */

@@ -41,10 +41,12 @@ int rt_cpu_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, doubl
     if (dtype != RT_BF16 && dtype != RT_F16)
         return RT_ERR(RT_ERR_DTYPE, "matmul: no CPU GEMM for %s (expected a floating-point dtype)",
                       rt_dtype_name(dtype));
-    int64_t na = span(trans_a, m, k, lda), nb = span(trans_b, k, n, ldb), nc = span(false, m, n, ldc);
+    int64_t na = span(trans_a, m, k, lda), nb = span(trans_b, k, n, ldb),
+            nc = span(false, m, n, ldc);
     float *fa = malloc(sizeof(float) * (size_t)(na + nb + nc + 1));
-    if (!fa) return RT_ERR(RT_ERR_OOM, "matmul: out of host memory widening %s operands",
-                           rt_dtype_name(dtype));
+    if (!fa)
+        return RT_ERR(RT_ERR_OOM, "matmul: out of host memory widening %s operands",
+                      rt_dtype_name(dtype));
     float *fb = fa + na, *fc = fb + nb;
     for (int64_t i = 0; i < batch; i++) {
         widen((const uint16_t *)a + i * stride_a, fa, na, dtype);

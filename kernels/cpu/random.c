@@ -45,24 +45,33 @@ static int significand_bits(int dtype) {
 
 typedef enum { K_UNIFORM, K_NORMAL, K_INT } kind;
 
-static int fill(const rt_kview *dst, uint64_t seed, uint64_t offset, kind k, double a, double b,
-                int64_t lo, int64_t hi) {
-    int bits = significand_bits(dst->dtype);
-    int64_t n = dst->numel;
-    size_t es = rt_dtype_size(dst->dtype);
-#pragma omp parallel for if (n > RT_PARALLEL_GRAIN) schedule(static)
-    for (int64_t i = 0; i < n; i++) {
+typedef struct fill_job {
+    const rt_kview *dst;
+    uint64_t seed, offset;
+    kind k;
+    double a, b;
+    int64_t lo, hi;
+    int bits;
+    size_t es;
+} fill_job;
+
+static void fill_range(void *ctx, int64_t i0, int64_t i1) {
+    const fill_job *j = ctx;
+    const rt_kview *dst = j->dst;
+    for (int64_t i = i0; i < i1; i++) {
         uint32_t r[4];
-        rt_philox4x32(seed, offset + (uint64_t)i, r);
+        rt_philox4x32(j->seed, j->offset + (uint64_t)i, r);
         double v;
-        if (k == K_UNIFORM) {
-            v = a + (b - a) * u01(r[0], r[1], bits);
-        } else if (k == K_NORMAL) {
+        uint64_t x = ((uint64_t)r[0] << 32) | r[1];
+        int64_t iv = 0;
+        if (j->k == K_UNIFORM) {
+            v = j->a + (j->b - j->a) * u01(r[0], r[1], j->bits);
+        } else if (j->k == K_NORMAL) {
             double u1 = u01(r[0], r[1], 53), u2 = u01(r[2], r[3], 53);
-            v = a + b * sqrt(-2.0 * log(1.0 - u1)) * cos(6.283185307179586 * u2);
+            v = j->a + j->b * sqrt(-2.0 * log(1.0 - u1)) * cos(6.283185307179586 * u2);
         } else {
-            uint64_t range = (uint64_t)(hi - lo), x = ((uint64_t)r[0] << 32) | r[1];
-            v = (double)(lo + (int64_t)(x % range));
+            iv = (int64_t)((uint64_t)j->lo + x % (uint64_t)(j->hi - j->lo));
+            v = (double)iv;
         }
         /* element i in logical order -> memory offset */
         int64_t rem = i, off = 0;
@@ -70,12 +79,28 @@ static int fill(const rt_kview *dst, uint64_t seed, uint64_t offset, kind k, dou
             off += (rem % dst->shape[d]) * dst->strides[d];
             rem /= dst->shape[d];
         }
-        char *p = dst->data + off * (int64_t)es;
-        if (k == K_INT && dst->dtype == RT_I64)
-            *(int64_t *)p = lo + (int64_t)((((uint64_t)r[0] << 32) | r[1]) % (uint64_t)(hi - lo));
+        char *p = dst->data + off * (int64_t)j->es;
+        if (j->k == K_INT && dst->dtype == RT_I64)
+            *(int64_t *)p = iv;
         else
             rt_store(p, dst->dtype, v);
     }
+}
+
+static int fill(const rt_kview *dst, uint64_t seed, uint64_t offset, kind k, double a, double b,
+                int64_t lo, int64_t hi) {
+    fill_job j = {dst,
+                  seed,
+                  offset,
+                  k,
+                  a,
+                  b,
+                  lo,
+                  hi,
+                  significand_bits(dst->dtype),
+                  rt_dtype_size(dst->dtype)};
+    /* element i depends only on (seed, offset + i): any split gives the same numbers */
+    rt_parallel_for(dst->numel, dst->numel * 8, fill_range, &j);
     return RT_OK;
 }
 

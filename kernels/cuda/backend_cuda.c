@@ -4,6 +4,7 @@
  * runtime/backend.c on first use of a cuda device; every CUDA and cuBLAS status becomes an
  * RT_ERR_BACKEND (or RT_ERR_OOM) error, never an abort. */
 #include "../../runtime/device_api.h"
+#include "backend_nn.h"
 #include "cuda_kernels.h"
 
 #include <cublasLt.h>
@@ -24,7 +25,8 @@ _Static_assert(offsetof(rtc_view, strides) == offsetof(rt_kview, strides), "rtc_
         cudaError_t rt_cuda_err_ = (expr);                                                         \
         if (rt_cuda_err_ != cudaSuccess)                                                           \
             return RT_ERR(RT_ERR_BACKEND, "%s: CUDA error %s: %s (in %s)", (op),                   \
-                          cudaGetErrorName(rt_cuda_err_), cudaGetErrorString(rt_cuda_err_), #expr); \
+                          cudaGetErrorName(rt_cuda_err_), cudaGetErrorString(rt_cuda_err_),        \
+                          #expr);                                                                  \
     } while (0)
 #define RT_CUBLAS_TRY(op, expr)                                                                    \
     do {                                                                                           \
@@ -93,7 +95,8 @@ static int dev_init(int device) {
         pthread_mutex_init(&d->lock, NULL);
         d->hash = calloc(HASH_BUCKETS, sizeof *d->hash);
         if (!d->hash) rc = RT_ERR(RT_ERR_OOM, "cuda: out of host memory for allocator tables");
-        cudaError_t e = cudaDeviceGetAttribute(&d->sm_count, cudaDevAttrMultiProcessorCount, device);
+        cudaError_t e =
+            cudaDeviceGetAttribute(&d->sm_count, cudaDevAttrMultiProcessorCount, device);
         if (rc == RT_OK && e != cudaSuccess)
             rc = RT_ERR(RT_ERR_BACKEND, "cuda:%d: CUDA error %s: %s (in cudaDeviceGetAttribute)",
                         device, cudaGetErrorName(e), cudaGetErrorString(e));
@@ -106,14 +109,18 @@ static int dev_init(int device) {
     return rc;
 }
 
-static int cur_device(void) { return tl_device; }
+static int cur_device(void) {
+    return tl_device;
+}
 
 static struct rt_stream *cur_stream_obj(int device) {
     struct rt_stream *s = tl_stream[device];
     return s ? s : &g_dev[device].default_stream;
 }
 
-cudaStream_t rtc_stream(void) { return cur_stream_obj(cur_device())->s; }
+cudaStream_t rtc_stream(void) {
+    return cur_stream_obj(cur_device())->s;
+}
 
 int rtc_sm_count(void) {
     int s = g_dev[cur_device()].sm_count;
@@ -159,9 +166,12 @@ static size_t hash_ptr(const void *p) {
 }
 
 static char *fmt_bytes(char *buf, size_t n, int64_t b) {
-    if (b >= (int64_t)1 << 30) snprintf(buf, n, "%.2f GiB", (double)b / (double)(1 << 30));
-    else if (b >= (int64_t)1 << 20) snprintf(buf, n, "%.2f MiB", (double)b / (double)(1 << 20));
-    else snprintf(buf, n, "%lld bytes", (long long)b);
+    if (b >= (int64_t)1 << 30)
+        snprintf(buf, n, "%.2f GiB", (double)b / (double)(1 << 30));
+    else if (b >= (int64_t)1 << 20)
+        snprintf(buf, n, "%.2f MiB", (double)b / (double)(1 << 20));
+    else
+        snprintf(buf, n, "%lld bytes", (long long)b);
     return buf;
 }
 
@@ -178,7 +188,8 @@ static int release_cached(int device, dev_state *d) {
         while (b) {
             block *next = b->next_free;
             block **pp = &d->hash[hash_ptr(b->ptr)];
-            while (*pp && *pp != b) pp = &(*pp)->hnext;
+            while (*pp && *pp != b)
+                pp = &(*pp)->hnext;
             if (*pp) *pp = b->hnext;
             cudaError_t e = cudaFree(b->ptr);
             d->reserved -= (int64_t)b->size;
@@ -280,7 +291,8 @@ static void device_free(int device, void *ptr) {
     dev_state *d = &g_dev[device];
     pthread_mutex_lock(&d->lock);
     block *b = d->hash[hash_ptr(ptr)];
-    while (b && b->ptr != ptr) b = b->hnext;
+    while (b && b->ptr != ptr)
+        b = b->hnext;
     if (b && b->in_use) {
         int cls;
         round_size(b->size, &cls);
@@ -298,8 +310,9 @@ static int cuda_alloc(int device, size_t nbytes, int memkind, void **out) {
         cudaError_t e = cudaHostAlloc(out, nbytes ? nbytes : 1, cudaHostAllocPortable);
         if (e == cudaErrorMemoryAllocation) {
             cudaGetLastError();
-            return RT_ERR(RT_ERR_OOM, "pin_memory: cudaHostAlloc of %zu bytes failed (out of "
-                                      "page-locked host memory)",
+            return RT_ERR(RT_ERR_OOM,
+                          "pin_memory: cudaHostAlloc of %zu bytes failed (out of "
+                          "page-locked host memory)",
                           nbytes);
         }
         RT_CUDA_TRY("pin_memory", e);
@@ -317,7 +330,9 @@ static void cuda_free(int device, void *ptr, int memkind, size_t nbytes) {
     device_free(device, ptr);
 }
 
-int rtc_scratch_alloc(size_t nbytes, void **out) { return device_alloc(cur_device(), nbytes, out); }
+int rtc_scratch_alloc(size_t nbytes, void **out) {
+    return device_alloc(cur_device(), nbytes, out);
+}
 void rtc_scratch_free(void *p, size_t nbytes) {
     (void)nbytes;
     device_free(cur_device(), p);
@@ -344,7 +359,9 @@ static rt_kview contiguous_like(const rt_kview *v, void *data, int dtype) {
     return c;
 }
 
-static int cuda_copy(const rt_kview *dst, const rt_kview *src) { return rtc_copy(CV(dst), CV(src)); }
+static int cuda_copy(const rt_kview *dst, const rt_kview *src) {
+    return rtc_copy(CV(dst), CV(src));
+}
 
 static int sync_stream(const char *op) {
     RT_CUDA_TRY(op, cudaStreamSynchronize(rtc_stream()));
@@ -359,8 +376,8 @@ static int copy_h2d(const rt_kview *dst, int ddev, const rt_kview *src, int smk)
     size_t bytes = (size_t)dst->numel * es;
     if (dst->dtype == src->dtype && kview_contiguous(dst) && kview_contiguous(src) &&
         src->numel == dst->numel) {
-        RT_CUDA_TRY(op, cudaMemcpyAsync(dst->data, src->data, bytes, cudaMemcpyHostToDevice,
-                                        rtc_stream()));
+        RT_CUDA_TRY(
+            op, cudaMemcpyAsync(dst->data, src->data, bytes, cudaMemcpyHostToDevice, rtc_stream()));
         return nb ? RT_OK : sync_stream(op);
     }
     /* pack on the host when the source is strided or broadcast, upload, then cast/scatter on the
@@ -370,7 +387,9 @@ static int copy_h2d(const rt_kview *dst, int ddev, const rt_kview *src, int smk)
     int rc = RT_OK;
     if (!kview_contiguous(src) || src->numel != dst->numel) {
         host = malloc(bytes ? bytes : 1);
-        if (!host) return RT_ERR(RT_ERR_OOM, "%s: out of host memory for a %zu-byte staging buffer", op, bytes);
+        if (!host)
+            return RT_ERR(RT_ERR_OOM, "%s: out of host memory for a %zu-byte staging buffer", op,
+                          bytes);
         rt_kview h = contiguous_like(dst, host, src->dtype);
         rt_kview s2 = *src;
         s2.ndim = dst->ndim;
@@ -402,8 +421,8 @@ static int copy_d2h(const rt_kview *dst, int dmk, const rt_kview *src, int sdev)
     size_t bytes = (size_t)dst->numel * es;
     int dcontig = kview_contiguous(dst);
     if (dst->dtype == src->dtype && dcontig && kview_contiguous(src) && src->numel == dst->numel) {
-        RT_CUDA_TRY(op, cudaMemcpyAsync(dst->data, src->data, bytes, cudaMemcpyDeviceToHost,
-                                        rtc_stream()));
+        RT_CUDA_TRY(
+            op, cudaMemcpyAsync(dst->data, src->data, bytes, cudaMemcpyDeviceToHost, rtc_stream()));
         return nb ? RT_OK : sync_stream(op);
     }
     /* cast/gather on the device into a contiguous buffer of dst's dtype, download, scatter */
@@ -415,7 +434,9 @@ static int copy_d2h(const rt_kview *dst, int dmk, const rt_kview *src, int sdev)
     }
     if (rc == RT_OK && !dcontig) {
         host = malloc(bytes ? bytes : 1);
-        if (!host) rc = RT_ERR(RT_ERR_OOM, "%s: out of host memory for a %zu-byte staging buffer", op, bytes);
+        if (!host)
+            rc = RT_ERR(RT_ERR_OOM, "%s: out of host memory for a %zu-byte staging buffer", op,
+                        bytes);
     }
     if (rc == RT_OK) {
         cudaError_t e = cudaMemcpyAsync(dcontig ? dst->data : host, dev, bytes,
@@ -459,7 +480,9 @@ static int cuda_copy_cross(const rt_kview *dst, int ddev, int dmk, const rt_kvie
  * Elementwise, reductions, random: thin wrappers over the .cu launchers
  * ============================================================================================== */
 
-static int cuda_fill(const rt_kview *dst, double value) { return rtc_fill(CV(dst), value); }
+static int cuda_fill(const rt_kview *dst, double value) {
+    return rtc_fill(CV(dst), value);
+}
 static int cuda_binary(int op, const rt_kview *out, const rt_kview *a, const rt_kview *b) {
     return rtc_binary(op, CV(out), CV(a), CV(b));
 }
@@ -545,7 +568,8 @@ static int lt_init(int device) {
 static int align_of(const void *p) {
     uintptr_t a = (uintptr_t)p;
     int r = 256;
-    while (r > 1 && (a % (uintptr_t)r)) r >>= 1;
+    while (r > 1 && (a % (uintptr_t)r))
+        r >>= 1;
     return r;
 }
 
@@ -563,11 +587,11 @@ static int layout(cublasLtMatrixLayout_t *l, cudaDataType_t t, uint64_t rows, ui
     RT_CUBLAS_TRY("matmul", cublasLtMatrixLayoutCreate(l, t, rows, cols, ld));
     if (batch > 1) {
         int32_t bc = (int32_t)batch;
-        RT_CUBLAS_TRY("matmul", cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
-                                                                 &bc, sizeof bc));
+        RT_CUBLAS_TRY("matmul", cublasLtMatrixLayoutSetAttribute(
+                                    *l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
         RT_CUBLAS_TRY("matmul",
-                      cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
-                                                       &stride, sizeof stride));
+                      cublasLtMatrixLayoutSetAttribute(
+                          *l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
     }
     return RT_OK;
 }
@@ -598,15 +622,17 @@ static int plan_build(gemm_plan *p, const gemm_key *k, dev_state *d) {
         scale = CUDA_R_64F;
         break;
     default:
-        return RT_ERR(RT_ERR_DTYPE, "matmul: no CUDA GEMM for %s (expected float32, bfloat16, "
-                                    "float16 or float64)",
+        return RT_ERR(RT_ERR_DTYPE,
+                      "matmul: no CUDA GEMM for %s (expected float32, bfloat16, "
+                      "float16 or float64)",
                       rt_dtype_name(k->dtype));
     }
     memset(p, 0, sizeof *p);
     p->key = *k;
     RT_CUBLAS_TRY("matmul", cublasLtMatmulDescCreate(&p->desc, ct, scale));
     /* column-major C^T (n x m) = op(B^T) (n x k) op(A^T) (k x m) */
-    cublasOperation_t opa = k->tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = k->ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasOperation_t opa = k->tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                      opb = k->ta ? CUBLAS_OP_T : CUBLAS_OP_N;
     RT_CUBLAS_TRY("matmul", cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA,
                                                            &opa, sizeof opa));
     RT_CUBLAS_TRY("matmul", cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB,
@@ -623,11 +649,16 @@ static int plan_build(gemm_plan *p, const gemm_key *k, dev_state *d) {
     RT_CUBLAS_TRY("matmul", cublasLtMatmulPreferenceCreate(&pref));
     uint64_t ws = d->workspace_size;
     uint32_t al_a = (uint32_t)k->align_b, al_b = (uint32_t)k->align_a, al_c = (uint32_t)k->align_c;
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                         sizeof ws);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a,
+                                         sizeof al_a);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b,
+                                         sizeof al_b);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c,
+                                         sizeof al_c);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c,
+                                         sizeof al_c);
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
     cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(d->lt, p->desc, p->la, p->lb, p->lc, p->lc,
@@ -637,12 +668,14 @@ static int plan_build(gemm_plan *p, const gemm_key *k, dev_state *d) {
     if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
         plan_destroy(p);
         if (st != CUBLAS_STATUS_SUCCESS)
-            return RT_ERR(RT_ERR_BACKEND, "matmul: cuBLAS error %s: %s (in "
-                                          "cublasLtMatmulAlgoGetHeuristic, m=%lld n=%lld k=%lld %s)",
+            return RT_ERR(RT_ERR_BACKEND,
+                          "matmul: cuBLAS error %s: %s (in "
+                          "cublasLtMatmulAlgoGetHeuristic, m=%lld n=%lld k=%lld %s)",
                           cublasLtGetStatusName(st), cublasLtGetStatusString(st), (long long)k->m,
                           (long long)k->n, (long long)k->k, rt_dtype_name(k->dtype));
-        return RT_ERR(RT_ERR_UNSUPPORTED, "matmul: cuBLASLt has no algorithm for m=%lld n=%lld "
-                                          "k=%lld %s",
+        return RT_ERR(RT_ERR_UNSUPPORTED,
+                      "matmul: cuBLASLt has no algorithm for m=%lld n=%lld "
+                      "k=%lld %s",
                       (long long)k->m, (long long)k->n, (long long)k->k, rt_dtype_name(k->dtype));
     }
     p->algo = res.algo;
@@ -695,9 +728,9 @@ static int cuda_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
     float af = (float)alpha, bf = (float)beta;
     const void *pa = dtype == RT_F64 ? (const void *)&alpha : (const void *)&af;
     const void *pb = dtype == RT_F64 ? (const void *)&beta : (const void *)&bf;
-    RT_CUBLAS_TRY("matmul", cublasLtMatmul(d->lt, p->desc, pa, b, p->la, a, p->lb, pb, c, p->lc, c,
-                                           p->lc, &p->algo, d->workspace, d->workspace_size,
-                                           rtc_stream()));
+    RT_CUBLAS_TRY("matmul",
+                  cublasLtMatmul(d->lt, p->desc, pa, b, p->la, a, p->lb, pb, c, p->lc, c, p->lc,
+                                 &p->algo, d->workspace, d->workspace_size, rtc_stream()));
     return RT_OK;
 }
 
@@ -705,8 +738,12 @@ static int cuda_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
  * Devices, memory statistics, streams and events (runtime/device_api.h)
  * ============================================================================================== */
 
-static int api_device_count(void) { return g_ndev; }
-static int api_set_device(int device) { return use_device("cuda.set_device", device); }
+static int api_device_count(void) {
+    return g_ndev;
+}
+static int api_set_device(int device) {
+    return use_device("cuda.set_device", device);
+}
 static int api_get_device(int *out) {
     *out = tl_device;
     return RT_OK;
@@ -803,7 +840,9 @@ static int api_set_current_stream(rt_stream *s) {
     tl_stream[s->device] = s->is_default ? NULL : s;
     return RT_OK;
 }
-static cudaStream_t stream_or_current(rt_stream *s) { return s ? s->s : rtc_stream(); }
+static cudaStream_t stream_or_current(rt_stream *s) {
+    return s ? s->s : rtc_stream();
+}
 static int api_stream_synchronize(rt_stream *s) {
     RT_CUDA_TRY("Stream.synchronize", cudaStreamSynchronize(stream_or_current(s)));
     return RT_OK;
@@ -812,12 +851,15 @@ static int api_stream_wait_event(rt_stream *s, rt_event *e) {
     RT_CUDA_TRY("Stream.wait_event", cudaStreamWaitEvent(stream_or_current(s), e->e, 0));
     return RT_OK;
 }
-static int api_stream_device(rt_stream *s) { return s ? s->device : tl_device; }
+static int api_stream_device(rt_stream *s) {
+    return s ? s->device : tl_device;
+}
 static int api_event_create(int timing, rt_event **out) {
     RT_TRY(use_device("cuda.Event", tl_device));
     struct rt_event *e = calloc(1, sizeof *e);
     if (!e) return RT_ERR(RT_ERR_OOM, "cuda.Event: out of host memory");
-    cudaError_t err = cudaEventCreateWithFlags(&e->e, timing ? cudaEventDefault : cudaEventDisableTiming);
+    cudaError_t err =
+        cudaEventCreateWithFlags(&e->e, timing ? cudaEventDefault : cudaEventDisableTiming);
     if (err != cudaSuccess) {
         free(e);
         RT_CUDA_TRY("cuda.Event", err);
@@ -859,6 +901,36 @@ static int api_event_elapsed_time(rt_event *a, rt_event *b, double *ms) {
     return RT_OK;
 }
 
+/* The offload engine's raw copies (runtime/offload.c): host<->device or device<->device, direction
+ * inferred from the pointers (unified addressing), ordered on stream s (NULL: the current one). */
+static int api_memcpy_async(void *dst, const void *src, size_t nbytes, rt_stream *s) {
+    RT_CUDA_TRY("offload.copy", cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault,
+                                                stream_or_current(s)));
+    return RT_OK;
+}
+
+/* Page-lock host memory the engine did not allocate itself (arena chunks), so copies from it are
+ * asynchronous DMA at full bus speed. Registering twice is not an error. */
+static int api_host_register(void *ptr, size_t nbytes) {
+    cudaError_t e = cudaHostRegister(ptr, nbytes, cudaHostRegisterPortable);
+    if (e == cudaErrorHostMemoryAlreadyRegistered) {
+        (void)cudaGetLastError();
+        return RT_OK;
+    }
+    RT_CUDA_TRY("arena.host_register", e);
+    return RT_OK;
+}
+
+static int api_host_unregister(void *ptr) {
+    cudaError_t e = cudaHostUnregister(ptr);
+    if (e == cudaErrorHostMemoryNotRegistered) {
+        (void)cudaGetLastError();
+        return RT_OK;
+    }
+    RT_CUDA_TRY("arena.host_unregister", e);
+    return RT_OK;
+}
+
 static const rt_device_api k_device_api = {
     .device_count = api_device_count,
     .set_device = api_set_device,
@@ -882,6 +954,9 @@ static const rt_device_api k_device_api = {
     .event_synchronize = api_event_synchronize,
     .event_query = api_event_query,
     .event_elapsed_time = api_event_elapsed_time,
+    .memcpy_async = api_memcpy_async,
+    .host_register = api_host_register,
+    .host_unregister = api_host_unregister,
 };
 
 /* ================================================================================================
@@ -906,6 +981,21 @@ static const rt_backend k_cuda_backend = {
     .fill_randint = cuda_fill_randint,
     .copy_cross = cuda_copy_cross,
     .device_api = &k_device_api,
+    /* neural-network ops and optimizer updates (backend_nn.c) */
+    .adamw_step = rtc_be_adamw_step,
+    .sgd_step = rtc_be_sgd_step,
+    .softmax = rtc_be_softmax,
+    .softmax_backward = rtc_be_softmax_backward,
+    .cross_entropy = rtc_be_cross_entropy,
+    .cross_entropy_backward = rtc_be_cross_entropy_backward,
+    .embedding = rtc_be_embedding,
+    .embedding_backward = rtc_be_embedding_backward,
+    .layer_norm = rtc_be_layer_norm,
+    .layer_norm_backward = rtc_be_layer_norm_backward,
+    .dropout = rtc_be_dropout,
+    .reduce_with_indices = rtc_be_reduce_with_indices,
+    .index_select = rtc_be_index_select,
+    .index_add = rtc_be_index_add,
 };
 
 /* Called once by runtime/backend.c. NULL (with the reason in rt_last_error) when no device or

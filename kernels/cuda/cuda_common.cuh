@@ -15,13 +15,18 @@
 
 __host__ __device__ static inline int rtc_dtype_size(int dt) {
     switch (dt) {
-    case RT_F32: return 4;
+    case RT_F32:
+        return 4;
     case RT_BF16:
-    case RT_F16: return 2;
+    case RT_F16:
+        return 2;
     case RT_F64:
-    case RT_I64: return 8;
-    case RT_I32: return 4;
-    default: return 1;
+    case RT_I64:
+        return 8;
+    case RT_I32:
+        return 4;
+    default:
+        return 1;
     }
 }
 
@@ -31,38 +36,57 @@ __host__ __device__ static inline bool rtc_is_float(int dt) {
 
 __device__ __forceinline__ float rtc_ldf(const char *p, int dt) {
     switch (dt) {
-    case RT_F32: return *(const float *)p;
-    case RT_BF16: return __bfloat162float(*(const __nv_bfloat16 *)p);
-    case RT_F16: return __half2float(*(const __half *)p);
-    case RT_F64: return (float)*(const double *)p;
-    case RT_I64: return (float)*(const int64_t *)p;
-    case RT_I32: return (float)*(const int32_t *)p;
-    case RT_U8: return (float)*(const uint8_t *)p;
-    case RT_BOOL: return *(const uint8_t *)p ? 1.0f : 0.0f;
+    case RT_F32:
+        return *(const float *)p;
+    case RT_BF16:
+        return __bfloat162float(*(const __nv_bfloat16 *)p);
+    case RT_F16:
+        return __half2float(*(const __half *)p);
+    case RT_F64:
+        return (float)*(const double *)p;
+    case RT_I64:
+        return (float)*(const int64_t *)p;
+    case RT_I32:
+        return (float)*(const int32_t *)p;
+    case RT_U8:
+        return (float)*(const uint8_t *)p;
+    case RT_BOOL:
+        return *(const uint8_t *)p ? 1.0f : 0.0f;
     }
     return 0.0f;
 }
 
 __device__ __forceinline__ double rtc_ldd(const char *p, int dt) {
     switch (dt) {
-    case RT_F32: return *(const float *)p;
-    case RT_BF16: return __bfloat162float(*(const __nv_bfloat16 *)p);
-    case RT_F16: return __half2float(*(const __half *)p);
-    case RT_F64: return *(const double *)p;
-    case RT_I64: return (double)*(const int64_t *)p;
-    case RT_I32: return *(const int32_t *)p;
-    case RT_U8: return *(const uint8_t *)p;
-    case RT_BOOL: return *(const uint8_t *)p ? 1.0 : 0.0;
+    case RT_F32:
+        return *(const float *)p;
+    case RT_BF16:
+        return __bfloat162float(*(const __nv_bfloat16 *)p);
+    case RT_F16:
+        return __half2float(*(const __half *)p);
+    case RT_F64:
+        return *(const double *)p;
+    case RT_I64:
+        return (double)*(const int64_t *)p;
+    case RT_I32:
+        return *(const int32_t *)p;
+    case RT_U8:
+        return *(const uint8_t *)p;
+    case RT_BOOL:
+        return *(const uint8_t *)p ? 1.0 : 0.0;
     }
     return 0.0;
 }
 
 __device__ __forceinline__ int64_t rtc_ldi(const char *p, int dt) {
     switch (dt) {
-    case RT_I64: return *(const int64_t *)p;
-    case RT_I32: return *(const int32_t *)p;
+    case RT_I64:
+        return *(const int64_t *)p;
+    case RT_I32:
+        return *(const int32_t *)p;
     case RT_U8:
-    case RT_BOOL: return *(const uint8_t *)p;
+    case RT_BOOL:
+        return *(const uint8_t *)p;
     }
     return (int64_t)rtc_ldd(p, dt);
 }
@@ -70,33 +94,65 @@ __device__ __forceinline__ int64_t rtc_ldi(const char *p, int dt) {
 /* Store a double like the CPU's rt_store: reduced floats round from (float)v. */
 __device__ __forceinline__ void rtc_std(char *p, int dt, double v) {
     switch (dt) {
-    case RT_F32: *(float *)p = (float)v; break;
-    case RT_BF16: *(__nv_bfloat16 *)p = __float2bfloat16_rn((float)v); break;
-    case RT_F16: *(__half *)p = __float2half_rn((float)v); break;
-    case RT_F64: *(double *)p = v; break;
-    case RT_I64: *(int64_t *)p = (int64_t)v; break;
-    case RT_I32: *(int32_t *)p = (int32_t)v; break;
-    case RT_U8: *(uint8_t *)p = (uint8_t)(int64_t)v; break;
-    case RT_BOOL: *(uint8_t *)p = v != 0; break;
+    case RT_F32:
+        *(float *)p = (float)v;
+        break;
+    case RT_BF16:
+        *(__nv_bfloat16 *)p = __float2bfloat16_rn((float)v);
+        break;
+    case RT_F16:
+        *(__half *)p = __float2half_rn((float)v);
+        break;
+    case RT_F64:
+        *(double *)p = v;
+        break;
+    case RT_I64:
+        *(int64_t *)p = (int64_t)v;
+        break;
+    case RT_I32:
+        *(int32_t *)p = (int32_t)v;
+        break;
+    case RT_U8:
+        *(uint8_t *)p = (uint8_t)(int64_t)v;
+        break;
+    case RT_BOOL:
+        *(uint8_t *)p = v != 0;
+        break;
     }
 }
 
 __device__ __forceinline__ void rtc_stf(char *p, int dt, float v) {
     switch (dt) {
-    case RT_F32: *(float *)p = v; break;
-    case RT_BF16: *(__nv_bfloat16 *)p = __float2bfloat16_rn(v); break;
-    case RT_F16: *(__half *)p = __float2half_rn(v); break;
-    default: rtc_std(p, dt, (double)v);
+    case RT_F32:
+        *(float *)p = v;
+        break;
+    case RT_BF16:
+        *(__nv_bfloat16 *)p = __float2bfloat16_rn(v);
+        break;
+    case RT_F16:
+        *(__half *)p = __float2half_rn(v);
+        break;
+    default:
+        rtc_std(p, dt, (double)v);
     }
 }
 
 __device__ __forceinline__ void rtc_sti(char *p, int dt, int64_t v) {
     switch (dt) {
-    case RT_I64: *(int64_t *)p = v; break;
-    case RT_I32: *(int32_t *)p = (int32_t)v; break;
-    case RT_U8: *(uint8_t *)p = (uint8_t)v; break;
-    case RT_BOOL: *(uint8_t *)p = v != 0; break;
-    default: rtc_std(p, dt, (double)v);
+    case RT_I64:
+        *(int64_t *)p = v;
+        break;
+    case RT_I32:
+        *(int32_t *)p = (int32_t)v;
+        break;
+    case RT_U8:
+        *(uint8_t *)p = (uint8_t)v;
+        break;
+    case RT_BOOL:
+        *(uint8_t *)p = v != 0;
+        break;
+    default:
+        rtc_std(p, dt, (double)v);
     }
 }
 
@@ -141,17 +197,20 @@ static inline rtc_geo rtc_geo_make(int nv, const rtc_view *const *v) {
             merge = g.st[k][n - 1] == v[k]->strides[d] * s->shape[d];
         if (merge) {
             g.shape[n - 1] *= s->shape[d];
-            for (int k = 0; k < nv; k++) g.st[k][n - 1] = v[k]->strides[d];
+            for (int k = 0; k < nv; k++)
+                g.st[k][n - 1] = v[k]->strides[d];
         } else {
             g.shape[n] = s->shape[d];
-            for (int k = 0; k < nv; k++) g.st[k][n] = v[k]->strides[d];
+            for (int k = 0; k < nv; k++)
+                g.st[k][n] = v[k]->strides[d];
             g.ndim++;
         }
     }
     if (g.ndim == 0) {
         g.ndim = 1;
         g.shape[0] = 1;
-        for (int k = 0; k < nv; k++) g.st[k][0] = 1;
+        for (int k = 0; k < nv; k++)
+            g.st[k][0] = 1;
     }
     return g;
 }
@@ -167,13 +226,15 @@ static inline bool rtc_geo_contig(const rtc_geo &g) {
 template <int NV>
 __device__ __forceinline__ void rtc_offsets(const rtc_geo &g, int64_t i, int64_t *off) {
 #pragma unroll
-    for (int k = 0; k < NV; k++) off[k] = 0;
+    for (int k = 0; k < NV; k++)
+        off[k] = 0;
     for (int d = g.ndim - 1; d >= 0; d--) {
         int64_t n = g.shape[d];
         int64_t q = i / n, r = i - q * n;
         i = q;
 #pragma unroll
-        for (int k = 0; k < NV; k++) off[k] += r * g.st[k][d];
+        for (int k = 0; k < NV; k++)
+            off[k] += r * g.st[k][d];
     }
 }
 
@@ -188,6 +249,8 @@ static inline unsigned rtc_grid(int64_t work, int block) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                      \
          i += (int64_t)gridDim.x * blockDim.x)
 
-static inline bool rtc_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+static inline bool rtc_aligned16(const void *p) {
+    return ((uintptr_t)p & 15) == 0;
+}
 
 #endif /* RT_CUDA_COMMON_CUH */

@@ -40,9 +40,9 @@ void rtc_scratch_free(void *p, size_t nbytes);
     do {                                                                                           \
         cudaError_t rtc_err_ = (expr);                                                             \
         if (rtc_err_ != cudaSuccess)                                                               \
-            return rt_error_set(RT_ERR_BACKEND, __FILE__, __LINE__, "%s: CUDA error %s: %s (in %s)", \
-                                (op), cudaGetErrorName(rtc_err_), cudaGetErrorString(rtc_err_),    \
-                                #expr);                                                            \
+            return rt_error_set(RT_ERR_BACKEND, __FILE__, __LINE__,                                \
+                                "%s: CUDA error %s: %s (in %s)", (op), cudaGetErrorName(rtc_err_), \
+                                cudaGetErrorString(rtc_err_), #expr);                              \
     } while (0)
 /* After a kernel launch. */
 #define RTC_LAUNCH_CHECK(op) RTC_CUDA_TRY(op, cudaGetLastError())
@@ -63,6 +63,45 @@ int rtc_fill_random(const rtc_view *dst, int kind, uint64_t seed, uint64_t offse
 int rtc_reduce(int op, const rtc_view *out, const rtc_view *a);
 /* fill with a byte (poisoning new allocations) */
 int rtc_memset(void *p, int byte, size_t nbytes);
+
+/* ---- neural-network ops and optimizer updates (one family per .cu file; semantics in
+ * runtime/internal.h's struct rt_backend and kernels/cpu/) ---- */
+/* softmax.cu */
+int rtc_softmax(const rtc_view *out, const rtc_view *x, int dim, int log_);
+int rtc_softmax_backward(const rtc_view *grad_in, const rtc_view *grad_out, const rtc_view *y,
+                         int dim, int log_);
+/* cross_entropy.cu */
+int rtc_cross_entropy(const rtc_view *loss, const rtc_view *valid, const rtc_view *logits,
+                      const rtc_view *target, int64_t ignore_index, double label_smoothing);
+int rtc_cross_entropy_backward(const rtc_view *grad_logits, const rtc_view *grad_loss,
+                               const rtc_view *logits, const rtc_view *target,
+                               int64_t ignore_index, double label_smoothing);
+/* embedding.cu */
+int rtc_embedding(const rtc_view *out, const rtc_view *weight, const rtc_view *indices);
+int rtc_embedding_backward(const rtc_view *grad_weight, const rtc_view *grad_out,
+                           const rtc_view *indices);
+/* layer_norm.cu */
+int rtc_layer_norm(const rtc_view *out, const rtc_view *mean, const rtc_view *rstd,
+                   const rtc_view *x, const rtc_view *weight, const rtc_view *bias, double eps);
+int rtc_layer_norm_backward(const rtc_view *grad_x, const rtc_view *grad_weight,
+                            const rtc_view *grad_bias, const rtc_view *grad_out,
+                            const rtc_view *x, const rtc_view *mean, const rtc_view *rstd,
+                            const rtc_view *weight);
+/* dropout.cu */
+int rtc_dropout(const rtc_view *out, const rtc_view *x, double p, uint64_t seed, uint64_t offset);
+/* reduce_indices.cu */
+int rtc_reduce_with_indices(int op, const rtc_view *values, const rtc_view *indices,
+                            const rtc_view *a, int dim);
+/* index.cu */
+int rtc_index_select(const rtc_view *out, const rtc_view *src, int dim, const rtc_view *idx);
+int rtc_index_add(const rtc_view *out, const rtc_view *src, int dim, const rtc_view *idx);
+/* optim.cu */
+int rtc_adamw_step(const rtc_view *param, const rtc_view *grad, const rtc_view *exp_avg,
+                   const rtc_view *exp_avg_sq, double lr, double beta1, double beta2, double eps,
+                   double weight_decay, int64_t step);
+int rtc_sgd_step(const rtc_view *param, const rtc_view *grad, const rtc_view *buf, double lr,
+                 double momentum, double dampening, double weight_decay, int nesterov,
+                 int first_step);
 
 #ifdef __cplusplus
 }

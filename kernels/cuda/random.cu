@@ -1,7 +1,8 @@
 /* random.cu: counter-based random fills on the GPU with the exact mapping of kernels/cpu/random.c:
- * element i (logical row-major order) draws Philox4x32-10 at counter offset + i under key seed;
- * uniform uses 24 bits (53 for f64), normal one Box-Muller value from the same four words, randint
- * 64 bits modulo the range. So CPU and CUDA produce the same stream of numbers. */
+ * element i (logical row-major order) draws Philox4x32-10 at counter
+ * offset + i under key seed; uniform uses as many bits as the dtype's significand holds, normal
+ * one Box-Muller value from the same four words, randint 64 bits modulo the range. So CPU and CUDA
+ * produce the same stream of numbers. */
 #include "cuda_common.cuh"
 
 __device__ __forceinline__ void philox4x32(uint64_t seed, uint64_t counter, uint32_t out[4]) {
@@ -24,15 +25,30 @@ __device__ __forceinline__ void philox4x32(uint64_t seed, uint64_t counter, uint
     out[3] = c3;
 }
 
-__device__ __forceinline__ double u01(uint32_t hi, uint32_t lo, bool wide) {
-    if (wide) return (double)(((uint64_t)hi << 21) ^ (lo >> 11)) * (1.0 / 9007199254740992.0);
-    return (double)(hi >> 8) * (1.0 / 16777216.0);
+/* As many random bits as the dtype's significand holds (53 f64, 24 f32, 11 f16, 8 bf16), like
+ * kernels/cpu/random.c, so the value is exact in the dtype and never rounds up to 1. */
+__device__ __forceinline__ double u01(uint32_t hi, uint32_t lo, int bits) {
+    if (bits > 32) return (double)(((uint64_t)hi << 21) ^ (lo >> 11)) * (1.0 / 9007199254740992.0);
+    return ldexp((double)(hi >> (32 - bits)), -bits);
+}
+
+__device__ __forceinline__ int significand_bits(int dtype) {
+    switch (dtype) {
+    case RT_F64:
+        return 53;
+    case RT_BF16:
+        return 8;
+    case RT_F16:
+        return 11;
+    default:
+        return 24;
+    }
 }
 
 /* kind: 0 uniform(a, b), 1 normal(mean a, std b), 2 randint[lo, hi) */
 __global__ void k_random(rtc_view d, int kind, uint64_t seed, uint64_t offset, double a, double b,
                          int64_t lo, int64_t hi) {
-    bool wide = d.dtype == RT_F64;
+    int bits = significand_bits(d.dtype);
     int es = rtc_dtype_size(d.dtype);
     RTC_GRID_STRIDE(i, d.numel) {
         uint32_t r[4];
@@ -45,15 +61,17 @@ __global__ void k_random(rtc_view d, int kind, uint64_t seed, uint64_t offset, d
         }
         char *p = d.data + off * es;
         if (kind == 0) {
-            rtc_std(p, d.dtype, a + (b - a) * u01(r[0], r[1], wide));
+            rtc_std(p, d.dtype, a + (b - a) * u01(r[0], r[1], bits));
         } else if (kind == 1) {
-            double u1 = u01(r[0], r[1], true), u2 = u01(r[2], r[3], true);
+            double u1 = u01(r[0], r[1], 53), u2 = u01(r[2], r[3], 53);
             rtc_std(p, d.dtype, a + b * sqrt(-2.0 * log(1.0 - u1)) * cos(6.283185307179586 * u2));
         } else {
             uint64_t x = ((uint64_t)r[0] << 32) | r[1];
             int64_t v = lo + (int64_t)(x % (uint64_t)(hi - lo));
-            if (d.dtype == RT_I64) *(int64_t *)p = v;
-            else rtc_std(p, d.dtype, (double)v);
+            if (d.dtype == RT_I64)
+                *(int64_t *)p = v;
+            else
+                rtc_std(p, d.dtype, (double)v);
         }
     }
 }
@@ -61,8 +79,8 @@ __global__ void k_random(rtc_view d, int kind, uint64_t seed, uint64_t offset, d
 extern "C" int rtc_fill_random(const rtc_view *dst, int kind, uint64_t seed, uint64_t offset,
                                double a, double b, int64_t lo, int64_t hi) {
     if (dst->numel == 0) return RT_OK;
-    k_random<<<rtc_grid(dst->numel, RTC_BLOCK), RTC_BLOCK, 0, rtc_stream()>>>(*dst, kind, seed, offset,
-                                                                               a, b, lo, hi);
+    k_random<<<rtc_grid(dst->numel, RTC_BLOCK), RTC_BLOCK, 0, rtc_stream()>>>(*dst, kind, seed,
+                                                                              offset, a, b, lo, hi);
     RTC_LAUNCH_CHECK(kind == 0 ? "uniform_" : kind == 1 ? "normal_" : "randint");
     return RT_OK;
 }

@@ -55,6 +55,9 @@ function M.run_backward(t, grad, retain_graph)
   local task = task_box[0]
   local ok, err = pcall(drive, task)
   C.rt_autograd_task_free(task)
+  -- gradients of offloaded parameters land on the host asynchronously (runtime/offload.c): wait for
+  -- them here, so that .grad is complete when backward returns
+  C.rt_offload_synchronize()
   collect_freed()
   if not ok then error(err, 0) end
 end

@@ -155,4 +155,91 @@ function M.dropout(x, p, training)
   return result(C.rt_dropout(x.p, p, training and 1 or 0, box))
 end
 
+
+-- ---- transformer ops (runtime/ops_attention.c) ------------------------------------------------------------
+
+-- torch.finfo(dtype).eps: PyTorch's default eps of rms_norm
+local FINFO_EPS = { float32 = 1.1920928955078125e-07, float64 = 2.220446049250313e-16,
+                    bfloat16 = 0.0078125, float16 = 0.0009765625 }
+
+-- rms_norm(x, normalized_shape (number or table), weight=nil, eps=finfo(x.dtype).eps)
+function M.rms_norm(x, normalized_shape, weight, eps)
+  expect_tensor(x, "rms_norm", 2)
+  local ns = normalized_shape
+  if type(ns) == "number" then ns = { ns } end
+  if type(ns) ~= "table" or #ns == 0 then
+    error(("rms_norm: expected normalized_shape as a number or a non-empty table, got %s"):format(tostring(normalized_shape)), 2)
+  end
+  local xs, nd = x.shape, x:dim()
+  if #ns > nd then
+    error(("rms_norm: normalized_shape has %d dims but the input has only %d"):format(#ns, nd), 2)
+  end
+  for i = 1, #ns do
+    if xs[nd - #ns + i] ~= ns[i] then
+      error(("rms_norm: normalized_shape {%s} does not match the last %d dims of input of shape {%s}")
+            :format(table.concat(ns, ", "), #ns, table.concat(xs, ", ")), 2)
+    end
+  end
+  if weight ~= nil then expect_tensor(weight, "rms_norm", 2) end
+  if eps == nil then eps = FINFO_EPS[x.dtype.name] or FINFO_EPS.float32 end
+  if type(eps) ~= "number" then error(("rms_norm: eps must be a number, got %s"):format(type(eps)), 2) end
+  return result(C.rt_rms_norm(x.p, #ns, weight and weight.p or nil, eps, box))
+end
+
+local ROPE_LAYOUT = { bthd = 1, bhtd = 2 }
+
+-- rope(x, {layout="bthd" | "bhtd", seq_dim=, theta=10000, offset=0, interleaved=false}): rotary
+-- position embedding over the last dim of x. layout names where the sequence dim is: (B, T, H, D)
+-- (seq_dim 1, the default) or (B, H, T, D) (seq_dim 2); seq_dim overrides it. offset is the position
+-- of the first element (decoding with a cache). interleaved pairs (2p, 2p+1) (GPT-J) instead of
+-- (p, p + D/2) (Hugging Face Llama's rotate_half).
+function M.rope(x, opts)
+  expect_tensor(x, "rope", 2)
+  opts = opts_table(opts, "rope", 2)
+  local sd = opts.seq_dim
+  if sd == nil then
+    local layout = opts.layout or "bthd"
+    sd = ROPE_LAYOUT[layout]
+    if sd == nil then
+      error(("rope: layout must be \"bthd\" or \"bhtd\", got %s"):format(tostring(layout)), 2)
+    end
+  end
+  local theta, offset = opts.theta or 10000, opts.offset or 0
+  if type(theta) ~= "number" then error(("rope: theta must be a number, got %s"):format(type(theta)), 2) end
+  if type(offset) ~= "number" or offset ~= math.floor(offset) then
+    error(("rope: offset must be an integer, got %s"):format(tostring(offset)), 2)
+  end
+  return result(C.rt_rope(x.p, sd, theta, offset, opts.interleaved and 1 or 0, box))
+end
+M.apply_rotary = M.rope
+
+-- scaled_dot_product_attention(q, k, v, {attn_mask=, dropout_p=0, is_causal=false, scale=}) with
+-- q (B, H, T, D), k (B, H, S, D), v (B, H, S, Dv), or 3-d (N, T, D); attn_mask may also be given as the
+-- 4th argument (PyTorch's positional order). Bool masks: true takes part; float masks are added.
+function M.scaled_dot_product_attention(q, k, v, opts, ...)
+  local name = "scaled_dot_product_attention"
+  expect_tensor(q, name, 2)
+  expect_tensor(k, name, 2)
+  expect_tensor(v, name, 2)
+  if is_tensor(opts) or (opts == nil and select("#", ...) > 0) then
+    local dropout_p, is_causal, scale = ...
+    opts = { attn_mask = opts, dropout_p = dropout_p, is_causal = is_causal, scale = scale }
+  end
+  opts = opts_table(opts, name, 2)
+  local mask = opts.attn_mask
+  if mask ~= nil then expect_tensor(mask, name, 2) end
+  local p = opts.dropout_p or 0
+  if type(p) ~= "number" then error(("%s: dropout_p must be a number, got %s"):format(name, type(p)), 2) end
+  local scale = opts.scale or 0
+  if type(scale) ~= "number" or (opts.scale ~= nil and not (scale > 0)) then
+    error(("%s: scale must be a positive number, got %s"):format(name, tostring(opts.scale)), 2)
+  end
+  local three = q:dim() == 3 and k:dim() == 3 and v:dim() == 3
+  if three then q, k, v = q:unsqueeze(0), k:unsqueeze(0), v:unsqueeze(0) end
+  local out = result(C.rt_scaled_dot_product_attention(q.p, k.p, v.p, mask and mask.p or nil, p,
+                                                       opts.is_causal and 1 or 0, scale, box))
+  if three then out = out:squeeze(0) end
+  return out
+end
+
 return M

@@ -47,6 +47,9 @@ function torch.get_default_dtype() return core.default_dtype end
 function torch.numel(t) return t:numel() end
 function torch.live_tensors() return tonumber(C.rt_live_tensors()) end
 
+-- RamTorch's memory budget of the offload engine (bytes of device buffers; 0: none).
+function torch.set_memory_budget(bytes, device) require("ramtorch.offload").set_memory_budget(bytes, device) end
+
 -- torch.save(state_dict, path, metadata) / torch.load(path, opts) -> (state_dict, metadata): the
 -- safetensors format (ramtorch/io.lua), so files move to and from PyTorch and Hugging Face.
 function torch.save(obj, path, metadata) return require("ramtorch.io").save(obj, path, metadata) end
@@ -56,7 +59,10 @@ function torch.load(path, opts) return require("ramtorch.io").load(path, opts) e
 local lazy = { nn = true, optim = true, data = true, helpers = true, cuda = true, amp = true,
                distributed = true, utils = true, offload = true, models = true, io = true }
 -- RamTorch's top-level names (`from ramtorch import Linear, AdamW`), also loaded on first use.
-local lazy_fields = { Linear = { "ramtorch.linear", "Linear" }, AdamW = { "ramtorch.optim", "AdamW" } }
+local lazy_fields = { Linear = { "ramtorch.linear", "Linear" }, AdamW = { "ramtorch.optim", "AdamW" },
+                     -- resumable training (ramtorch/train_state.lua)
+                     save_checkpoint = { "ramtorch.train_state", "save_checkpoint" },
+                     load_checkpoint = { "ramtorch.train_state", "load_checkpoint" } }
 return setmetatable(torch, {
   __index = function(t, k)
     local f = lazy_fields[k]

@@ -3,12 +3,16 @@
 -- weight and bias live in host memory (CPU tensors) whatever `device` says, and model:to(device)
 -- leaves them there (only dtype conversions apply), as RamTorch does. `device` is the compute device.
 --
--- Until the offload engine lands (DESIGN section 5) forward computes like nn.Linear on the CPU; an
--- input on another device is an error saying so.
+-- New parameters are slices of the host arena (DESIGN section 3; ramtorch.offload.arena_zeros); adopted
+-- ones (opts.weight / opts.bias_tensor, from helpers.replace_linear_with_ramtorch) are kept as given.
+-- forward streams the parameters through the offload engine (DESIGN section 5; ramtorch.offload.linear)
+-- when the input is on a device, or on the CPU when the engine's CPU mode is on
+-- (ramtorch.offload.enable_cpu_streams(true)); otherwise it computes like nn.Linear.
 local torch = require("ramtorch")
 local core = require("ramtorch.core")
 local nn = require("ramtorch.nn")
 local mod = require("ramtorch.nn.module")
+local offload = require("ramtorch.offload")
 
 local Parameter = nn.Parameter
 
@@ -42,7 +46,7 @@ function Linear:__init(in_features, out_features, opts)
   self.in_features, self.out_features = in_features, out_features
   self.is_ramtorch = true
   self.device = core.device_name(core.device_code(opts.device, 3))
-  local topts = { dtype = opts.dtype, device = "cpu" }
+  local pdt = core.dtype(opts.dtype, 3)
   local w = opts.weight
   if w ~= nil then
     if not torch.is_tensor(w) or w.device ~= "cpu" then
@@ -50,7 +54,7 @@ function Linear:__init(in_features, out_features, opts)
     end
     self:register_parameter("weight", w)
   else
-    self.weight = Parameter(torch.zeros({ out_features, in_features }, topts))
+    self.weight = Parameter(offload.arena_zeros({ out_features, in_features }, pdt))
   end
   if opts.bias ~= false then
     local b = opts.bias_tensor
@@ -60,7 +64,7 @@ function Linear:__init(in_features, out_features, opts)
       end
       self:register_parameter("bias", b)
     else
-      self.bias = Parameter(torch.zeros({ out_features }, topts))
+      self.bias = Parameter(offload.arena_zeros({ out_features }, pdt))
     end
   end
   mark(self.weight)
@@ -69,9 +73,23 @@ function Linear:__init(in_features, out_features, opts)
 end
 
 -- Parameters stay in host memory: a device move only records the compute device; dtype changes apply.
+-- A dtype change makes new tensors: those that were arena slices move back into the arena.
 function Linear:_to_own(dev, dt, memo)
   if dev ~= nil then self.device = dev end
+  local was_arena = {}
+  for _, k in ipairs({ "weight", "bias" }) do
+    local t = self._parameters.map[k]
+    was_arena[k] = t ~= nil and offload.is_arena_tensor(t)
+  end
   mod.Module._to_own(self, nil, dt, memo)
+  for _, k in ipairs({ "weight", "bias" }) do
+    local t = self._parameters.map[k]
+    if t ~= nil and was_arena[k] and not offload.is_arena_tensor(t) then
+      local a = offload.arena_empty(t.shape, t.dtype)
+      torch.no_grad(function() a:copy_(t) end)
+      self._parameters.map[k] = Parameter(a, t.requires_grad)
+    end
+  end
   mark(self.weight)
   mark(self.bias)
 end
@@ -80,9 +98,8 @@ function Linear:forward(x)
   if not torch.is_tensor(x) then
     error(("ramtorch.Linear: expected a Tensor input, got %s"):format(type(x)), 2)
   end
-  if x.device ~= "cpu" then
-    error(("ramtorch.Linear: the input is on %s but the offload engine (streaming host parameters to the GPU) is not available yet; run this layer on CPU inputs for now")
-          :format(x.device), 2)
+  if x.device ~= "cpu" or offload.cpu_streams_enabled() then
+    return offload.linear(x, self.weight, self.bias)
   end
   return nn.functional.linear(x, self.weight, self.bias)
 end

@@ -15,8 +15,8 @@
 static const char *const k_usage =
     "usage: ramtorch-lua [options] [script.lua [args...]]\n"
     "\n"
-    "Runs a Lua script with the ramtorch runtime (require \"ramtorch\"). With no script, starts an\n"
-    "interactive REPL.\n"
+    "Runs a Lua script with the ramtorch runtime (require \"ramtorch\"). With no script, starts\n"
+    "an interactive REPL (reading lines from standard input when it is not a terminal).\n"
     "\n"
     "options:\n"
     "  -e CODE        run CODE (may be repeated; runs before the script)\n"
@@ -29,7 +29,9 @@ static const char *const k_usage =
     "environment:\n"
     "  RAMTORCH_LIB   path of libramtorch.so to load instead of the one found next to the binary\n";
 
-static int file_exists(const char *p) { return access(p, R_OK) == 0; }
+static int file_exists(const char *p) {
+    return access(p, R_OK) == 0;
+}
 
 /* Set package.path so `require "ramtorch"` finds the modules, and record where libramtorch is in
  * package.loaded["ramtorch.paths"] for lua/ramtorch/ffi.lua. Installed layout wins over build tree
@@ -193,7 +195,8 @@ int main(int argc, char **argv) {
             status = 1;
         } else {
             int nargs = argc - script - 1;
-            for (int i = script + 1; i < argc; i++) lua_pushstring(L, argv[i]);
+            for (int i = script + 1; i < argc; i++)
+                lua_pushstring(L, argv[i]);
             status = rt_cli_pcall(L, nargs, 0);
         }
     }

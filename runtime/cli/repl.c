@@ -1,10 +1,10 @@
 /* repl.c: the interactive loop of ramtorch-lua. Line editing and history through libedit's native
- * API (Debian's libedit, a BSD-licensed line editor), multi-line input (a chunk that ends early keeps
- * reading with a ">> " prompt), expression values printed with tostring (tensors pretty-print),
- * `=expr` as in lua5.1, errors printed with a traceback without leaving the loop. Ctrl-C at the
- * prompt drops the line being typed; Ctrl-C while a chunk runs raises "interrupted!" in it (a second
- * Ctrl-C kills the process, for JIT-compiled loops that never reach a hook). Without a terminal it
- * reads plain lines without prompts, so it can be driven through a pipe. */
+ * API (Debian's libedit, a BSD-licensed line editor); multi-line input (a chunk that ends early
+ * keeps reading with a ">> " prompt); expression values printed with tostring (tensors
+ * pretty-print); `=expr` as in lua5.1; errors printed with a traceback without leaving the loop.
+ * Ctrl-C at the prompt drops the line being typed; Ctrl-C while a chunk runs raises "interrupted!"
+ * in it (a second Ctrl-C kills the process, for JIT-compiled loops that never reach a hook).
+ * Without a terminal it reads plain lines without prompts, so it can be driven through a pipe. */
 #include "cli.h"
 
 #include <lauxlib.h>
@@ -201,7 +201,9 @@ static int incomplete(lua_State *L, int status) {
 
 /* Identity: returns its arguments. Expressions are compiled as `return values(EXPR)` so a call in
  * EXPR is not a tail call and an error raised in it keeps its "stdin:1:" position. */
-static int values(lua_State *L) { return lua_gettop(L); }
+static int values(lua_State *L) {
+    return lua_gettop(L);
+}
 
 /* Load `prefix` + `chunk` as chunk "=stdin"; pushes the function or the error message. */
 static int load_with(lua_State *L, const char *prefix, const char *chunk, const char *suffix) {
@@ -248,7 +250,8 @@ static int load_chunk(lua_State *L, const char *chunk, int expr_only) {
  * when there are none or all are nil (a call like print(x) or f() that returns nothing). */
 static void print_results(lua_State *L, int base) {
     int n = lua_gettop(L) - base, any = 0;
-    for (int i = 1; i <= n; i++) any |= !lua_isnil(L, base + i);
+    for (int i = 1; i <= n; i++)
+        any |= !lua_isnil(L, base + i);
     if (!any) {
         lua_settop(L, base);
         return;

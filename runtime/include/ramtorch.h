@@ -310,6 +310,28 @@ int rt_sgd_step(rt_tensor *param, rt_tensor *grad, rt_tensor *momentum_buf, doub
                 int first_step);
 
 /* ------------------------------------------------------------------------------------------------
+ * Transformer ops (runtime/ops_attention.c): RMS norm, rotary embedding, attention. All with
+ * autograd; f32, f64, bf16 and f16 (reduced types computed in f32).
+ * ---------------------------------------------------------------------------------------------- */
+
+/* x * rsqrt(mean(x^2 over the last nnorm dims) + eps) * weight; weight (those dims) may be NULL. */
+int rt_rms_norm(rt_tensor *x, int nnorm, rt_tensor *weight, double eps, rt_tensor **out);
+/* Rotary position embedding over the last dim (even size D) of x. Positions are offset + the index
+ * along seq_dim: seq_dim 1 for (B, T, H, D), 2 for (B, H, T, D). Pair p of the last dim, (p, p+D/2)
+ * (rotate-half, Hugging Face Llama) or (2p, 2p+1) when interleaved (GPT-J), is rotated by the angle
+ * pos * theta^(-2p/D). The backward is the inverse rotation. */
+int rt_rope(rt_tensor *x, int seq_dim, double theta, int64_t offset, int interleaved,
+            rt_tensor **out);
+/* softmax(q k^T * scale + mask) v with q (B, H, T, D), k (B, H, S, D), v (B, H, S, Dv) -> (B, H, T,
+ * Dv). attn_mask may be NULL, bool (true = take part) or float (added), broadcastable to (B, H, T,
+ * S). is_causal masks keys after the query (top-left aligned like PyTorch; may be combined with a
+ * mask). scale <= 0 means 1/sqrt(D). dropout_p applies to the probabilities (counter-based RNG).
+ * Rows whose keys are all masked give 0. No T x S matrix is kept: the backward recomputes it from
+ * the saved log-sum-exp. */
+int rt_scaled_dot_product_attention(rt_tensor *q, rt_tensor *k, rt_tensor *v, rt_tensor *attn_mask,
+                                    double dropout_p, int is_causal, double scale, rt_tensor **out);
+
+/* ------------------------------------------------------------------------------------------------
  * Threads
  * ---------------------------------------------------------------------------------------------- */
 
@@ -373,12 +395,19 @@ int rt_index_select(rt_tensor *t, int dim, rt_tensor *indices, rt_tensor **out);
 /* In place, no autograd: t[..., indices[j], ...] += src[..., j, ...] along dim (duplicates add). */
 int rt_index_add_(rt_tensor *t, int dim, rt_tensor *indices, rt_tensor *src);
 
-/* The gather of rt_index_select run on a background thread (no autograd), so that the next batch
- * is built while the caller works on the current one. Inputs are retained until it finishes.
- * rt_async_wait blocks and hands over the result (once); rt_async_free waits if needed and frees
- * (NULL is fine). A failure inside the job is reported by rt_async_wait with the job's message. */
+/* The data-loading gather: rows of a CPU tensor t (dim 0) at indices, converted to out_dtype (-1
+ * keeps t's dtype) and divided by divisor (1: no division; a float output divides in its compute
+ * precision, as x.float().div(d) does, so uint8 images become [0, 1] floats in the same pass). No
+ * autograd. A non-float out_dtype needs divisor 1. */
+int rt_gather_rows(rt_tensor *t, rt_tensor *indices, int out_dtype, double divisor, rt_tensor **out);
+/* The same on a background thread, so that the next batch is built while the caller works on the
+ * current one (LuaJIT is single-threaded; this is the DataLoader's prefetch). Arguments are
+ * checked before it starts; inputs are retained until it finishes. rt_async_wait blocks and hands
+ * over the result (once); rt_async_free waits if needed and frees (NULL is fine). A failure inside
+ * the job (an index out of range) is reported by rt_async_wait with the job's message. */
 typedef struct rt_async rt_async;
-int rt_index_select_async(rt_tensor *t, int dim, rt_tensor *indices, rt_async **out);
+int rt_gather_rows_async(rt_tensor *t, rt_tensor *indices, int out_dtype, double divisor,
+                         rt_async **out);
 int rt_async_wait(rt_async *job, rt_tensor **out);
 void rt_async_free(rt_async *job);
 
@@ -429,6 +458,107 @@ int rt_event_record(rt_event *e, rt_stream *s); /* s NULL: the current stream */
 int rt_event_synchronize(rt_event *e);
 int rt_event_query(rt_event *e); /* 1 completed, 0 pending, < 0 error */
 int rt_event_elapsed_time(rt_event *start, rt_event *end, double *ms);
+
+/* ------------------------------------------------------------------------------------------------
+ * Host arena (DESIGN section 3; runtime/arena.c)
+ *
+ * One memfd (or shm_open + unlink) segment per process for now, grown chunk by chunk; offloaded
+ * parameters, their host gradients and staging buffers are sliced from it in program order with
+ * 64-byte alignment, so the same program finds the same tensor at the same offset (a later issue
+ * maps the segment in several workers). Chunks are page-locked for a CUDA device once the
+ * offload engine of a CUDA device starts.
+ * ---------------------------------------------------------------------------------------------- */
+
+/* An uninitialised contiguous CPU tensor whose storage is an arena slice (meta.memkind ==
+ * RT_MEM_SHARED); the slice returns to the arena when the storage dies. */
+int rt_arena_empty(int ndim, const int64_t *shape, int dtype, rt_tensor **out);
+/* Byte offset of t's storage slice in the arena segment; RT_ERR_INVALID for other tensors. */
+int rt_arena_offset(const rt_tensor *t, int64_t *offset);
+/* Bytes mapped, bytes in live slices, their peak, chunks mapped (any out pointer may be NULL). */
+int rt_arena_stats(int64_t *mapped, int64_t *used, int64_t *peak_used, int64_t *chunks);
+/* Size of the chunks added when the arena grows (before or after the first allocation; a request
+ * larger than a chunk gets a chunk of its own). */
+int rt_arena_set_chunk_size(int64_t bytes);
+
+/* ------------------------------------------------------------------------------------------------
+ * The offload engine (DESIGN section 5; runtime/offload.c, runtime/offload_linear.c)
+ *
+ * An offloaded parameter lives in host memory; streamed ops fetch a device copy through the engine
+ * of the compute device just before use and give it back right after. Per device: H2D and D2H copy
+ * streams and the compute stream (the caller's current stream), ordered by events; a pool of device
+ * buffers under a byte budget; the access schedule learned on the first step and used to prefetch;
+ * residency for what the budget holds beyond the streaming window. Gradients are computed on the
+ * device and accumulated in f32 into the host gradient (param->grad) by a host worker after the D2H
+ * copy. On the CPU backend the engine runs when CPU streams are enabled: the "device" buffers are
+ * separate host allocations and each copy stream is a thread.
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct rt_offload_param rt_offload_param;
+
+/* A handle on a host parameter (a contiguous CPU tensor, retained). */
+int rt_offload_param_new(rt_tensor *host, rt_offload_param **out);
+void rt_offload_param_release(rt_offload_param *p); /* NULL is fine */
+/* Rewrite p's transfer copy in dtype (bf16/f16 shadow of an f32 master) from the master now (the
+ * optimizer step calls this after updating the master; a stale shadow is also refreshed on fetch). */
+int rt_offload_refresh_shadow(rt_offload_param *p, int dtype);
+
+/* y = x @ w^T + b with w (out, in) and b (out) or NULL offloaded parameters, computed on x's
+ * device. Under autocast (rt_autocast_set_dtype) the compute and transfer dtype is the autocast
+ * dtype; otherwise x and w share a dtype. Backward fetches w again (or reuses it at the
+ * forward-to-backward turnaround) and sends the parameter gradients to the host, unless w_hook /
+ * b_hook (tensors whose grad_fn is a Lua custom function, or NULL) are given: the gradient is then
+ * handed to that function (its hooks run on the device), which passes it on with
+ * rt_offload_grad_to_host. */
+int rt_offload_linear(rt_tensor *x, rt_offload_param *w, rt_offload_param *b, rt_tensor *w_hook,
+                      rt_tensor *b_hook, rt_tensor **out);
+/* Send a device gradient of p (p's shape) to p's host gradient (accumulated in f32). */
+int rt_offload_grad_to_host(rt_offload_param *p, rt_tensor *grad);
+/* Wait until every engine's pending copies and host accumulations are done (the end of a backward
+ * calls this before anyone reads a host gradient). */
+int rt_offload_synchronize(void);
+
+/* The CPU engine: off by default (then CPU inputs take the plain path). */
+int rt_offload_set_cpu_streams(int enabled);
+int rt_offload_cpu_streams_enabled(void);
+/* Byte budget of a device's buffer pool (0: none, stream everything through a small window).
+ * Fails with RT_ERR_INVALID naming the largest parameter when the budget cannot hold it. */
+int rt_offload_set_memory_budget(int device, int64_t bytes);
+int rt_offload_get_memory_budget(int device, int64_t *out);
+/* Forget the learned access schedule (and the residency plan) of a device. */
+int rt_offload_reset_schedule(int device);
+
+typedef struct rt_offload_stats {
+    int64_t h2d_bytes, h2d_copies; /* parameter copies to the device */
+    int64_t d2h_bytes, d2h_copies; /* gradient copies to the host */
+    int64_t fetches;               /* parameter requests by streamed ops */
+    int64_t hits;                  /* requests served by a copy already on the device */
+    int64_t prefetches;            /* copies started ahead of their request */
+    int64_t stalls;                /* requests where the compute stream had to wait for a copy */
+    double wait_ms;                /* time the compute stream waited on copies */
+    int64_t evictions;             /* cached copies dropped to make room */
+    int64_t resident_bytes;        /* parameter bytes kept on the device for good */
+    int64_t streamed_bytes;        /* parameter bytes (per step's schedule) streamed instead */
+    int64_t pool_bytes, pool_peak_bytes; /* device bytes held by the buffer pool */
+    int64_t budget;
+    int64_t schedule_length; /* requests per step (0 while learning) */
+    int64_t shadow_refreshes;
+} rt_offload_stats;
+int rt_offload_get_stats(int device, rt_offload_stats *out);
+int rt_offload_reset_stats(int device);
+
+/* Testing the engine's ordering: flags that drop one event wait (RT_OFFLOAD_SKIP_H2D_WAIT: the
+ * compute stream does not wait for a parameter copy; RT_OFFLOAD_SKIP_D2H_WAIT: the host worker
+ * does not wait for a gradient copy). Also read once from RAMTORCH_OFFLOAD_DEBUG_SKIP_WAIT
+ * ("h2d", "d2h" or "h2d,d2h"). Returns the previous flags. */
+enum { RT_OFFLOAD_SKIP_H2D_WAIT = 1, RT_OFFLOAD_SKIP_D2H_WAIT = 2 };
+int rt_offload_set_debug_flags(int flags);
+/* CPU copy streams sleep this long before each 256 KiB chunk (0: off), making races certain. */
+int rt_offload_set_copy_delay_us(int us);
+
+/* Mixed precision (ramtorch.amp.autocast): the compute dtype of streamed ops on this thread
+ * (RT_BF16 or RT_F16), or -1 for none. Returns the previous setting. */
+int rt_autocast_set_dtype(int dtype);
+int rt_autocast_get_dtype(void);
 
 #ifndef RT_CDEF
 #ifdef __cplusplus

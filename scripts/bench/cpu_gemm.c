@@ -36,7 +36,8 @@ int main(int argc, char **argv) {
     int64_t shape[2] = {n, n};
     rt_tensor *a, *b, *c = NULL;
     rt_manual_seed(0);
-    if (rt_randn(2, shape, RT_F32, RT_DEVICE_CPU, &a) || rt_randn(2, shape, RT_F32, RT_DEVICE_CPU, &b))
+    if (rt_randn(2, shape, RT_F32, RT_DEVICE_CPU, &a) ||
+        rt_randn(2, shape, RT_F32, RT_DEVICE_CPU, &b))
         return die("randn");
     float *pa = rt_tensor_data_ptr(a), *pb = rt_tensor_data_ptr(b);
     float *pc = aligned_alloc(64, sizeof(float) * (size_t)n * (size_t)n);

@@ -10,7 +10,8 @@ static void test_full_and_item(void) {
     CHECK(m->numel == 6 && m->ndim == 2 && m->shape[1] == 3 && m->strides[0] == 3);
     double v[6];
     CHECK_OK(rt_to_host(t, v, RT_F64));
-    for (int i = 0; i < 6; i++) CHECK_NEAR(v[i], 2.5, 0);
+    for (int i = 0; i < 6; i++)
+        CHECK_NEAR(v[i], 2.5, 0);
     double item;
     CHECK(rt_item(t, &item) == RT_ERR_SHAPE);
     CHECK_MSG_HAS("item");
@@ -28,7 +29,8 @@ static void test_views_share_storage(void) {
     double v[6];
     CHECK_OK(rt_to_host(c, v, RT_F64));
     double want[6] = {0, 3, 1, 4, 2, 5};
-    for (int i = 0; i < 6; i++) CHECK_NEAR(v[i], want[i], 0);
+    for (int i = 0; i < 6; i++)
+        CHECK_NEAR(v[i], want[i], 0);
     CHECK_OK(rt_select(t, 0, 1, &row));
     CHECK_OK(rt_fill_(row, 9));
     CHECK_OK(rt_to_host(t, v, RT_F64));
@@ -100,7 +102,8 @@ static void test_matmul_against_double(void) {
     for (int i = 0; i < 3; i++)
         for (int j = 0; j < 5; j++) {
             double s = 0;
-            for (int k = 0; k < 4; k++) s += A[i * 4 + k] * B[k * 5 + j];
+            for (int k = 0; k < 4; k++)
+                s += A[i * 4 + k] * B[k * 5 + j];
             CHECK_NEAR(Cv[i * 5 + j], s, 1e-12);
         }
     rt_tensor_release(a);
@@ -108,7 +111,9 @@ static void test_matmul_against_double(void) {
     rt_tensor_release(c);
 }
 
-static void test_no_leaks(void) { CHECK(rt_live_tensors() == 0); }
+static void test_no_leaks(void) {
+    CHECK(rt_live_tensors() == 0);
+}
 
 int main(void) {
     RUN(test_full_and_item);

@@ -32,8 +32,12 @@ static uint16_t store_bits(uint32_t f32_bits, int dtype) {
     return out;
 }
 
-static int is_bf16_nan(uint16_t h) { return (h & 0x7f80) == 0x7f80 && (h & 0x7f); }
-static int is_f16_nan(uint16_t h) { return (h & 0x7c00) == 0x7c00 && (h & 0x3ff); }
+static int is_bf16_nan(uint16_t h) {
+    return (h & 0x7f80) == 0x7f80 && (h & 0x7f);
+}
+static int is_f16_nan(uint16_t h) {
+    return (h & 0x7c00) == 0x7c00 && (h & 0x3ff);
+}
 
 #define CHECK_BITS(got, want)                                                                      \
     do {                                                                                           \
@@ -70,13 +74,13 @@ static void test_bf16_rounding(void) {
 }
 
 static void test_f16_rounding(void) {
-    CHECK_BITS(store_bits(0x3f800000u, RT_F16), 0x3c00);         /* 1.0 */
-    CHECK_BITS(store_bits(0x3f801000u, RT_F16), 0x3c00);         /* 1 + 2^-11: tie to even */
-    CHECK_BITS(store_bits(0x3f803000u, RT_F16), 0x3c02);         /* 1 + 3*2^-11: tie up */
-    CHECK_BITS(store_bits(0x3f801001u, RT_F16), 0x3c01);         /* above the tie */
+    CHECK_BITS(store_bits(0x3f800000u, RT_F16), 0x3c00);          /* 1.0 */
+    CHECK_BITS(store_bits(0x3f801000u, RT_F16), 0x3c00);          /* 1 + 2^-11: tie to even */
+    CHECK_BITS(store_bits(0x3f803000u, RT_F16), 0x3c02);          /* 1 + 3*2^-11: tie up */
+    CHECK_BITS(store_bits(0x3f801001u, RT_F16), 0x3c01);          /* above the tie */
     CHECK_BITS(store_bits(bits_of_f32(65504.f), RT_F16), 0x7bff); /* max half */
-    CHECK_BITS(store_bits(0x477fefffu, RT_F16), 0x7bff);         /* just below 65520 */
-    CHECK_BITS(store_bits(0x477ff000u, RT_F16), 0x7c00);         /* 65520: tie to even = inf */
+    CHECK_BITS(store_bits(0x477fefffu, RT_F16), 0x7bff);          /* just below 65520 */
+    CHECK_BITS(store_bits(0x477ff000u, RT_F16), 0x7c00);          /* 65520: tie to even = inf */
     CHECK_BITS(store_bits(bits_of_f32(1e6f), RT_F16), 0x7c00);
     CHECK_BITS(store_bits(bits_of_f32(-1e6f), RT_F16), 0xfc00);
     CHECK_BITS(store_bits(0x7f800000u, RT_F16), 0x7c00);
@@ -99,7 +103,8 @@ static void test_f16_rounding(void) {
 static void test_roundtrip_all_patterns(void) {
     static uint16_t src[65536], back[65536];
     static float wide[65536];
-    for (int i = 0; i < 65536; i++) src[i] = (uint16_t)i;
+    for (int i = 0; i < 65536; i++)
+        src[i] = (uint16_t)i;
     int64_t shape[1] = {65536};
     int dts[2] = {RT_BF16, RT_F16};
     for (int k = 0; k < 2; k++) {
@@ -113,9 +118,11 @@ static void test_roundtrip_all_patterns(void) {
         int bad = 0;
         for (int i = 0; i < 65536; i++) {
             int nan = dt == RT_BF16 ? is_bf16_nan(src[i]) : is_f16_nan(src[i]);
-            if (nan) bad += !(wide[i] != wide[i]) || !(dt == RT_BF16 ? is_bf16_nan(back[i])
-                                                                      : is_f16_nan(back[i]));
-            else bad += back[i] != src[i];
+            if (nan)
+                bad += !(wide[i] != wide[i]) ||
+                       !(dt == RT_BF16 ? is_bf16_nan(back[i]) : is_f16_nan(back[i]));
+            else
+                bad += back[i] != src[i];
         }
         if (bad) fprintf(stderr, "%s: %d patterns did not round-trip\n", rt_dtype_name(dt), bad);
         CHECK(bad == 0);
@@ -138,7 +145,8 @@ static void test_roundtrip_all_patterns(void) {
 /* Reference RNE from f32 to bf16 / f16 written independently of the library (via double math on
  * the exact value: pick the nearer of the two neighbours, ties to the even one). */
 static uint16_t ref_round(float x, int dtype) {
-    /* search the 16-bit pattern space for the nearest representable value (monotone in magnitude) */
+    /* search the 16-bit pattern space for the nearest representable value (monotone in magnitude)
+     */
     if (x != x) return dtype == RT_BF16 ? 0x7fc0 : 0x7e00;
     uint16_t sign = signbit(x) ? 0x8000 : 0;
     double a = fabs((double)x);
@@ -155,8 +163,10 @@ static uint16_t ref_round(float x, int dtype) {
             int e = (mid >> 10) & 31, m = mid & 1023;
             v = e ? ldexp(1024 + m, e - 25) : ldexp(m, -24);
         }
-        if (v <= a) lo = mid;
-        else hi = mid;
+        if (v <= a)
+            lo = mid;
+        else
+            hi = mid;
     }
     double vlo, vhi;
     if (dtype == RT_BF16) {
@@ -198,7 +208,10 @@ static void test_reduced_arithmetic_rounds_once(void) {
             int bad = 0;
             for (int i = 0; i < N; i++) {
                 float x = af[i], y = bf[i];
-                float r = ops[o] == RT_ADD ? x + y : ops[o] == RT_SUB ? x - y : ops[o] == RT_MUL ? x * y : x / y;
+                float r = ops[o] == RT_ADD   ? x + y
+                          : ops[o] == RT_SUB ? x - y
+                          : ops[o] == RT_MUL ? x * y
+                                             : x / y;
                 if (out[i] != ref_round(r, dt)) {
                     if (bad < 3)
                         fprintf(stderr, "%s op %d: %a, %a -> 0x%04x, expected 0x%04x\n",
@@ -215,7 +228,8 @@ static void test_reduced_arithmetic_rounds_once(void) {
         CHECK_OK(rt_binary_scalar(RT_MUL, a, 0.1, 0, &c));
         CHECK_OK(rt_to_host(c, out, dt));
         int bad = 0;
-        for (int i = 0; i < N; i++) bad += out[i] != ref_round(af[i] * 0.1f, dt);
+        for (int i = 0; i < N; i++)
+            bad += out[i] != ref_round(af[i] * 0.1f, dt);
         CHECK(bad == 0);
         rt_tensor_release(c);
         rt_tensor_release(a);
@@ -316,7 +330,9 @@ static void test_all_pairs(void) {
         }
 }
 
-static void test_no_leaks(void) { CHECK(rt_live_tensors() == 0); }
+static void test_no_leaks(void) {
+    CHECK(rt_live_tensors() == 0);
+}
 
 int main(void) {
     RUN(test_bf16_rounding);

@@ -1,6 +1,7 @@
 /* test_leaks.c: every tensor, storage and node made by a forward/backward, by failing calls, by
  * retained graphs and by custom-function nodes is freed: rt_live_tensors() and
- * rt_host_bytes_allocated() come back to their start values (and ASan's leak checker sees nothing). */
+ * rt_host_bytes_allocated() come back to their start values (and ASan's leak checker sees nothing).
+ */
 #include "test_util.h"
 
 static int64_t g_tensors0, g_bytes0;
@@ -141,7 +142,9 @@ static void test_custom_node(void) {
     check_back();
 }
 
-static void test_nothing_left(void) { CHECK(rt_live_tensors() == 0); }
+static void test_nothing_left(void) {
+    CHECK(rt_live_tensors() == 0);
+}
 
 int main(void) {
     RUN(test_forward_backward);

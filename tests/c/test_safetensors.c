@@ -17,8 +17,10 @@ static char g_tmp[256];  /* scratch folder */
 static void init_paths(void) {
     snprintf(g_src, sizeof g_src, "%s", __FILE__);
     char *p = strstr(g_src, "tests/c/test_safetensors.c");
-    if (p) *p = 0;
-    else snprintf(g_src, sizeof g_src, "./");
+    if (p)
+        *p = 0;
+    else
+        snprintf(g_src, sizeof g_src, "./");
     snprintf(g_tmp, sizeof g_tmp, "/tmp/rt_test_safetensors_XXXXXX");
     if (!mkdtemp(g_tmp)) snprintf(g_tmp, sizeof g_tmp, "/tmp");
 }
@@ -115,9 +117,9 @@ static void test_all_dtypes_values(void) {
         const char *name;
         int dtype;
         double v0, v1;
-    } want[] = {{"f64", RT_F64, 1.5, -2},   {"i64", RT_I64, 3, -4},   {"f32", RT_F32, 0.25, 8},
-                {"i32", RT_I32, -9, 10},    {"bf16", RT_BF16, 1, -2}, {"f16", RT_F16, 1, -2},
-                {"u8", RT_U8, 7, 255},      {"bool", RT_BOOL, 1, 0}};
+    } want[] = {{"f64", RT_F64, 1.5, -2}, {"i64", RT_I64, 3, -4},   {"f32", RT_F32, 0.25, 8},
+                {"i32", RT_I32, -9, 10},  {"bf16", RT_BF16, 1, -2}, {"f16", RT_F16, 1, -2},
+                {"u8", RT_U8, 7, 255},    {"bool", RT_BOOL, 1, 0}};
     for (int k = 0; k < 8; k++) {
         int64_t i;
         CHECK_OK(rt_safetensors_find(f, want[k].name, &i));
@@ -194,7 +196,8 @@ static void test_round_trip(void) {
         double a[24], b[24];
         CHECK_OK(rt_to_host(t, a, RT_F64));
         CHECK_OK(rt_to_host(views[d], b, RT_F64));
-        for (int k = 0; k < 24; k++) CHECK(a[k] == b[k]);
+        for (int k = 0; k < 24; k++)
+            CHECK(a[k] == b[k]);
         rt_tensor_release(t);
     }
     int64_t i;
@@ -342,8 +345,19 @@ static void test_json(void) {
         CHECK(e->type == RT_JSON_STRING && !strcmp(e->str, "\xc3\xa9\xf0\x9f\x98\x80"));
     }
     rt_json_free(v);
-    const char *bad[] = {"", "{", "[1,]", "01", "1.", "-", "\"a", "tru", "{\"a\" 1}", "[1 2]",
-                         "9223372036854775808x", "\"\\x\"", "[] []"};
+    const char *bad[] = {"",
+                         "{",
+                         "[1,]",
+                         "01",
+                         "1.",
+                         "-",
+                         "\"a",
+                         "tru",
+                         "{\"a\" 1}",
+                         "[1 2]",
+                         "9223372036854775808x",
+                         "\"\\x\"",
+                         "[] []"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         v = rt_json_parse(bad[i], strlen(bad[i]), err, sizeof err);
         if (v) fprintf(stderr, "accepted bad JSON: %s\n", bad[i]);
@@ -368,5 +382,6 @@ int main(void) {
     RUN(test_save_errors);
     rmdir(g_tmp);
     CHECK(rt_live_tensors() == 0);
+    if (rt_live_tensors() != 0) g_tests_failed++;
     return test_summary();
 }

@@ -15,8 +15,9 @@ if ! command -v tmux >/dev/null 2>&1; then
     exit 77
 fi
 unset TMUX
-SOCK="$TMP/tmux.sock"
-printf 'set -g remain-on-exit on\nset -g history-limit 5000\n' >"$TMP/tmux.conf"
+NSESSION=0
+SOCK="$TMP/tmux.0.sock"
+printf 'set -g history-limit 5000\n' >"$TMP/tmux.conf"
 T() { tmux -S "$SOCK" -f "$TMP/tmux.conf" "$@"; }
 trap 'T kill-server >/dev/null 2>&1; rm -rf "$TMP"' EXIT
 mkdir -p "$TMP/home"
@@ -60,14 +61,18 @@ text() { # text STRING: type STRING at a fresh prompt
 more() { T send-keys -t rt -l -- "$1"; } # type into the line being edited
 start() { # start ENV-ARGS...: a fresh session running the REPL
     T kill-server >/dev/null 2>&1
-    T new-session -d -s rt -x 150 -y 50 env "$@" TERM=xterm LANG=C.UTF-8 "$RT"
+    NSESSION=$((NSESSION + 1))
+    SOCK="$TMP/tmux.$NSESSION.sock" # a new server each time: no race with the old one's exit
+    STATUS="$TMP/status.$NSESSION"
+    # the exit status comes back through a file: tmux's own pane_dead_status is sometimes never
+    # filled in (tmux 3.3). The shell traps SIGINT so Ctrl-C reaches only the REPL's handling.
+    T new-session -d -s rt -x 150 -y 50 env "$@" TERM=xterm LANG=C.UTF-8 RT_STATUS="$STATUS" \
+        sh -c 'trap : INT; "$0"; echo "$?" >"$RT_STATUS"' "$RT"
 }
-exit_status() { # after Ctrl-D: the status of the dead pane
-    local i s
+exit_status() { # after Ctrl-D: the REPL's exit status
+    local i
     for i in $(seq 100); do
-        s=$(T list-panes -t rt -F '#{pane_dead} #{pane_dead_status}#{pane_dead_signal}' 2>/dev/null)
-        # the pane can be marked dead (pty closed) before tmux has reaped the process: wait for it
-        case "$s" in "1 "?*) echo "${s#1 }"; return ;; esac
+        [ -s "$STATUS" ] && { cat "$STATUS"; return; }
         sleep 0.1
     done
     echo "still running"

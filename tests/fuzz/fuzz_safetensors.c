@@ -1,8 +1,9 @@
-/* fuzz_safetensors.c: libFuzzer target of the safetensors reader. Any byte string must give either a
- * valid file whose every tensor reads, or an RT_ERR_FORMAT error; never a crash, a leak or an
+/* fuzz_safetensors.c: libFuzzer target of the safetensors reader. Any byte string must give either
+ * a valid file whose every tensor reads, or an RT_ERR_FORMAT error; never a crash, a leak or an
  * out-of-bounds read (built with ASan/UBSan under RT_FUZZ).
  * Build: cmake -B build-fuzz -DCMAKE_C_COMPILER=clang -DRT_FUZZ=ON && cmake --build build-fuzz
- * Run:   build-fuzz/tests/fuzz/fuzz_safetensors -max_total_time=300 /tmp/corpus tests/fuzz/corpus */
+ * Run:   build-fuzz/tests/fuzz/fuzz_safetensors -max_total_time=300 /tmp/corpus tests/fuzz/corpus
+ */
 #include "ramtorch.h"
 
 #include <stdint.h>

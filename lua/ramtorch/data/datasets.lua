@@ -72,15 +72,13 @@ function FashionMNIST:__init(root, opts)
   self.transform, self.target_transform = opts.transform, opts.target_transform
   self.data = images                   -- uint8 (N, 28, 28), as torchvision's .data
   self.targets = labels:to(torch.int64) -- int64 (N)
+  -- images become float32 / 255 inside the C gather (ToTensor's x.float().div(255))
+  self.convert = { { torch.float32, 255 } }
   data.TensorDataset.__init(self, self.data, self.targets)
 end
 
--- Batches and samples are converted after the gather (uint8 rows are 4x less to move).
-local function to_float(x) return x:to(torch.float32):div(255) end
-
 function FashionMNIST:_finish_sample(s)
-  local img = to_float(s[1])
-  img = self.flatten and img:reshape(784) or img:view(1, 28, 28)
+  local img = self.flatten and s[1]:view(784) or s[1]:view(1, 28, 28)
   local label = s[2]:item()
   if self.transform then img = self.transform(img) end
   if self.target_transform then label = self.target_transform(label) end
@@ -88,10 +86,8 @@ function FashionMNIST:_finish_sample(s)
 end
 
 function FashionMNIST:_finish_batch(b)
-  local x = to_float(b[1])
-  local n = x:size(0)
-  x = self.flatten and x:view(n, 784) or x:view(n, 1, 28, 28)
-  return { x, b[2] }
+  local n = b[1]:size(0)
+  return { self.flatten and b[1]:view(n, 784) or b[1]:view(n, 1, 28, 28), b[2] }
 end
 
 function FashionMNIST:supports_gather()

@@ -7,7 +7,7 @@
 --
 -- Indices are 0-based, as in PyTorch: a dataset's get(i) takes i in 0 .. #ds - 1 and samplers yield
 -- such indices. A dataset that can gather many rows at once (TensorDataset and FashionMNIST do,
--- through one C index_select per tensor) is batched without a Lua loop over samples, and with
+-- through one C gather per tensor) is batched without a Lua loop over samples, and with
 -- `prefetch` (on by default) the gather of batch i+1 runs on a background thread (C, pthread)
 -- while the caller works on batch i; the batches are the same either way.
 local rffi = require("ramtorch.ffi")
@@ -167,7 +167,10 @@ function Dataset:supports_gather() return false end
 -- ---- TensorDataset ------------------------------------------------------------------------------------------
 
 -- TensorDataset(t1, t2, ...): sample i is { t1[i], t2[i], ... } (dim 0 indexed); batches are
--- gathered with one index_select per tensor.
+-- gathered with one C call per tensor (rt_gather_rows), never a Lua loop over samples.
+-- Subclasses may set self.convert[k] = { dtype, divisor } to have tensor k converted (and divided)
+-- inside that same gather, e.g. uint8 images to float32 / 255 (FashionMNIST does); samples go
+-- through the same C path, so a batch equals the stack of its samples bit for bit.
 local TensorDataset = Dataset:extend("TensorDataset")
 M.TensorDataset = TensorDataset
 
@@ -188,6 +191,7 @@ function TensorDataset:__init(...)
     self.tensors[i] = t
   end
   self.n = self.tensors[1]:size(0)
+  self.convert = self.convert or {}
 end
 
 function TensorDataset.__len(self) return self.n end
@@ -203,10 +207,27 @@ end
 function TensorDataset:_finish_sample(s) return s end
 function TensorDataset:_finish_batch(b) return b end
 
+local function conv_of(self, k)
+  local c = self.convert[k]
+  if c then return c[1].code, c[2] or 1 end
+  return -1, 1
+end
+
+local one_index = nil
 function TensorDataset:get(i)
   self:_check_index(i, 2)
   local s = {}
-  for k, t in ipairs(self.tensors) do s[k] = t:select(0, i) end
+  for k, t in ipairs(self.tensors) do
+    local dt, div = conv_of(self, k)
+    if dt == -1 and div == 1 then
+      s[k] = t:select(0, i) -- a view, no copy
+    else
+      one_index = one_index or index_tensor({ 0 })
+      one_index:fill_(i)
+      local r = core.result(C.rt_gather_rows(t.p, one_index.p, dt, div, core.box))
+      s[k] = r:select(0, 0)
+    end
+  end
   return self:_finish_sample(s)
 end
 
@@ -216,7 +237,8 @@ function TensorDataset:supports_gather() return true end
 function TensorDataset:gather(idx)
   local b = {}
   for k, t in ipairs(self.tensors) do
-    b[k] = core.result(C.rt_index_select(t.p, 0, idx.p, core.box))
+    local dt, div = conv_of(self, k)
+    b[k] = core.result(C.rt_gather_rows(t.p, idx.p, dt, div, core.box))
   end
   return self:_finish_batch(b)
 end
@@ -229,7 +251,8 @@ function TensorDataset:gather_async(idx)
   local jobs = {}
   local jbox = ffi.new("rt_async*[1]")
   for k, t in ipairs(self.tensors) do
-    if C.rt_index_select_async(t.p, 0, idx.p, jbox) ~= 0 then core.raise(2) end
+    local dt, div = conv_of(self, k)
+    if C.rt_gather_rows_async(t.p, idx.p, dt, div, jbox) ~= 0 then core.raise(2) end
     jobs[k] = ffi.gc(jbox[0], C.rt_async_free)
   end
   return setmetatable({ jobs = jobs, ds = self }, Pending)

@@ -12,7 +12,8 @@ local nn = {
   utils = require("ramtorch.nn.utils"),
 }
 
-for _, name in ipairs({ "containers", "linear", "activation", "normalization", "sparse", "dropout", "loss" }) do
+for _, name in ipairs({ "containers", "linear", "activation", "normalization", "sparse", "dropout", "loss", "rmsnorm",
+                          "transformer" }) do
   for k, v in pairs(require("ramtorch.nn." .. name)) do nn[k] = v end
 end
 

@@ -1,0 +1,248 @@
+-- ramtorch/offload.lua: the offload engine from Lua (DESIGN section 5; runtime/offload.c): the streamed
+-- linear op, RamTorch's gradient hooks on offloaded parameters, the memory budget, statistics, the host
+-- arena (DESIGN section 3), and the CPU mode that runs the whole engine on the CPU backend (copy streams
+-- as threads) so CI exercises it.
+--
+--   local offload = require("ramtorch.offload")     -- also torch.offload
+--   offload.enable_cpu_streams(true)                -- ramtorch.Linear streams CPU inputs too
+--   torch.set_memory_budget(2^30)                   -- bytes of device buffers (0: none)
+--   y = offload.linear(x, w, b)                     -- w, b: host (CPU) tensors
+--   print(offload.stats())                          -- bytes each way, wait time, residency
+local rffi = require("ramtorch.ffi")
+local core = require("ramtorch.core")
+local torch = require("ramtorch")
+local autograd = require("ramtorch.autograd")
+local ffi, C = rffi.ffi, rffi.C
+
+local check = core.check
+
+local M = {}
+
+-- ---- devices --------------------------------------------------------------------------------------
+
+local function cuda_available()
+  local ok, r = pcall(function() return C.rt_cuda_is_available() ~= 0 end)
+  return ok and r
+end
+
+-- The device an engine call is about: given, else CUDA when present, else the CPU.
+local function engine_device(dev, level)
+  if dev == nil then return cuda_available() and core.device_code("cuda") or -1 end
+  return core.device_code(dev, (level or 1) + 1)
+end
+
+-- ---- switches -------------------------------------------------------------------------------------
+
+-- Run the engine on the CPU backend: streamed ops accept CPU inputs, copy streams are threads.
+function M.enable_cpu_streams(flag)
+  check(C.rt_offload_set_cpu_streams(flag == false and 0 or 1))
+end
+function M.cpu_streams_enabled() return C.rt_offload_cpu_streams_enabled() ~= 0 end
+
+-- Byte budget of the device buffer pool (0 or nil: none, stream through a small window). Under a
+-- budget larger than the streaming window the engine keeps some parameters resident.
+function M.set_memory_budget(bytes, device)
+  bytes = bytes or 0
+  if type(bytes) ~= "number" or bytes < 0 or bytes ~= math.floor(bytes) then
+    error(("set_memory_budget: expected a non-negative integer number of bytes, got %s"):format(tostring(bytes)), 2)
+  end
+  check(C.rt_offload_set_memory_budget(engine_device(device, 2), bytes))
+end
+function M.get_memory_budget(device)
+  local out = ffi.new("int64_t[1]")
+  check(C.rt_offload_get_memory_budget(engine_device(device, 2), out))
+  return tonumber(out[0])
+end
+
+-- Wait for every pending gradient copy and host accumulation (the end of each backward does this).
+function M.synchronize() check(C.rt_offload_synchronize()) end
+function M.reset_schedule(device) check(C.rt_offload_reset_schedule(engine_device(device, 2))) end
+
+local stat_fields = { "h2d_bytes", "h2d_copies", "d2h_bytes", "d2h_copies", "fetches", "hits", "prefetches",
+                      "stalls", "wait_ms", "evictions", "resident_bytes", "streamed_bytes", "pool_bytes",
+                      "pool_peak_bytes", "budget", "schedule_length", "shadow_refreshes" }
+M.stat_fields = stat_fields
+
+-- ramtorch.offload.stats(device) -> table of the counters above (numbers).
+function M.stats(device)
+  local s = ffi.new("rt_offload_stats")
+  check(C.rt_offload_get_stats(engine_device(device, 2), s))
+  local r = {}
+  for _, k in ipairs(stat_fields) do r[k] = tonumber(s[k]) end
+  return r
+end
+function M.reset_stats(device) check(C.rt_offload_reset_stats(engine_device(device, 2))) end
+
+-- Testing the engine's ordering: drop one event wait ("h2d", "d2h", "h2d,d2h" or nil for none), and
+-- slow the CPU copy streams (microseconds before each 256 KiB chunk) so that the race is certain.
+function M.set_debug_skip_wait(which)
+  local f = 0
+  if which ~= nil then
+    if type(which) ~= "string" or not (which:find("h2d") or which:find("d2h")) then
+      error(("set_debug_skip_wait: expected \"h2d\", \"d2h\", \"h2d,d2h\" or nil, got %s"):format(tostring(which)), 2)
+    end
+    if which:find("h2d") then f = f + 1 end
+    if which:find("d2h") then f = f + 2 end
+  end
+  C.rt_offload_set_debug_flags(f)
+end
+function M.set_copy_delay_us(us) check(C.rt_offload_set_copy_delay_us(us or 0)) end
+
+-- ---- the host arena -------------------------------------------------------------------------------
+
+function M.arena_empty(shape, dtype)
+  local n = core.shape_into(core.shape_buf, shape, 2)
+  return core.result(C.rt_arena_empty(n, core.shape_buf, core.dtype(dtype, 2).code, core.box))
+end
+function M.arena_zeros(shape, dtype)
+  local t = M.arena_empty(shape, dtype)
+  t:fill_(0)
+  return t
+end
+-- Byte offset of an arena tensor's slice in the segment (nil for other tensors).
+function M.arena_offset(t)
+  local out = ffi.new("int64_t[1]")
+  if C.rt_arena_offset(t.p, out) ~= 0 then return nil end
+  return tonumber(out[0])
+end
+function M.is_arena_tensor(t) return M.arena_offset(t) ~= nil end
+function M.arena_stats()
+  local v = ffi.new("int64_t[4]")
+  check(C.rt_arena_stats(v, v + 1, v + 2, v + 3))
+  return { mapped = tonumber(v[0]), used = tonumber(v[1]), peak_used = tonumber(v[2]), chunks = tonumber(v[3]) }
+end
+function M.set_arena_chunk_size(bytes) check(C.rt_arena_set_chunk_size(bytes)) end
+
+-- ---- parameter handles ----------------------------------------------------------------------------
+
+local handles = setmetatable({}, { __mode = "k" }) -- host tensor handle -> rt_offload_param*
+local param_box = ffi.new("rt_offload_param*[1]")
+
+local function handle_of(t)
+  local h = handles[t]
+  if h == nil then
+    check(C.rt_offload_param_new(t.p, param_box))
+    h = ffi.gc(param_box[0], C.rt_offload_param_release)
+    handles[t] = h
+  end
+  return h
+end
+M.handle_of = handle_of
+
+-- Rewrite the bf16 (or f16) transfer shadows of f32 masters after an optimizer step (a stale shadow is
+-- also refreshed when fetched, on the compute thread). params: an array of tensors or a Module.
+function M.refresh_shadows(params, dtype)
+  if type(params) == "table" and params.parameters then params = params:parameters() end
+  local code = core.dtype(dtype or "bfloat16", 2).code
+  for _, t in ipairs(params) do
+    local h = handles[t]
+    if h ~= nil and t.dtype == torch.float32 then check(C.rt_offload_refresh_shadow(h, code)) end
+  end
+end
+
+-- ---- gradient hooks (RamTorch's register_ramtorch_grad_hook / _post_accumulate_grad_hook) ----------
+-- A grad hook gets the device gradient before it leaves the device and may return a replacement, or
+-- false to send nothing to the host (a ZeRO-2 rank that does not own the parameter). A post-accumulate
+-- hook gets (param, device_gradient) once the gradient has been handed to the host accumulation; the
+-- host gradient itself is never brought back to the device, so it sees this backward's gradient.
+
+local grad_hooks = setmetatable({}, { __mode = "k" })
+local post_hooks = setmetatable({}, { __mode = "k" })
+local anchors = setmetatable({}, { __mode = "k" })
+local current_grad = setmetatable({}, { __mode = "k" })
+
+local function add_hook(reg, t, fn, what)
+  if not torch.is_tensor(t) then error(("%s: expected a Tensor, got %s"):format(what, type(t)), 3) end
+  if type(fn) ~= "function" then error(("%s: expected a function, got %s"):format(what, type(fn)), 3) end
+  local list = reg[t]
+  if list == nil then
+    list = {}
+    reg[t] = list
+  end
+  local entry = { fn = fn }
+  list[#list + 1] = entry
+  return {
+    remove = function()
+      for i, e in ipairs(list) do
+        if e == entry then
+          table.remove(list, i)
+          break
+        end
+      end
+    end,
+  }
+end
+
+function M.register_ramtorch_grad_hook(t, fn)
+  return add_hook(grad_hooks, t, fn, "register_ramtorch_grad_hook")
+end
+function M.register_ramtorch_post_accumulate_grad_hook(t, fn)
+  return add_hook(post_hooks, t, fn, "register_ramtorch_post_accumulate_grad_hook")
+end
+-- The device gradient of t while its post-accumulate hooks run (RamTorch's param.ramtorch_grad).
+function M.ramtorch_grad(t) return current_grad[t] end
+
+local function has_hooks(t)
+  local a, b = grad_hooks[t], post_hooks[t]
+  return (a ~= nil and #a > 0) or (b ~= nil and #b > 0)
+end
+
+-- The hook carrier: a custom function whose output is an input of the streamed op's node, so the
+-- autograd engine hands the parameter gradient back to Lua here (C never calls Lua).
+local Carrier = autograd.Function({
+  forward = function(ctx, anchor, info)
+    ctx.info = info
+    return anchor
+  end,
+  backward = function(ctx, g)
+    local t, h = ctx.info.param, ctx.info.handle
+    if g:numel() == 0 then return nil end -- no gradient reached the parameter
+    local grad = g
+    for _, e in ipairs(grad_hooks[t] or {}) do
+      local r = e.fn(grad)
+      if r == false then return nil end
+      if r ~= nil then grad = r end
+    end
+    check(C.rt_offload_grad_to_host(h, grad.p))
+    local ph = post_hooks[t]
+    if ph ~= nil and #ph > 0 then
+      current_grad[t] = grad
+      local ok, err = pcall(function()
+        for _, e in ipairs(ph) do e.fn(t, grad) end
+      end)
+      current_grad[t] = nil
+      if not ok then error(err, 0) end
+    end
+    return nil
+  end,
+})
+
+local function carrier_for(t, h)
+  if t == nil or not t.requires_grad or not has_hooks(t) or not torch.is_grad_enabled() then return nil end
+  local a = anchors[t]
+  if a == nil then
+    a = torch.zeros({ 0 }):requires_grad_(true)
+    anchors[t] = a
+  end
+  return Carrier(a, { param = t, handle = h })
+end
+
+-- ---- the streamed linear --------------------------------------------------------------------------
+
+-- y = x @ w^T + b on x's device with w (out, in) and b (out, or nil) host tensors streamed through the
+-- engine. On the CPU it needs enable_cpu_streams(true).
+function M.linear(x, w, b)
+  if not torch.is_tensor(x) then error(("offload.linear: expected a Tensor input, got %s"):format(type(x)), 2) end
+  if not torch.is_tensor(w) or (b ~= nil and not torch.is_tensor(b)) then
+    error("offload.linear: expected Tensor weight and bias (or nil bias)", 2)
+  end
+  local wh = handle_of(w)
+  local bh = b ~= nil and handle_of(b) or nil
+  local wt, bt = carrier_for(w, wh), b ~= nil and carrier_for(b, bh) or nil
+  local rc = C.rt_offload_linear(x.p, wh, bh, wt and wt.p or nil, bt and bt.p or nil, core.box)
+  return core.result(rc, function()
+    return C.rt_offload_linear(x.p, wh, bh, wt and wt.p or nil, bt and bt.p or nil, core.box)
+  end)
+end
+
+return M

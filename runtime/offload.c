@@ -1,0 +1,1197 @@
+/* offload.c: the offload engine of DESIGN section 5, one per compute device, written once against
+ * rt_device_api (runtime/device_api.h) so the same code drives the CUDA backend and the CPU
+ * streams of kernels/cpu/cpu_streams.c.
+ *
+ * Per engine: an H2D and a D2H copy stream (the compute stream is the caller's current stream,
+ * named NULL), a pool of device buffers ("slots") under a byte budget, the access schedule, a
+ * residency plan, and a host worker thread that finishes gradient copies on the host.
+ *
+ * Ordering, with no host synchronisation in the steady state:
+ *   load:    H2D waits slot.free (the compute stream is done reading the old contents), copies,
+ *            records slot.ready;
+ *   fetch:   the compute stream waits slot.ready;
+ *   release: slot.free is recorded on the compute stream;
+ *   grad:    an event recorded on the compute stream after the gradient is computed; D2H waits it,
+ *            copies into the host gradient (or a staging slice), records done; the host worker
+ *            waits done and accumulates in f32 into param->grad.
+ * rt_offload_synchronize (the end of a backward) waits for the host worker to drain.
+ *
+ * The schedule: the (parameter, dtype, phase) requests of the first step, recorded until the first
+ * forward request repeats; later steps follow it with a cursor and prefetch from the cursor to the
+ * end of the step (never past it: the optimizer step changes the masters in between), as far as
+ * buffers allow. A slot's contents stay cached after release, so the forward-to-backward
+ * turnaround finds the last layers still on the device; eviction takes the cached copy whose next
+ * use is farthest (Belady, as the schedule is known). A cached copy is valid while its master's
+ * storage version is unchanged (the optimizer bumps it). With a budget larger than the streaming
+ * window, the planner makes the earliest-used parameters resident: their slots are never evicted
+ * and are reloaded only when the master changes. */
+#include "offload_internal.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "half.h"
+
+#define MAX_ENGINES 17 /* cpu + 16 CUDA ordinals */
+#define MAX_PAIRS 1024 /* stall timing pairs kept before they are folded into wait_ms */
+#define LOOKAHEAD 256  /* schedule entries examined per prefetch pass */
+
+/* ================================================================================================
+ * Global switches
+ * ============================================================================================== */
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int g_cpu_streams;
+static atomic_int g_debug_flags;
+static pthread_once_t g_env_once = PTHREAD_ONCE_INIT;
+static int64_t g_budget[MAX_ENGINES];
+static _Thread_local int tl_autocast = -1;
+
+static void read_env(void) {
+    const char *s = getenv("RAMTORCH_OFFLOAD_DEBUG_SKIP_WAIT");
+    if (!s) return;
+    int f = 0;
+    if (strstr(s, "h2d")) f |= RT_OFFLOAD_SKIP_H2D_WAIT;
+    if (strstr(s, "d2h")) f |= RT_OFFLOAD_SKIP_D2H_WAIT;
+    atomic_store(&g_debug_flags, f);
+}
+
+static int debug_flags(void) {
+    pthread_once(&g_env_once, read_env);
+    return atomic_load(&g_debug_flags);
+}
+
+int rt_offload_set_debug_flags(int flags) {
+    pthread_once(&g_env_once, read_env);
+    return atomic_exchange(&g_debug_flags, flags);
+}
+
+int rt_offload_set_copy_delay_us(int us) {
+    if (us < 0)
+        return RT_ERR(RT_ERR_INVALID, "offload.set_copy_delay_us: expected >= 0, got %d", us);
+    rt_cpu_streams_set_copy_delay_us(us);
+    return RT_OK;
+}
+
+int rt_offload_set_cpu_streams(int enabled) {
+    atomic_store(&g_cpu_streams, enabled != 0);
+    return RT_OK;
+}
+
+int rt_offload_cpu_streams_enabled(void) {
+    return atomic_load(&g_cpu_streams);
+}
+
+int rt_autocast_set_dtype(int dtype) {
+    int prev = tl_autocast;
+    tl_autocast = (dtype == RT_BF16 || dtype == RT_F16) ? dtype : -1;
+    return prev;
+}
+
+int rt_autocast_get_dtype(void) {
+    return tl_autocast;
+}
+
+/* ================================================================================================
+ * Parameters
+ * ============================================================================================== */
+
+struct rt_offload_param {
+    atomic_int refcount;
+    rt_tensor *host;   /* the master, retained */
+    rt_tensor *shadow; /* narrower transfer copy (arena), or NULL */
+    int shadow_dtype;
+    int shadow_version;    /* master version the shadow was made from */
+    rt_event *shadow_busy; /* recorded after each copy that reads the shadow */
+    const rt_device_api *shadow_api;
+};
+
+static int version_of(const rt_tensor *t) {
+    return atomic_load(&t->storage->version);
+}
+
+int rt_offload_param_new(rt_tensor *host, rt_offload_param **out) {
+    *out = NULL;
+    if (!host) return RT_ERR(RT_ERR_INVALID, "offload.param: expected a tensor, got NULL");
+    if (host->meta.device != RT_DEVICE_CPU)
+        return RT_ERR(RT_ERR_DEVICE,
+                      "offload.param: expected a CPU (host) tensor, got one on "
+                      "cuda:%d",
+                      host->meta.device);
+    if (!rt_tensor_is_contiguous(host))
+        return RT_ERR(RT_ERR_INVALID, "offload.param: the host parameter must be contiguous");
+    if (!rt_dtype_is_float(host->meta.dtype))
+        return RT_ERR(RT_ERR_DTYPE, "offload.param: expected a floating-point parameter, got %s",
+                      rt_dtype_name(host->meta.dtype));
+    rt_offload_param *p = calloc(1, sizeof *p);
+    if (!p) return RT_ERR(RT_ERR_OOM, "offload.param: out of host memory");
+    atomic_init(&p->refcount, 1);
+    rt_tensor_retain(host);
+    p->host = host;
+    p->shadow_dtype = -1;
+    *out = p;
+    return RT_OK;
+}
+
+void rt_offload_param_retain(rt_offload_param *p) {
+    if (p) atomic_fetch_add(&p->refcount, 1);
+}
+
+void rt_offload_param_release(rt_offload_param *p) {
+    if (!p || atomic_fetch_sub(&p->refcount, 1) != 1) return;
+    if (p->shadow_busy) {
+        p->shadow_api->event_synchronize(p->shadow_busy);
+        p->shadow_api->event_destroy(p->shadow_busy);
+    }
+    rt_tensor_release(p->shadow);
+    rt_tensor_release(p->host);
+    free(p);
+}
+
+rt_tensor *rt_offload_param_host(const rt_offload_param *p) {
+    return p->host;
+}
+
+static void convert_f32(void *dst, int ddt, const float *src, int64_t n) {
+    uint16_t *d = dst;
+#pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; i++)
+        d[i] = ddt == RT_BF16 ? rt_f32_to_bf16(src[i]) : rt_f32_to_f16(src[i]);
+}
+
+/* Make p's shadow in dtype current. Returns 1 when it was rewritten. */
+static int refresh_shadow(rt_offload_param *p, int dtype, int *refreshed) {
+    *refreshed = 0;
+    rt_tensor *h = p->host;
+    if (h->meta.dtype != RT_F32 || (dtype != RT_BF16 && dtype != RT_F16))
+        return RT_ERR(RT_ERR_DTYPE,
+                      "offload: cannot send a %s parameter as %s (a shadow is made "
+                      "for float32 masters in bfloat16 or float16)",
+                      rt_dtype_name(h->meta.dtype), rt_dtype_name(dtype));
+    int ver = version_of(h);
+    if (p->shadow && p->shadow_dtype == dtype && p->shadow_version == ver) return RT_OK;
+    /* a copy still reading the old shadow must finish before it is rewritten */
+    if (p->shadow_busy) RT_TRY(p->shadow_api->event_synchronize(p->shadow_busy));
+    if (!p->shadow || p->shadow_dtype != dtype) {
+        rt_tensor *s;
+        RT_TRY(rt_arena_empty(h->meta.ndim, h->meta.shape, dtype, &s));
+        rt_tensor_release(p->shadow);
+        p->shadow = s;
+        p->shadow_dtype = dtype;
+    }
+    convert_f32(rt_tensor_data_ptr(p->shadow), dtype, rt_tensor_data_ptr(h), h->meta.numel);
+    p->shadow_version = ver;
+    *refreshed = 1;
+    return RT_OK;
+}
+
+int rt_offload_refresh_shadow(rt_offload_param *p, int dtype) {
+    int r;
+    return refresh_shadow(p, dtype, &r);
+}
+
+static size_t transfer_bytes(const rt_offload_param *p, int dtype) {
+    return (size_t)p->host->meta.numel * rt_dtype_size(dtype);
+}
+
+/* ================================================================================================
+ * Engine state
+ * ============================================================================================== */
+
+typedef struct slot {
+    void *ptr;
+    size_t cap;
+    rt_offload_param *p; /* cached contents (retained), NULL when empty */
+    int dtype, version;
+    int users;
+    int resident;
+    int dead; /* buffer freed; the entry is reused by slot_new (entries never move: leases are
+                 indices) */
+    rt_event *ready, *free_ev;
+    int free_recorded;
+    int64_t last_use;
+} slot;
+
+typedef struct sched_entry {
+    rt_offload_param *p; /* retained */
+    int dtype, phase;
+} sched_entry;
+
+typedef struct plan_entry {
+    rt_offload_param *p; /* borrowed from the schedule */
+    int dtype;
+    size_t bytes;
+    int resident;
+} plan_entry;
+
+typedef struct grad_task {
+    struct grad_task *next;
+    rt_event *done;
+    rt_tensor *grad; /* device gradient, kept alive until its copy is done */
+    rt_tensor *host_grad;
+    int staging; /* index in the staging pool, or -1 when copied straight into host_grad */
+    int src_dtype;
+    int64_t numel;
+    int add;
+} grad_task;
+
+typedef struct staging {
+    void *ptr;
+    int64_t off;
+    size_t cap;
+    int busy;
+} staging;
+
+struct rt_offload_engine {
+    int device;
+    const rt_device_api *api;
+    const rt_backend *be;
+    int buf_memkind;
+    rt_stream *h2d, *d2h;
+    /* buffer pool */
+    slot *slots;
+    int nslots, slots_cap;
+    int64_t budget, pool_bytes, pool_peak;
+    size_t max_bytes; /* largest transfer seen */
+    /* schedule and plan */
+    sched_entry *sched;
+    int nsched, sched_cap, learned, pos;
+    int last_phase; /* of the latest request */
+    plan_entry *plan;
+    int nplan;
+    int64_t planned_resident;
+    int64_t tick;
+    /* stall timing */
+    rt_event *pairs[MAX_PAIRS][2];
+    int npairs;
+    /* shared with the host worker (under mu) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv, idle_cv;
+    grad_task *head, *tail;
+    int pending, stop;
+    pthread_t worker;
+    rt_event **ev_free;
+    int nev_free, ev_free_cap;
+    staging *stg;
+    int nstg, stg_cap;
+    /* statistics (compute thread) */
+    rt_offload_stats st;
+};
+
+static rt_offload_engine *g_engines[MAX_ENGINES];
+
+int rt_offload_engine_device(const rt_offload_engine *e) {
+    return e->device;
+}
+const rt_backend *rt_offload_engine_backend(const rt_offload_engine *e) {
+    return e->be;
+}
+
+static const char *dev_str(char *buf, size_t n, int device) {
+    if (device == RT_DEVICE_CPU)
+        snprintf(buf, n, "cpu");
+    else
+        snprintf(buf, n, "cuda:%d", device);
+    return buf;
+}
+
+static char *fmt_bytes(char *buf, size_t n, int64_t b) {
+    if (b >= (int64_t)1 << 30)
+        snprintf(buf, n, "%.2f GiB", (double)b / (double)(1 << 30));
+    else if (b >= (int64_t)1 << 20)
+        snprintf(buf, n, "%.2f MiB", (double)b / (double)(1 << 20));
+    else
+        snprintf(buf, n, "%lld bytes", (long long)b);
+    return buf;
+}
+
+/* ---- event pool (shared with the worker) ----------------------------------------------------- */
+
+static int ev_get(rt_offload_engine *e, int timing, rt_event **out) {
+    if (!timing) {
+        pthread_mutex_lock(&e->mu);
+        if (e->nev_free > 0) {
+            *out = e->ev_free[--e->nev_free];
+            pthread_mutex_unlock(&e->mu);
+            return RT_OK;
+        }
+        pthread_mutex_unlock(&e->mu);
+    }
+    return e->api->event_create(timing, out);
+}
+
+static void ev_put(rt_offload_engine *e, rt_event *ev) {
+    pthread_mutex_lock(&e->mu);
+    if (e->nev_free == e->ev_free_cap) {
+        int cap = e->ev_free_cap ? e->ev_free_cap * 2 : 32;
+        rt_event **p = realloc(e->ev_free, sizeof *p * (size_t)cap);
+        if (!p) {
+            pthread_mutex_unlock(&e->mu);
+            e->api->event_destroy(ev);
+            return;
+        }
+        e->ev_free = p;
+        e->ev_free_cap = cap;
+    }
+    e->ev_free[e->nev_free++] = ev;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* ---- staging slices for gradients that need a conversion on the host --------------------------
+ */
+
+static int staging_get(rt_offload_engine *e, size_t n, int *idx) {
+    pthread_mutex_lock(&e->mu);
+    int best = -1;
+    for (int i = 0; i < e->nstg; i++)
+        if (!e->stg[i].busy && e->stg[i].cap >= n && (best < 0 || e->stg[i].cap < e->stg[best].cap))
+            best = i;
+    int rc = RT_OK;
+    if (best < 0) {
+        if (e->nstg == e->stg_cap) {
+            int cap = e->stg_cap ? e->stg_cap * 2 : 8;
+            staging *s = realloc(e->stg, sizeof *s * (size_t)cap);
+            if (!s)
+                rc = RT_ERR(RT_ERR_OOM, "offload: out of host memory for staging buffers");
+            else {
+                e->stg = s;
+                e->stg_cap = cap;
+            }
+        }
+        if (rc == RT_OK) {
+            staging *s = &e->stg[e->nstg];
+            rc = rt_arena_alloc(n, &s->ptr, &s->off);
+            if (rc == RT_OK) {
+                s->cap = n;
+                best = e->nstg++;
+            }
+        }
+    }
+    if (rc == RT_OK) {
+        e->stg[best].busy = 1;
+        *idx = best;
+    }
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
+/* ---- the host worker ----------------------------------------------------------------------------
+ */
+
+/* dst (n elements of ddt) = or += src (n elements of sdt), in f32 (f64 for f64). */
+static void accumulate(void *dst, int ddt, const void *src, int sdt, int64_t n, int add) {
+    if (ddt == RT_F32 && sdt == RT_F32 && !add) {
+        memcpy(dst, src, (size_t)n * 4);
+        return;
+    }
+    if (ddt == RT_F32) {
+        float *d = dst;
+#pragma omp parallel for if (n > 65536)
+        for (int64_t i = 0; i < n; i++) {
+            float v = sdt == RT_F32    ? ((const float *)src)[i]
+                      : sdt == RT_BF16 ? rt_bf16_to_f32(((const uint16_t *)src)[i])
+                      : sdt == RT_F16  ? rt_f16_to_f32(((const uint16_t *)src)[i])
+                                       : (float)((const double *)src)[i];
+            d[i] = add ? d[i] + v : v;
+        }
+        return;
+    }
+#pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; i++) {
+        double v = sdt == RT_F32    ? ((const float *)src)[i]
+                   : sdt == RT_BF16 ? rt_bf16_to_f32(((const uint16_t *)src)[i])
+                   : sdt == RT_F16  ? rt_f16_to_f32(((const uint16_t *)src)[i])
+                                    : ((const double *)src)[i];
+        if (ddt == RT_F64) {
+            double *d = dst;
+            d[i] = add ? d[i] + v : v;
+        } else {
+            uint16_t *d = dst;
+            float old = add ? (ddt == RT_BF16 ? rt_bf16_to_f32(d[i]) : rt_f16_to_f32(d[i])) : 0.0f;
+            float r = add ? old + (float)v : (float)v;
+            d[i] = ddt == RT_BF16 ? rt_f32_to_bf16(r) : rt_f32_to_f16(r);
+        }
+    }
+}
+
+static void *worker_main(void *arg) {
+    rt_offload_engine *e = arg;
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        while (!e->head && !e->stop)
+            pthread_cond_wait(&e->cv, &e->mu);
+        if (!e->head) break;
+        grad_task *t = e->head;
+        e->head = t->next;
+        if (!e->head) e->tail = NULL;
+        pthread_mutex_unlock(&e->mu);
+        if (!(debug_flags() & RT_OFFLOAD_SKIP_D2H_WAIT)) e->api->event_synchronize(t->done);
+        if (t->staging >= 0) {
+            pthread_mutex_lock(&e->mu);
+            void *src = e->stg[t->staging].ptr; /* the pool may be reallocated: read under mu */
+            pthread_mutex_unlock(&e->mu);
+            accumulate(rt_tensor_data_ptr(t->host_grad), t->host_grad->meta.dtype, src,
+                       t->src_dtype, t->numel, t->add);
+        }
+        rt_tensor_release(t->grad);
+        rt_tensor_release(t->host_grad);
+        ev_put(e, t->done);
+        pthread_mutex_lock(&e->mu);
+        if (t->staging >= 0) e->stg[t->staging].busy = 0;
+        free(t);
+        e->pending--;
+        if (e->pending == 0) pthread_cond_broadcast(&e->idle_cv);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+/* ---- stall timing: pairs of timing events around each wait of the compute stream --------------
+ */
+
+static void fold_pairs(rt_offload_engine *e) {
+    for (int i = 0; i < e->npairs; i++) {
+        double ms = 0;
+        if (e->api->event_synchronize(e->pairs[i][1]) == RT_OK &&
+            e->api->event_elapsed_time(e->pairs[i][0], e->pairs[i][1], &ms) == RT_OK && ms > 0)
+            e->st.wait_ms += ms;
+        e->api->event_destroy(e->pairs[i][0]);
+        e->api->event_destroy(e->pairs[i][1]);
+    }
+    e->npairs = 0;
+    rt_clear_error();
+}
+
+static int engine_sync(rt_offload_engine *e) {
+    pthread_mutex_lock(&e->mu);
+    while (e->pending > 0)
+        pthread_cond_wait(&e->idle_cv, &e->mu);
+    pthread_mutex_unlock(&e->mu);
+    /* normally idle here (the worker waited for every gradient copy and prefetching stops at the
+     * end of a step); this also drains copies that a debug flag let run unwaited */
+    RT_TRY(e->api->stream_synchronize(e->d2h));
+    RT_TRY(e->api->stream_synchronize(e->h2d));
+    fold_pairs(e);
+    return RT_OK;
+}
+
+int rt_offload_synchronize(void) {
+    for (int i = 0; i < MAX_ENGINES; i++)
+        if (g_engines[i]) RT_TRY(engine_sync(g_engines[i]));
+    return RT_OK;
+}
+
+/* ---- creation -----------------------------------------------------------------------------------
+ */
+
+static int engine_create(const char *op, int device, rt_offload_engine **out) {
+    const rt_backend *be;
+    const rt_device_api *api;
+    char d[16];
+    if (device == RT_DEVICE_CPU) {
+        be = &rt_cpu_backend;
+        api = &rt_cpu_stream_api;
+    } else {
+        be = rt_backend_for(device);
+        if (!be) return rt_last_error_code();
+        api = be->device_api;
+        if (!api || !api->memcpy_async || !api->stream_create)
+            return RT_ERR(RT_ERR_UNSUPPORTED,
+                          "%s: the %s backend of %s has no asynchronous copies for the offload "
+                          "engine (rt_device_api.memcpy_async)",
+                          op, be->name, dev_str(d, sizeof d, device));
+        if (api->set_device) RT_TRY(api->set_device(device));
+        RT_TRY(rt_arena_register(api)); /* page-lock the arena for this device's copies */
+    }
+    rt_offload_engine *e = calloc(1, sizeof *e);
+    if (!e) return RT_ERR(RT_ERR_OOM, "%s: out of host memory for the offload engine", op);
+    e->device = device;
+    e->api = api;
+    e->be = be;
+    e->buf_memkind = device == RT_DEVICE_CPU ? RT_MEM_HOST : RT_MEM_DEVICE;
+    e->budget = g_budget[device + 1];
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    pthread_cond_init(&e->idle_cv, NULL);
+    int rc = api->stream_create(device, &e->h2d);
+    if (rc == RT_OK) rc = api->stream_create(device, &e->d2h);
+    if (rc == RT_OK && pthread_create(&e->worker, NULL, worker_main, e) != 0)
+        rc = RT_ERR(RT_ERR_BACKEND, "%s: could not start the offload host worker", op);
+    if (rc < 0) {
+        if (e->h2d) api->stream_destroy(e->h2d);
+        if (e->d2h) api->stream_destroy(e->d2h);
+        free(e);
+        return rc;
+    }
+    *out = e;
+    return RT_OK;
+}
+
+int rt_offload_engine_for(const char *op, int device, rt_offload_engine **out) {
+    *out = NULL;
+    if (device < RT_DEVICE_CPU || device >= MAX_ENGINES - 1)
+        return RT_ERR(RT_ERR_DEVICE, "%s: invalid device code %d", op, device);
+    if (device == RT_DEVICE_CPU && !rt_offload_cpu_streams_enabled())
+        return RT_ERR(RT_ERR_DEVICE,
+                      "%s: the input is on the CPU and the CPU offload engine is off (enable it "
+                      "with torch.offload.enable_cpu_streams(true))",
+                      op);
+    pthread_mutex_lock(&g_lock);
+    int rc = RT_OK;
+    if (!g_engines[device + 1]) rc = engine_create(op, device, &g_engines[device + 1]);
+    *out = g_engines[device + 1];
+    pthread_mutex_unlock(&g_lock);
+    if (rc == RT_OK && device >= 0 && (*out)->api->set_device) rc = (*out)->api->set_device(device);
+    return rc;
+}
+
+/* ================================================================================================
+ * Schedule and residency plan
+ * ============================================================================================== */
+
+static void sched_clear(rt_offload_engine *e) {
+    for (int i = 0; i < e->nsched; i++)
+        rt_offload_param_release(e->sched[i].p);
+    e->nsched = 0;
+    e->max_bytes = 0;
+    e->learned = 0;
+    e->pos = 0;
+    free(e->plan);
+    e->plan = NULL;
+    e->nplan = 0;
+    e->planned_resident = 0;
+    for (int i = 0; i < e->nslots; i++)
+        e->slots[i].resident = 0;
+}
+
+static int sched_push(rt_offload_engine *e, rt_offload_param *p, int dtype, int phase) {
+    if (e->nsched == e->sched_cap) {
+        int cap = e->sched_cap ? e->sched_cap * 2 : 64;
+        sched_entry *s = realloc(e->sched, sizeof *s * (size_t)cap);
+        if (!s) return RT_ERR(RT_ERR_OOM, "offload: out of host memory for the schedule");
+        e->sched = s;
+        e->sched_cap = cap;
+    }
+    rt_offload_param_retain(p);
+    e->sched[e->nsched++] = (sched_entry){p, dtype, phase};
+    return RT_OK;
+}
+
+static plan_entry *plan_find(rt_offload_engine *e, const rt_offload_param *p, int dtype) {
+    for (int i = 0; i < e->nplan; i++)
+        if (e->plan[i].p == p && e->plan[i].dtype == dtype) return &e->plan[i];
+    return NULL;
+}
+
+static int is_resident_planned(rt_offload_engine *e, const rt_offload_param *p, int dtype) {
+    plan_entry *pe = plan_find(e, p, dtype);
+    return pe && pe->resident;
+}
+
+/* Decide which parameters stay on the device: none without a budget; all when the budget holds
+ * them all; otherwise the earliest in forward order, leaving a streaming window of three of the
+ * largest streamed transfers (two in use, one in flight). */
+static int make_plan(rt_offload_engine *e) {
+    free(e->plan);
+    e->plan = calloc((size_t)(e->nsched > 0 ? e->nsched : 1), sizeof *e->plan);
+    e->nplan = 0;
+    e->planned_resident = 0;
+    if (!e->plan) return RT_ERR(RT_ERR_OOM, "offload: out of host memory for the residency plan");
+    size_t total = 0, maxb = 0;
+    for (int i = 0; i < e->nsched; i++) {
+        sched_entry *s = &e->sched[i];
+        if (plan_find(e, s->p, s->dtype)) continue;
+        size_t b = transfer_bytes(s->p, s->dtype);
+        e->plan[e->nplan++] = (plan_entry){s->p, s->dtype, b, 0};
+        total += b;
+        if (b > maxb) maxb = b;
+    }
+    if (e->budget > 0) {
+        int64_t avail = (int64_t)total <= e->budget ? e->budget : e->budget - 3 * (int64_t)maxb;
+        for (int i = 0; i < e->nplan && avail > 0; i++)
+            if ((int64_t)e->plan[i].bytes <= avail) {
+                e->plan[i].resident = 1;
+                avail -= (int64_t)e->plan[i].bytes;
+                e->planned_resident += (int64_t)e->plan[i].bytes;
+            }
+    }
+    for (int i = 0; i < e->nslots; i++) {
+        slot *s = &e->slots[i];
+        s->resident = s->p && is_resident_planned(e, s->p, s->dtype);
+    }
+    e->st.schedule_length = e->nsched;
+    return RT_OK;
+}
+
+/* Follow (or learn) the schedule with request (p, dtype, phase). A step begins with a forward
+ * request that follows a backward one, or with the request the schedule begins with. Recording
+ * starts afresh at such a boundary when it did not begin at one (the program changed, or the
+ * engine started mid-step), so the learned schedule always runs from a step's first request. */
+static int sched_note(rt_offload_engine *e, rt_offload_param *p, int dtype, int phase) {
+    int after_bwd = e->last_phase == RT_OFFLOAD_BWD;
+    e->last_phase = phase;
+    int starts = e->nsched > 0 && e->sched[0].p == p && e->sched[0].dtype == dtype &&
+                 e->sched[0].phase == phase;
+    if (!e->learned) {
+        if (e->nsched > 0 && phase == RT_OFFLOAD_FWD && (after_bwd || starts)) {
+            if (starts && e->sched[0].phase == RT_OFFLOAD_FWD) {
+                e->learned = 1;
+                RT_TRY(make_plan(e));
+                e->pos = 1;
+                return RT_OK;
+            }
+            sched_clear(e); /* the recording began mid-step: begin again here */
+        }
+        return sched_push(e, p, dtype, phase);
+    }
+    if (starts && (phase == RT_OFFLOAD_BWD || after_bwd || e->pos >= e->nsched || e->pos == 0)) {
+        e->pos = 1;
+        return RT_OK;
+    }
+    if (e->pos < e->nsched && e->sched[e->pos].p == p && e->sched[e->pos].dtype == dtype &&
+        e->sched[e->pos].phase == phase) {
+        e->pos++;
+        return RT_OK;
+    }
+    /* off the schedule: a skipped part, or a different program */
+    for (int k = 0; k < 2; k++) {
+        int from = k == 0 ? e->pos : 0, to = k == 0 ? e->nsched : e->pos;
+        for (int i = from; i < to; i++)
+            if (e->sched[i].p == p && e->sched[i].dtype == dtype && e->sched[i].phase == phase) {
+                e->pos = i + 1;
+                return RT_OK;
+            }
+    }
+    sched_clear(e); /* a request the schedule never saw: learn again */
+    e->last_phase = phase;
+    return sched_push(e, p, dtype, phase);
+}
+
+/* Distance from the cursor to the next use of (p, dtype); INT64_MAX when not used again this step.
+ * Before the schedule is learned: the age since last use (older goes first). */
+static int64_t evict_score(rt_offload_engine *e, const slot *s) {
+    if (!e->learned) return e->tick - s->last_use;
+    int end = e->pos + LOOKAHEAD < e->nsched ? e->pos + LOOKAHEAD : e->nsched;
+    for (int i = e->pos; i < end; i++)
+        if (e->sched[i].p == s->p && e->sched[i].dtype == s->dtype) return i - e->pos;
+    return INT64_MAX;
+}
+
+/* ================================================================================================
+ * The buffer pool
+ * ============================================================================================== */
+
+static int64_t stream_bytes(const rt_offload_engine *e) {
+    int64_t b = 0;
+    for (int i = 0; i < e->nslots; i++)
+        if (!e->slots[i].resident) b += (int64_t)e->slots[i].cap;
+    return b;
+}
+
+static int64_t stream_limit(const rt_offload_engine *e) {
+    if (e->budget > 0) return e->budget - e->planned_resident;
+    return 4 * (int64_t)e->max_bytes; /* no budget: a window of a few transfers */
+}
+
+static void slot_set_contents(slot *s, rt_offload_param *p) {
+    if (p) rt_offload_param_retain(p);
+    rt_offload_param_release(s->p);
+    s->p = p;
+}
+
+/* Free slot i's buffer (unused) and remove it from the pool. */
+static void slot_drop(rt_offload_engine *e, int i) {
+    slot *s = &e->slots[i];
+    /* the H2D stream may still be writing a prefetch into it */
+    e->api->event_synchronize(s->ready);
+    e->be->free(e->device, s->ptr, e->buf_memkind, s->cap);
+    e->pool_bytes -= (int64_t)s->cap;
+    slot_set_contents(s, NULL);
+    ev_put(e, s->ready);
+    ev_put(e, s->free_ev);
+    memset(s, 0, sizeof *s);
+    s->dtype = -1;
+    s->dead = 1;
+    e->st.evictions++;
+}
+
+static int slot_new(rt_offload_engine *e, size_t nbytes, int *idx) {
+    int at = -1;
+    for (int i = 0; i < e->nslots && at < 0; i++)
+        if (e->slots[i].dead) at = i;
+    if (at < 0 && e->nslots == e->slots_cap) {
+        int cap = e->slots_cap ? e->slots_cap * 2 : 16;
+        slot *s = realloc(e->slots, sizeof *s * (size_t)cap);
+        if (!s) return RT_ERR(RT_ERR_OOM, "offload: out of host memory for the buffer pool");
+        e->slots = s;
+        e->slots_cap = cap;
+    }
+    slot s = {0};
+    s.dtype = -1;
+    int rc = e->be->alloc(e->device, nbytes ? nbytes : 1, e->buf_memkind, &s.ptr);
+    if (rc < 0) return rc;
+    s.cap = nbytes;
+    /* CPU "device" buffers start as NaN bytes so that reading one before its copy shows */
+    if (e->device == RT_DEVICE_CPU) memset(s.ptr, 0xff, nbytes);
+    rc = ev_get(e, 0, &s.ready);
+    if (rc == RT_OK) rc = ev_get(e, 0, &s.free_ev);
+    if (rc < 0) {
+        if (s.ready) ev_put(e, s.ready);
+        e->be->free(e->device, s.ptr, e->buf_memkind, nbytes);
+        return rc;
+    }
+    if (at < 0) at = e->nslots++;
+    e->slots[at] = s;
+    *idx = at;
+    e->pool_bytes += (int64_t)nbytes;
+    if (e->pool_bytes > e->pool_peak) e->pool_peak = e->pool_bytes;
+    return RT_OK;
+}
+
+/* A streaming buffer of at least nbytes. dist: for a prefetch, the distance of its use from the
+ * cursor (only copies used later than that are evicted for it); -1 for a request now. Returns
+ * RT_OK with *idx = -1 when nothing can be freed. */
+static int acquire(rt_offload_engine *e, size_t nbytes, int64_t dist, int *idx) {
+    *idx = -1;
+    int best = -1;
+    /* 1. an empty buffer that fits, the smallest */
+    for (int i = 0; i < e->nslots; i++) {
+        slot *s = &e->slots[i];
+        if (!s->dead && !s->resident && !s->users && !s->p && s->cap >= nbytes &&
+            (best < 0 || s->cap < e->slots[best].cap))
+            best = i;
+    }
+    if (best >= 0) {
+        *idx = best;
+        return RT_OK;
+    }
+    /* 2. a new buffer within the limit */
+    int64_t limit = stream_limit(e);
+    if (stream_bytes(e) + (int64_t)nbytes <= limit) return slot_new(e, nbytes, idx);
+    /* 3. evict the cached copy of a similar size used farthest ahead */
+    int64_t best_score = -1;
+    for (int pass = 0; pass < 2 && best < 0; pass++)
+        for (int i = 0; i < e->nslots; i++) {
+            slot *s = &e->slots[i];
+            if (s->dead || s->resident || s->users || s->cap < nbytes) continue;
+            if (pass == 0 && s->cap > 2 * nbytes) continue;
+            int64_t sc = evict_score(e, s);
+            if (dist >= 0 && sc <= dist) continue;
+            if (sc > best_score) {
+                best_score = sc;
+                best = i;
+            }
+        }
+    if (best >= 0 && e->slots[best].cap <= 2 * nbytes) {
+        e->st.evictions++;
+        slot_set_contents(&e->slots[best], NULL);
+        *idx = best;
+        return RT_OK;
+    }
+    /* 4. free unused buffers (farthest use first) until a new one fits */
+    int64_t need = stream_bytes(e) + (int64_t)nbytes - limit;
+    int64_t freeable = 0;
+    for (int i = 0; i < e->nslots; i++) {
+        slot *s = &e->slots[i];
+        if (!s->dead && !s->resident && !s->users && (dist < 0 || evict_score(e, s) > dist))
+            freeable += (int64_t)s->cap;
+    }
+    if (freeable >= need) {
+        while (stream_bytes(e) + (int64_t)nbytes > limit) {
+            int v = -1;
+            int64_t vs = -1;
+            for (int i = 0; i < e->nslots; i++) {
+                slot *s = &e->slots[i];
+                if (s->dead || s->resident || s->users) continue;
+                int64_t sc = s->p ? evict_score(e, s) : INT64_MAX;
+                if (dist >= 0 && sc <= dist) continue;
+                if (sc > vs) {
+                    vs = sc;
+                    v = i;
+                }
+            }
+            if (v < 0) break;
+            slot_drop(e, v);
+        }
+        if (stream_bytes(e) + (int64_t)nbytes <= limit) return slot_new(e, nbytes, idx);
+    }
+    /* 5. a larger cached buffer than needed */
+    if (best >= 0) {
+        e->st.evictions++;
+        slot_set_contents(&e->slots[best], NULL);
+        *idx = best;
+    }
+    return RT_OK;
+}
+
+/* A resident buffer for (p, dtype), allocated outside the streaming limit. */
+static int acquire_resident(rt_offload_engine *e, size_t nbytes, int *idx) {
+    /* keep the pool within the budget: drop unused streaming buffers first if needed */
+    while (e->budget > 0 && e->pool_bytes + (int64_t)nbytes > e->budget) {
+        int v = -1;
+        for (int i = 0; i < e->nslots; i++)
+            if (!e->slots[i].dead && !e->slots[i].resident && !e->slots[i].users) v = i;
+        if (v < 0) break;
+        slot_drop(e, v);
+    }
+    RT_TRY(slot_new(e, nbytes, idx));
+    e->slots[*idx].resident = 1;
+    return RT_OK;
+}
+
+/* Source pointer of p's transfer as dtype, refreshing a stale shadow. */
+static int transfer_src(rt_offload_engine *e, rt_offload_param *p, int dtype, const void **src) {
+    if (dtype == p->host->meta.dtype) {
+        *src = rt_tensor_data_ptr(p->host);
+        return RT_OK;
+    }
+    int refreshed;
+    RT_TRY(refresh_shadow(p, dtype, &refreshed));
+    if (refreshed) e->st.shadow_refreshes++;
+    *src = rt_tensor_data_ptr(p->shadow);
+    return RT_OK;
+}
+
+/* Enqueue the copy of (p, dtype) into slot i on the H2D stream. */
+static int load(rt_offload_engine *e, int i, rt_offload_param *p, int dtype) {
+    const void *src;
+    RT_TRY(transfer_src(e, p, dtype, &src));
+    slot *s = &e->slots[i];
+    size_t n = transfer_bytes(p, dtype);
+    const rt_device_api *a = e->api;
+    if (s->free_recorded) RT_TRY(a->stream_wait_event(e->h2d, s->free_ev));
+    RT_TRY(a->memcpy_async(s->ptr, src, n, e->h2d));
+    RT_TRY(a->event_record(s->ready, e->h2d));
+    if (dtype != p->host->meta.dtype) { /* the shadow is being read until this event */
+        if (!p->shadow_busy) {
+            RT_TRY(a->event_create(0, &p->shadow_busy));
+            p->shadow_api = a;
+        }
+        if (p->shadow_api == a)
+            RT_TRY(a->event_record(p->shadow_busy, e->h2d));
+        else
+            RT_TRY(a->stream_synchronize(e->h2d)); /* rare: a shadow shared by two engines */
+    }
+    slot_set_contents(s, p);
+    s->dtype = dtype;
+    s->version = version_of(p->host);
+    e->st.h2d_bytes += (int64_t)n;
+    e->st.h2d_copies++;
+    return RT_OK;
+}
+
+/* The slot holding (p, dtype) at its current version, or -1; *stale gets a slot holding an older
+ * version (or -1). */
+static int find_slot(rt_offload_engine *e, const rt_offload_param *p, int dtype, int *stale) {
+    int ver = version_of(p->host);
+    *stale = -1;
+    for (int i = 0; i < e->nslots; i++) {
+        slot *s = &e->slots[i];
+        if (s->p != p || s->dtype != dtype) continue;
+        if (s->version == ver) return i;
+        *stale = i;
+    }
+    return -1;
+}
+
+/* Start copies for the requests after the cursor, in order, while buffers allow. */
+static int prefetch(rt_offload_engine *e) {
+    if (!e->learned) return RT_OK;
+    int end = e->pos + LOOKAHEAD < e->nsched ? e->pos + LOOKAHEAD : e->nsched;
+    for (int j = e->pos; j < end; j++) {
+        sched_entry *q = &e->sched[j];
+        int stale, i = find_slot(e, q->p, q->dtype, &stale);
+        if (i >= 0) continue;
+        size_t n = transfer_bytes(q->p, q->dtype);
+        if (stale >= 0 && !e->slots[stale].users)
+            i = stale; /* refresh in place */
+        else if (is_resident_planned(e, q->p, q->dtype))
+            RT_TRY(acquire_resident(e, n, &i));
+        else
+            RT_TRY(acquire(e, n, j - e->pos, &i));
+        if (i < 0) break;
+        RT_TRY(load(e, i, q->p, q->dtype));
+        e->st.prefetches++;
+    }
+    return RT_OK;
+}
+
+int rt_offload_fetch(rt_offload_engine *e, rt_offload_param *p, int dtype, int phase, int *lease,
+                     void **dev_ptr) {
+    static const char *op = "offload.fetch";
+    size_t n = transfer_bytes(p, dtype);
+    char b1[32], b2[32], b3[32], d[16];
+    if (e->budget > 0 && (int64_t)n > e->budget)
+        return RT_ERR(RT_ERR_OOM,
+                      "%s: the offload memory budget of %s on %s cannot hold a parameter of %s "
+                      "(%s); raise it with ramtorch.set_memory_budget",
+                      op, fmt_bytes(b1, sizeof b1, e->budget), dev_str(d, sizeof d, e->device),
+                      fmt_bytes(b2, sizeof b2, (int64_t)n), rt_dtype_name(dtype));
+    RT_TRY(sched_note(e, p, dtype, phase)); /* may forget max_bytes with the old schedule */
+    if (n > e->max_bytes) e->max_bytes = n;
+    e->st.fetches++;
+    int stale, i = find_slot(e, p, dtype, &stale);
+    if (i >= 0) {
+        e->st.hits++;
+    } else {
+        if (stale >= 0 && !e->slots[stale].users)
+            i = stale;
+        else if (e->learned && is_resident_planned(e, p, dtype))
+            RT_TRY(acquire_resident(e, n, &i));
+        else
+            RT_TRY(acquire(e, n, -1, &i));
+        if (i < 0) {
+            int64_t in_use = 0;
+            for (int k = 0; k < e->nslots; k++)
+                if (e->slots[k].users) in_use += (int64_t)e->slots[k].cap;
+            return RT_ERR(RT_ERR_OOM,
+                          "%s: the offload memory budget of %s on %s cannot hold a parameter of "
+                          "%s while %s are in use by the current op (raise it with "
+                          "ramtorch.set_memory_budget)",
+                          op, fmt_bytes(b1, sizeof b1, stream_limit(e)),
+                          dev_str(d, sizeof d, e->device), fmt_bytes(b2, sizeof b2, (int64_t)n),
+                          fmt_bytes(b3, sizeof b3, in_use));
+        }
+        RT_TRY(load(e, i, p, dtype));
+    }
+    slot *s = &e->slots[i];
+    s->users++;
+    s->last_use = ++e->tick;
+    const rt_device_api *a = e->api;
+    if (!(debug_flags() & RT_OFFLOAD_SKIP_H2D_WAIT) && a->event_query(s->ready) != 1) {
+        /* the compute stream has to wait for the copy: time it */
+        rt_event *t0 = NULL, *t1 = NULL;
+        if (e->npairs == MAX_PAIRS) fold_pairs(e);
+        if (ev_get(e, 1, &t0) == RT_OK && ev_get(e, 1, &t1) == RT_OK) {
+            a->event_record(t0, NULL);
+            RT_TRY(a->stream_wait_event(NULL, s->ready));
+            a->event_record(t1, NULL);
+            e->pairs[e->npairs][0] = t0;
+            e->pairs[e->npairs][1] = t1;
+            e->npairs++;
+        } else {
+            if (t0) a->event_destroy(t0);
+            RT_TRY(a->stream_wait_event(NULL, s->ready));
+        }
+        e->st.stalls++;
+    }
+    *lease = i;
+    *dev_ptr = s->ptr;
+    /* slot indices stay valid while the slot is in use (only unused slots are dropped) */
+    return prefetch(e);
+}
+
+void rt_offload_release(rt_offload_engine *e, int lease) {
+    if (lease < 0 || lease >= e->nslots) return;
+    slot *s = &e->slots[lease];
+    e->api->event_record(s->free_ev, NULL);
+    s->free_recorded = 1;
+    if (s->users > 0) s->users--;
+    s->last_use = ++e->tick;
+}
+
+/* ================================================================================================
+ * Gradients to the host
+ * ============================================================================================== */
+
+int rt_offload_route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad) {
+    static const char *op = "offload.grad_to_host";
+    rt_tensor *host = p->host;
+    if (!rt_same_shape(host, grad)) {
+        char b1[RT_SHAPE_BUF], b2[RT_SHAPE_BUF];
+        return RT_ERR(RT_ERR_SHAPE, "%s: gradient of shape %s for a parameter of shape %s", op,
+                      rt_shape_str(b1, sizeof b1, grad->meta.ndim, grad->meta.shape),
+                      rt_shape_str(b2, sizeof b2, host->meta.ndim, host->meta.shape));
+    }
+    int gd = grad->meta.dtype;
+    if (gd != RT_F32 && gd != RT_BF16 && gd != RT_F16 && gd != RT_F64)
+        return RT_ERR(RT_ERR_DTYPE, "%s: expected a floating-point gradient, got %s", op,
+                      rt_dtype_name(gd));
+    if (!rt_tensor_is_contiguous(grad))
+        return RT_ERR(RT_ERR_INVALID, "%s: the device gradient must be contiguous", op);
+    rt_tensor *hg = host->grad;
+    int add = hg != NULL;
+    if (!hg) { /* host gradients are f32 (f64 for f64 masters), sliced from the arena */
+        int hd = host->meta.dtype == RT_F64 ? RT_F64 : RT_F32;
+        RT_TRY(rt_arena_empty(host->meta.ndim, host->meta.shape, hd, &hg));
+        int rc = rt_tensor_set_grad(host, hg);
+        rt_tensor_release(hg);
+        RT_TRY(rc);
+    } else {
+        int hd = hg->meta.dtype;
+        if (hg->meta.device != RT_DEVICE_CPU || !rt_tensor_is_contiguous(hg) ||
+            (hd != RT_F32 && hd != RT_BF16 && hd != RT_F16 && hd != RT_F64))
+            return RT_ERR(RT_ERR_INVALID,
+                          "%s: the host gradient must be a contiguous CPU float "
+                          "tensor",
+                          op);
+    }
+    size_t nbytes = (size_t)grad->meta.numel * rt_dtype_size(gd);
+    int direct = !add && hg->meta.dtype == gd;
+    int stg = -1;
+    void *dst = rt_tensor_data_ptr(hg);
+    if (!direct) {
+        RT_TRY(staging_get(e, nbytes, &stg));
+        pthread_mutex_lock(&e->mu);
+        dst = e->stg[stg].ptr;
+        pthread_mutex_unlock(&e->mu);
+    }
+    const rt_device_api *a = e->api;
+    rt_event *computed = NULL, *done = NULL;
+    int rc = ev_get(e, 0, &computed);
+    if (rc == RT_OK) rc = ev_get(e, 0, &done);
+    if (rc == RT_OK) rc = a->event_record(computed, NULL);
+    if (rc == RT_OK) rc = a->stream_wait_event(e->d2h, computed);
+    if (rc == RT_OK) rc = a->memcpy_async(dst, rt_tensor_data_ptr(grad), nbytes, e->d2h);
+    if (rc == RT_OK) rc = a->event_record(done, e->d2h);
+    if (computed) ev_put(e, computed); /* the wait above has captured it */
+    grad_task *t = rc == RT_OK ? calloc(1, sizeof *t) : NULL;
+    if (rc == RT_OK && !t) rc = RT_ERR(RT_ERR_OOM, "%s: out of host memory", op);
+    if (rc < 0) {
+        if (done) {
+            a->event_synchronize(done);
+            ev_put(e, done);
+        }
+        if (stg >= 0) {
+            pthread_mutex_lock(&e->mu);
+            e->stg[stg].busy = 0;
+            pthread_mutex_unlock(&e->mu);
+        }
+        return rc;
+    }
+    rt_tensor_retain(grad);
+    rt_tensor_retain(hg);
+    t->done = done;
+    t->grad = grad;
+    t->host_grad = hg;
+    t->staging = stg;
+    t->src_dtype = gd;
+    t->numel = grad->meta.numel;
+    t->add = add;
+    pthread_mutex_lock(&e->mu);
+    if (e->tail)
+        e->tail->next = t;
+    else
+        e->head = t;
+    e->tail = t;
+    e->pending++;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    e->st.d2h_bytes += (int64_t)nbytes;
+    e->st.d2h_copies++;
+    return RT_OK;
+}
+
+int rt_offload_grad_to_host(rt_offload_param *p, rt_tensor *grad) {
+    if (!p || !grad) return RT_ERR(RT_ERR_INVALID, "offload.grad_to_host: NULL argument");
+    rt_offload_engine *e;
+    RT_TRY(rt_offload_engine_for("offload.grad_to_host", grad->meta.device, &e));
+    rt_tensor *c;
+    RT_TRY(rt_contiguous(grad, &c));
+    int rc = rt_offload_route_grad(e, p, c);
+    rt_tensor_release(c);
+    return rc;
+}
+
+/* ================================================================================================
+ * Budget, statistics, schedule control
+ * ============================================================================================== */
+
+static int check_device(const char *op, int device) {
+    if (device < RT_DEVICE_CPU || device >= MAX_ENGINES - 1)
+        return RT_ERR(RT_ERR_DEVICE,
+                      "%s: invalid device code %d (expected -1 for the cpu or a "
+                      "CUDA ordinal below %d)",
+                      op, device, MAX_ENGINES - 1);
+    return RT_OK;
+}
+
+int rt_offload_set_memory_budget(int device, int64_t bytes) {
+    static const char *op = "offload.set_memory_budget";
+    RT_TRY(check_device(op, device));
+    if (bytes < 0)
+        return RT_ERR(RT_ERR_INVALID, "%s: expected bytes >= 0 (0: no budget), got %lld", op,
+                      (long long)bytes);
+    pthread_mutex_lock(&g_lock);
+    rt_offload_engine *e = g_engines[device + 1];
+    pthread_mutex_unlock(&g_lock);
+    if (e && bytes > 0 && (int64_t)e->max_bytes > bytes) {
+        char b1[32], b2[32];
+        return RT_ERR(RT_ERR_INVALID,
+                      "%s: a budget of %s cannot hold the largest offloaded parameter (%s); "
+                      "expected at least that much",
+                      op, fmt_bytes(b1, sizeof b1, bytes),
+                      fmt_bytes(b2, sizeof b2, (int64_t)e->max_bytes));
+    }
+    g_budget[device + 1] = bytes;
+    if (!e) return RT_OK;
+    RT_TRY(engine_sync(e));
+    e->budget = bytes;
+    for (int i = 0; i < e->nslots; i++)
+        e->slots[i].resident = 0;
+    if (e->learned) RT_TRY(make_plan(e));
+    /* shrink: drop unused buffers beyond the new limits */
+    for (int i = e->nslots - 1; i >= 0; i--) {
+        slot *s = &e->slots[i];
+        if (s->dead || s->users) continue;
+        int over = s->resident
+                       ? 0
+                       : (bytes > 0 ? e->pool_bytes > bytes : stream_bytes(e) > stream_limit(e));
+        if (over) slot_drop(e, i);
+    }
+    return RT_OK;
+}
+
+int rt_offload_get_memory_budget(int device, int64_t *out) {
+    RT_TRY(check_device("offload.get_memory_budget", device));
+    *out = g_budget[device + 1];
+    return RT_OK;
+}
+
+int rt_offload_reset_schedule(int device) {
+    RT_TRY(check_device("offload.reset_schedule", device));
+    rt_offload_engine *e = g_engines[device + 1];
+    if (e) {
+        RT_TRY(engine_sync(e));
+        sched_clear(e);
+    }
+    return RT_OK;
+}
+
+int rt_offload_get_stats(int device, rt_offload_stats *out) {
+    RT_TRY(check_device("offload.stats", device));
+    memset(out, 0, sizeof *out);
+    out->budget = g_budget[device + 1];
+    rt_offload_engine *e = g_engines[device + 1];
+    if (!e) return RT_OK;
+    RT_TRY(engine_sync(e));
+    *out = e->st;
+    out->budget = e->budget;
+    out->pool_bytes = e->pool_bytes;
+    out->pool_peak_bytes = e->pool_peak;
+    out->schedule_length = e->learned ? e->nsched : 0;
+    int64_t resident = 0, streamed = 0;
+    for (int i = 0; i < e->nslots; i++)
+        if (e->slots[i].resident && e->slots[i].p) resident += (int64_t)e->slots[i].cap;
+    for (int i = 0; i < e->nplan; i++)
+        if (!e->plan[i].resident) streamed += (int64_t)e->plan[i].bytes;
+    out->resident_bytes = resident;
+    out->streamed_bytes = streamed;
+    return RT_OK;
+}
+
+int rt_offload_reset_stats(int device) {
+    RT_TRY(check_device("offload.reset_stats", device));
+    rt_offload_engine *e = g_engines[device + 1];
+    if (e) {
+        RT_TRY(engine_sync(e));
+        int64_t sl = e->st.schedule_length;
+        memset(&e->st, 0, sizeof e->st);
+        e->st.schedule_length = sl;
+        e->pool_peak = e->pool_bytes;
+    }
+    return RT_OK;
+}

@@ -1,0 +1,69 @@
+/* offload_internal.h: private interfaces of the offload engine (DESIGN section 5) shared by
+ * runtime/offload.c (the engine), runtime/offload_linear.c (the streamed linear op),
+ * runtime/arena.c (the host arena, DESIGN section 3) and kernels/cpu/cpu_streams.c (streams and
+ * events of the CPU backend). The engine drives every backend through an rt_device_api
+ * (runtime/device_api.h): the CUDA backend's, or rt_cpu_stream_api below, so one engine code path
+ * runs on both and a missing event wait shows up on the CPU as a wrong answer. */
+#ifndef RT_OFFLOAD_INTERNAL_H
+#define RT_OFFLOAD_INTERNAL_H
+
+#include "device_api.h"
+
+/* ================================================================================================
+ * CPU streams (kernels/cpu/cpu_streams.c)
+ *
+ * A stream is a worker thread with a FIFO of tasks (copies, event records, event waits). The
+ * compute stream on the CPU is the calling thread, named by a NULL stream: work "enqueued" on it
+ * runs at once, an event recorded on it completes at once, and waiting on an event blocks the
+ * caller. Only the stream, event and copy entries of the table are filled.
+ * ============================================================================================== */
+
+extern const rt_device_api rt_cpu_stream_api;
+/* Debugging races: sleep this many microseconds before each chunk (256 KiB) a CPU copy stream
+ * moves, so a consumer that does not wait for the copy reads stale data for certain. */
+void rt_cpu_streams_set_copy_delay_us(int us);
+
+/* ================================================================================================
+ * Host arena (runtime/arena.c)
+ * ============================================================================================== */
+
+/* Page-lock every arena chunk, now and later, through api->host_register (the CUDA backend's).
+ * Idempotent; a NULL host_register entry is not an error (the copies are then synchronous). */
+int rt_arena_register(const rt_device_api *api);
+/* Allocate nbytes (64-byte aligned) from the arena: *ptr and the byte offset in the segment. */
+int rt_arena_alloc(size_t nbytes, void **ptr, int64_t *offset);
+void rt_arena_free(int64_t offset, size_t nbytes);
+
+/* A tensor over foreign memory: its storage calls deleter(ctx, data) when the last reference
+ * dies (instead of the backend's free). The tensor is contiguous with the given geometry. */
+int rt_tensor_wrap(int ndim, const int64_t *shape, int dtype, int device, void *data, size_t nbytes,
+                   int memkind, void (*deleter)(void *ctx, void *data), void *ctx, rt_tensor **out);
+
+/* ================================================================================================
+ * The engine (runtime/offload.c), as used by the streamed ops (runtime/offload_linear.c)
+ * ============================================================================================== */
+
+typedef struct rt_offload_engine rt_offload_engine;
+
+enum { RT_OFFLOAD_FWD = 0, RT_OFFLOAD_BWD = 1 };
+
+/* The engine of a compute device (RT_DEVICE_CPU only while CPU streams are enabled). op names
+ * the caller in errors. */
+int rt_offload_engine_for(const char *op, int device, rt_offload_engine **out);
+/* Bring param p to the device as dtype (its master, or its shadow in that dtype) for use on the
+ * compute stream: returns a lease and the device pointer. The compute stream is ordered after the
+ * copy; the buffer stays the caller's until rt_offload_release. */
+int rt_offload_fetch(rt_offload_engine *e, rt_offload_param *p, int dtype, int phase, int *lease,
+                     void **dev_ptr);
+/* Give the buffer back once the work that reads it has been enqueued on the compute stream. */
+void rt_offload_release(rt_offload_engine *e, int lease);
+/* Send a gradient computed on the device (contiguous, p's shape) to p's host gradient: D2H on
+ * the D2H stream after the compute stream has produced it, then f32 accumulation on the host by
+ * the engine's host worker. grad is retained until its copy is done. */
+int rt_offload_route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad);
+void rt_offload_param_retain(rt_offload_param *p);
+rt_tensor *rt_offload_param_host(const rt_offload_param *p);
+int rt_offload_engine_device(const rt_offload_engine *e);
+const rt_backend *rt_offload_engine_backend(const rt_offload_engine *e);
+
+#endif /* RT_OFFLOAD_INTERNAL_H */

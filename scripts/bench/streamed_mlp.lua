@@ -1,0 +1,129 @@
+-- streamed_mlp.lua: issue 5's benchmark of the offload engine (DESIGN section 5): a model of
+-- --layers x (ramtorch.Linear(dim, dim) + ReLU) whose weights live in host memory and stream to the
+-- device, timed forward only and forward+backward at each token count, with the engine's statistics
+-- and the floor of DESIGN section 5's cost model: max(F / compute rate, streamed bytes / H2D rate).
+--
+--   ramtorch-lua scripts/bench/streamed_mlp.lua                           -- H200: 16 x 8192, T=1024,4096,16384
+--   ramtorch-lua scripts/bench/streamed_mlp.lua --autocast --dtype f32    -- f32 masters sent as bf16
+--   ramtorch-lua scripts/bench/streamed_mlp.lua --budget-frac 0.5         -- half the weights resident
+--   ramtorch-lua scripts/bench/streamed_mlp.lua --device cpu --layers 4 --dim 256 --tokens 64
+-- Prints one "RESULT" line per token count.
+local torch = require("ramtorch")
+local nn = require("ramtorch.nn")
+local flags = require("ramtorch.flags")
+local timer = require("ramtorch.timer")
+local offload = require("ramtorch.offload")
+local amp = require("ramtorch.amp")
+
+local opts = flags.parse(arg, {
+  { "device", "cuda", "compute device (cuda, cuda:N or cpu; cpu runs the engine's CPU mode)" },
+  { "layers", 16, "number of Linear(dim, dim) + ReLU blocks" },
+  { "dim", 8192, "features" },
+  { "tokens", "1024,4096,16384", "comma-separated token counts (rows of the input)" },
+  { "dtype", "bf16", "parameter dtype (bf16 or f32)" },
+  { "autocast", false, "run under ramtorch.amp.autocast(\"bf16\") (f32 masters cross the bus as bf16)" },
+  { "budget-frac", 0, "memory budget as a fraction of the streamed weight bytes (0: no budget; 1: all resident)" },
+  { "steps", 5, "timed iterations per measurement" },
+  { "warmup", 2, "untimed iterations first (the first learns the schedule)" },
+  { "backward", true, "also time forward+backward" },
+  { "h2d-gbps", 55, "host-to-device bandwidth for the floor (GB/s; H200: 55)" },
+  { "tflops", 800, "dense compute rate for the floor (TFLOP/s; H200 bf16: 800)" },
+}, "usage: ramtorch-lua scripts/bench/streamed_mlp.lua [options]")
+
+local dev = opts.device
+local on_cpu = dev == "cpu"
+if on_cpu then offload.enable_cpu_streams(true) end
+local dtype = torch.float32
+if opts.dtype == "bf16" or opts.dtype == "bfloat16" then dtype = torch.bfloat16
+elseif opts.dtype ~= "f32" and opts.dtype ~= "float32" then error("--dtype: expected bf16 or f32, got " .. opts.dtype, 0) end
+local compute_dtype = opts.autocast and torch.bfloat16 or dtype
+
+local function sync()
+  if on_cpu then offload.synchronize() else torch.cuda.synchronize() end
+end
+
+-- ---- the model ---------------------------------------------------------------------------------------
+local blocks = {}
+for i = 1, opts.layers do
+  blocks[#blocks + 1] = torch.Linear(opts.dim, opts.dim, { dtype = dtype, device = dev, skip_init = true })
+  blocks[#blocks + 1] = nn.ReLU()
+end
+local model = nn.Sequential(blocks)
+torch.no_grad(function()
+  for _, p in ipairs(model:parameters()) do p:uniform_(-1 / math.sqrt(opts.dim), 1 / math.sqrt(opts.dim)) end
+end)
+model:to(dev) -- leaves the ramtorch parameters on the host
+
+local streamed = 0 -- bytes of weights that cross the bus per pass (transfer dtype)
+for _, p in ipairs(model:parameters()) do streamed = streamed + p:numel() * compute_dtype.itemsize end
+local budget = math.floor(opts.budget_frac * streamed)
+if opts.budget_frac >= 1 then budget = streamed + 2 ^ 20 end
+offload.set_memory_budget(budget, dev)
+
+local function run(fn)
+  if opts.autocast then return amp.autocast("bf16", fn) end
+  return fn()
+end
+
+local function time_it(T, backward)
+  local x = torch.randn({ T, opts.dim }, { dtype = compute_dtype, device = dev })
+  local function once()
+    if backward then
+      local y = run(function() return model(x) end)
+      y:sum():backward()
+      model:zero_grad()
+    else
+      torch.no_grad(function() return run(function() return model(x) end) end)
+    end
+  end
+  for _ = 1, opts.warmup do once() end
+  sync()
+  offload.reset_stats(dev)
+  if not on_cpu then torch.cuda.reset_peak_memory_stats() end
+  local t0 = timer.now()
+  for _ = 1, opts.steps do once() end
+  sync()
+  return (timer.now() - t0) / opts.steps * 1e3
+end
+
+local function fmt_bytes(b)
+  if b >= 2 ^ 30 then return ("%.2f GiB"):format(b / 2 ^ 30) end
+  return ("%.1f MiB"):format(b / 2 ^ 20)
+end
+
+print(("streamed_mlp: %d x Linear(%d, %d) on %s, %s parameters%s, %s of weights per pass, budget %s"):format(
+  opts.layers, opts.dim, opts.dim, dev, tostring(dtype), opts.autocast and " under bf16 autocast" or "",
+  fmt_bytes(streamed), budget > 0 and fmt_bytes(budget) or "none"))
+for tok in opts.tokens:gmatch("[^,]+") do
+  local T = tonumber(tok)
+  local fwd_ms = time_it(T, false)
+  local fst = offload.stats(dev)
+  local bwd_ms, bst = nil, nil
+  if opts.backward then
+    bwd_ms = time_it(T, true)
+    bst = offload.stats(dev)
+  end
+  local flops = 2 * T * opts.dim * opts.dim * opts.layers
+  local h2d = opts.h2d_gbps * 1e9
+  local function floor_ms(passes, bytes_per_step)
+    return math.max(passes * flops / (opts.tflops * 1e12), bytes_per_step / h2d) * 1e3
+  end
+  local per = opts.steps
+  local f_floor = floor_ms(1, fst.h2d_bytes / per)
+  print(("T=%d forward: %.2f ms (floor %.2f ms) | H2D %.1f MiB/pass, waited %.2f ms/pass, stalls %d, hits %d/%d, resident %s, streamed %s, pool peak %s")
+    :format(T, fwd_ms, f_floor, fst.h2d_bytes / per / 2 ^ 20, fst.wait_ms / per, fst.stalls, fst.hits, fst.fetches,
+            fmt_bytes(fst.resident_bytes), fmt_bytes(fst.streamed_bytes), fmt_bytes(fst.pool_peak_bytes)))
+  local line = ("RESULT T=%d fwd_ms=%.2f"):format(T, fwd_ms)
+  if bst then
+    local b_floor = floor_ms(3, math.max(bst.h2d_bytes, bst.d2h_bytes) / per)
+    print(("T=%d forward+backward: %.2f ms (floor %.2f ms) | H2D %.1f MiB/step, D2H %.1f MiB/step, waited %.2f ms/step, stalls %d, hits %d/%d, prefetches %d")
+      :format(T, bwd_ms, b_floor, bst.h2d_bytes / per / 2 ^ 20, bst.d2h_bytes / per / 2 ^ 20, bst.wait_ms / per,
+              bst.stalls, bst.hits, bst.fetches, bst.prefetches))
+    line = line .. (" fwd_bwd_ms=%.2f floor_fwd_bwd_ms=%.2f"):format(bwd_ms, b_floor)
+  end
+  if not on_cpu then
+    line = line .. (" peak_gpu=%s"):format(fmt_bytes(torch.cuda.max_memory_allocated()))
+  end
+  print(line)
+  collectgarbage()
+end

@@ -1,0 +1,220 @@
+-- train_gpt.lua: the second job. A character-level GPT (ramtorch.models.gpt) trained on the fortune
+-- cookies of Debian's `fortunes` package (/usr/share/games/fortunes), with a progress bar, validation
+-- loss, checkpoints that resume bit for bit (torch.save_checkpoint / load_checkpoint), and text
+-- generated at the end. The last line printed carries val_loss and its value.
+--
+--   ramtorch-lua scripts/train_gpt.lua [--steps 300] [--batch-size 16] [--block-size 64] [--n-layer 2]
+--                                      [--n-embd 64] [--n-head 4] [--lr 3e-3] [--out out/gpt]
+--                                      [--resume] [--device cpu] [--help]
+--
+-- --resume continues from <out>/checkpoint.safetensors up to --steps (the same flags as the first
+-- run; the data order comes from the generator, whose state the checkpoint holds).
+local torch = require("ramtorch")
+local optim = require("ramtorch.optim")
+local flags = require("ramtorch.flags")
+local Progress = require("ramtorch.progress")
+local gpt = require("ramtorch.models.gpt")
+local core = require("ramtorch.core")
+local ffi = require("ffi")
+local C = torch.C
+
+local ok, opts = pcall(flags.parse, arg or {}, {
+  { "steps", 300, "optimizer steps in total (a resumed run continues up to this)" },
+  { "batch-size", 16, "sequences per step" },
+  { "block-size", 64, "context length in characters" },
+  { "n-layer", 2, "transformer blocks" },
+  { "n-embd", 64, "model width" },
+  { "n-head", 4, "attention heads" },
+  { "dropout", 0.0, "dropout probability" },
+  { "rotary", false, "rotary position embeddings instead of learned positions" },
+  { "lr", 3e-3, "peak AdamW learning rate (linear warmup, cosine decay)" },
+  { "warmup", 20, "warmup steps" },
+  { "weight-decay", 0.1, "AdamW weight decay" },
+  { "eval-every", 100, "steps between validation losses" },
+  { "eval-batches", 8, "batches per validation loss" },
+  { "ckpt-every", 100, "steps between checkpoints (and one at the end)" },
+  { "out", "out/gpt", "folder for checkpoint.safetensors and model.safetensors" },
+  { "resume", false, "continue from <out>/checkpoint.safetensors" },
+  { "stop-at", 0, "stop after this step with a checkpoint (0: never), to interrupt a run on purpose" },
+  { "device", "cpu", "where the model runs (cpu, cuda, cuda:N)" },
+  { "data", "/usr/share/games/fortunes", "folder of fortune files (strfile format, '%' lines separate)" },
+  { "generate", 400, "characters to generate at the end" },
+  { "temperature", 0.8, "sampling temperature" },
+  { "top-k", 20, "sample among the k most likely characters" },
+  { "seed", 1337, "random seed" },
+  { "threads", 1, "CPU threads (0: the runtime's default; the small default model runs best on one)" },
+}, "usage: ramtorch-lua scripts/train_gpt.lua [options]\n\nTrains a character-level GPT on fortune cookies.")
+if not ok then
+  io.stderr:write("train_gpt: ", tostring(opts), "\n")
+  os.exit(2)
+end
+if opts.steps < 1 or opts.batch_size < 1 or opts.block_size < 2 or opts.lr <= 0 then
+  io.stderr:write("train_gpt: --steps and --batch-size must be >= 1, --block-size >= 2, --lr > 0\n")
+  os.exit(2)
+end
+if opts.threads > 0 then torch.set_num_threads(opts.threads) end
+torch.manual_seed(opts.seed)
+local device = opts.device
+
+-- ---- data: every fortune file, fortunes separated by blank lines ----------------------------------------
+local function list_files(dir)
+  local p = io.popen(("ls -1 '%s' 2>/dev/null"):format(dir))
+  local files = {}
+  for name in p:lines() do
+    if not name:match("%.dat$") and not name:match("%.u8$") and name ~= "ascii-art" then
+      files[#files + 1] = dir .. "/" .. name
+    end
+  end
+  p:close()
+  return files
+end
+
+local files = list_files(opts.data)
+local parts = {}
+for _, path in ipairs(files) do
+  local f = io.open(path, "rb")
+  if f then
+    local s = f:read("*a")
+    f:close()
+    if s and #s > 0 and not s:find("\0", 1, true) then
+      parts[#parts + 1] = (s:gsub("\r", ""):gsub("\n%%\n", "\n\n"))
+    end
+  end
+end
+if #parts == 0 then
+  io.stderr:write(("train_gpt: no fortune files in %s (install them: apt-get install fortunes)\n"):format(opts.data))
+  os.exit(1)
+end
+local text = table.concat(parts, "\n")
+
+-- the vocabulary: the sorted set of bytes that occur
+local seen, itos, stoi = {}, {}, {}
+for i = 1, #text do seen[text:byte(i)] = true end
+for b = 0, 255 do
+  if seen[b] then
+    itos[#itos + 1] = string.char(b)
+    stoi[b] = #itos - 1
+  end
+end
+local V = #itos
+
+local n = #text
+local buf = ffi.new("int64_t[?]", n)
+for i = 1, n do buf[i - 1] = stoi[text:byte(i)] end
+local shape = ffi.new("int64_t[1]", n)
+local all = core.result(C.rt_from_host(1, shape, core.int64.code, -1, buf, core.int64.code, core.box))
+buf = nil
+local n_train = math.floor(n * 0.9)
+local train_data, val_data = all:narrow(0, 0, n_train), all:narrow(0, n_train, n - n_train)
+local T, B = opts.block_size, opts.batch_size
+local offsets = torch.arange(T, { dtype = torch.int64 }):view(1, T)
+
+-- a batch of B windows at generator-drawn starts: x (B, T) and y = x shifted by one
+local function get_batch(d)
+  local starts = torch.randint(0, d:numel() - T - 1, { B, 1 })
+  local idx = (starts + offsets):view(-1)
+  local x = d:index_select(0, idx):view(B, T)
+  local y = d:index_select(0, idx + 1):view(B, T)
+  return x:to(device), y:to(device)
+end
+
+-- ---- model, optimizer, schedule ---------------------------------------------------------------------------
+local model = gpt.GPT({ vocab_size = V, block_size = T, n_layer = opts.n_layer, n_head = opts.n_head,
+                        n_embd = opts.n_embd, dropout = opts.dropout, rotary = opts.rotary })
+model:to(device)
+local optimizer = optim.AdamW(model:parameters(), { lr = opts.lr, weight_decay = opts.weight_decay,
+                                                   betas = { 0.9, 0.99 } })
+local warm = math.max(1, math.min(opts.warmup, opts.steps - 1))
+local lr_sched = optim.lr_scheduler
+local scheduler = lr_sched.SequentialLR(optimizer, {
+  lr_sched.LinearLR(optimizer, { start_factor = 0.05, end_factor = 1, total_iters = warm }),
+  lr_sched.CosineAnnealingLR(optimizer, math.max(1, opts.steps - warm), opts.lr * 0.1),
+}, { warm })
+
+os.execute(("mkdir -p '%s'"):format(opts.out))
+local ckpt_path = opts.out .. "/checkpoint.safetensors"
+local step = 0
+if opts.resume then
+  local f = io.open(ckpt_path, "rb")
+  if not f then
+    io.stderr:write(("train_gpt: --resume: no checkpoint at %s\n"):format(ckpt_path))
+    os.exit(1)
+  end
+  f:close()
+  local info = torch.load_checkpoint(ckpt_path, { model = model, optimizer = optimizer, scheduler = scheduler })
+  step = info.step or 0
+  print(("train_gpt: resumed from %s at step %d"):format(ckpt_path, step))
+end
+
+print(("train_gpt: %d characters from %d files, vocabulary %d, train %d / val %d; GPT %d layers, width %d, %d heads, "
+       .. "context %d (%d parameters), device %s, %d threads")
+  :format(n, #parts, V, n_train, n - n_train, opts.n_layer, opts.n_embd, opts.n_head, T, model:num_parameters(),
+          device, torch.get_num_threads()))
+
+local function estimate_val()
+  model:eval()
+  local total = 0
+  -- validation batches come from their own generator state so training draws stay the same
+  local saved = torch.get_rng_state()
+  torch.manual_seed(opts.seed + 1)
+  torch.no_grad(function()
+    for _ = 1, opts.eval_batches do
+      local x, y = get_batch(val_data)
+      local _, loss = model(x, y)
+      total = total + loss:item()
+    end
+  end)
+  torch.set_rng_state(saved)
+  model:train()
+  return total / opts.eval_batches
+end
+
+local function save_ckpt()
+  torch.save_checkpoint(ckpt_path, { model = model, optimizer = optimizer, scheduler = scheduler, step = step,
+                                     data_position = step * B, extra = { vocab = table.concat(itos) } })
+end
+
+-- ---- training ------------------------------------------------------------------------------------------------
+model:train()
+local bar = Progress.new({ total = opts.steps, desc = "train", every = math.max(1, math.floor(opts.steps / 10)) })
+local val_loss
+local loss_ema
+while step < opts.steps do
+  local x, y = get_batch(train_data)
+  local _, loss = model(x, y)
+  optimizer:zero_grad()
+  loss:backward()
+  torch.nn.utils.clip_grad_norm_(model:parameters(), 1.0)
+  optimizer:step()
+  scheduler:step()
+  step = step + 1
+  local l = loss:item()
+  loss_ema = loss_ema and (0.9 * loss_ema + 0.1 * l) or l
+  local values = { loss = loss_ema, lr = optimizer.param_groups[1].lr }
+  if step % opts.eval_every == 0 or step == opts.steps then
+    val_loss = estimate_val()
+    values.val = val_loss
+  end
+  bar:update(step, B * T, values)
+  if step % opts.ckpt_every == 0 or step == opts.steps or step == opts.stop_at then save_ckpt() end
+  if step == opts.stop_at then break end
+end
+local seconds = bar:close()
+val_loss = val_loss or estimate_val()
+-- the vocabulary as byte values ("10,32,33,..."): some fortune files are Latin-1, not UTF-8
+local vocab_bytes = {}
+for i, ch in ipairs(itos) do vocab_bytes[i] = tostring(ch:byte()) end
+torch.save(model:state_dict(), opts.out .. "/model.safetensors", { vocab_bytes = table.concat(vocab_bytes, ",") })
+print(("train_gpt: %d steps in %.1f s; checkpoint %s"):format(step, seconds, ckpt_path))
+
+-- ---- generation ------------------------------------------------------------------------------------------------
+if opts.generate > 0 then
+  local start = torch.tensor({ { stoi[("\n"):byte()] or 0 } }, { dtype = torch.int64 }):to(device)
+  local out = model:generate(start, opts.generate, { temperature = opts.temperature, top_k = opts.top_k })
+  local chars = {}
+  for i, id in ipairs(out:reshape(-1):to("cpu"):totable()) do if i > 1 then chars[#chars + 1] = itos[id + 1] end end
+  print("---- generated ----")
+  print(table.concat(chars))
+  print("-------------------")
+end
+print(("val_loss %.4f"):format(val_loss))

@@ -107,7 +107,14 @@ struct rt_offload_param {
     int shadow_version;    /* master version the shadow was made from */
     rt_event *shadow_busy; /* recorded after each copy that reads the shadow */
     const rt_device_api *shadow_api;
+    /* gradient-complete callback of an overlapped optimizer update (runtime/host_optim.c), and
+     * the gradient counts since the last reset; under g_ov_lock */
+    rt_offload_grad_cb on_grad;
+    void *on_grad_ctx;
+    int expected, routed, arrived, fired, late;
 };
+
+static pthread_mutex_t g_ov_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int version_of(const rt_tensor *t) {
     return atomic_load(&t->storage->version);
@@ -193,6 +200,71 @@ int rt_offload_refresh_shadow(rt_offload_param *p, int dtype) {
     return refresh_shadow(p, dtype, &r);
 }
 
+/* The optimizer writes the shadow in its own pass over the master: wait for copies still reading
+ * the old shadow, hand out its pointer (NULL when p has none yet: the lazy refresh makes it when
+ * first needed); after the update and the master's version bump, mark it fresh. */
+int rt_offload_param_shadow_for_write(rt_offload_param *p, void **ptr, int *dtype) {
+    *ptr = NULL;
+    *dtype = -1;
+    if (!p->shadow || p->host->meta.dtype != RT_F32) return RT_OK;
+    if (p->shadow_busy) RT_TRY(p->shadow_api->event_synchronize(p->shadow_busy));
+    *ptr = rt_tensor_data_ptr(p->shadow);
+    *dtype = p->shadow_dtype;
+    return RT_OK;
+}
+
+void rt_offload_param_shadow_written(rt_offload_param *p) {
+    p->shadow_version = version_of(p->host);
+}
+
+void *rt_offload_param_set_grad_cb(rt_offload_param *p, rt_offload_grad_cb cb, void *ctx,
+                                   int expected) {
+    pthread_mutex_lock(&g_ov_lock);
+    void *prev = p->on_grad_ctx;
+    p->on_grad = cb;
+    p->on_grad_ctx = ctx;
+    p->expected = expected;
+    pthread_mutex_unlock(&g_ov_lock);
+    return prev;
+}
+
+void rt_offload_param_grad_counts(rt_offload_param *p, int *routed, int *arrived, int *fired,
+                                  int *late) {
+    pthread_mutex_lock(&g_ov_lock);
+    *routed = p->routed;
+    *arrived = p->arrived;
+    *fired = p->fired;
+    *late = p->late;
+    pthread_mutex_unlock(&g_ov_lock);
+}
+
+void rt_offload_param_reset_grad_counts(rt_offload_param *p) {
+    pthread_mutex_lock(&g_ov_lock);
+    p->routed = p->arrived = p->fired = p->late = 0;
+    pthread_mutex_unlock(&g_ov_lock);
+}
+
+/* On the host worker, after a gradient of p has been accumulated: run p's callback when this was
+ * the last gradient it waits for; a gradient after that is late (the update has used an incomplete
+ * gradient) and is reported by rt_offload_param_grad_counts. */
+static void grad_arrived(rt_offload_param *p, rt_tensor *host_grad) {
+    rt_offload_grad_cb cb = NULL;
+    void *ctx = NULL;
+    pthread_mutex_lock(&g_ov_lock);
+    p->arrived++;
+    if (p->on_grad) {
+        if (p->fired)
+            p->late = 1;
+        else if (p->arrived == p->expected) {
+            cb = p->on_grad;
+            ctx = p->on_grad_ctx;
+            p->fired = 1;
+        }
+    }
+    pthread_mutex_unlock(&g_ov_lock);
+    if (cb) cb(ctx, p, host_grad);
+}
+
 static size_t transfer_bytes(const rt_offload_param *p, int dtype) {
     return (size_t)p->host->meta.numel * rt_dtype_size(dtype);
 }
@@ -232,6 +304,7 @@ typedef struct grad_task {
     rt_event *done;
     rt_tensor *grad; /* device gradient, kept alive until its copy is done */
     rt_tensor *host_grad;
+    rt_offload_param *param; /* retained: its gradient counts and callback */
     int staging; /* index in the staging pool, or -1 when copied straight into host_grad */
     int src_dtype;
     int64_t numel;
@@ -436,6 +509,8 @@ static void *worker_main(void *arg) {
             accumulate(rt_tensor_data_ptr(t->host_grad), t->host_grad->meta.dtype, src,
                        t->src_dtype, t->numel, t->add);
         }
+        grad_arrived(t->param, t->host_grad);
+        rt_offload_param_release(t->param);
         rt_tensor_release(t->grad);
         rt_tensor_release(t->host_grad);
         ev_put(e, t->done);
@@ -1067,6 +1142,11 @@ int rt_offload_route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *
     t->done = done;
     t->grad = grad;
     t->host_grad = hg;
+    rt_offload_param_retain(p);
+    t->param = p;
+    pthread_mutex_lock(&g_ov_lock);
+    p->routed++;
+    pthread_mutex_unlock(&g_ov_lock);
     t->staging = stg;
     t->src_dtype = gd;
     t->numel = grad->meta.numel;

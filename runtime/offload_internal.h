@@ -66,4 +66,26 @@ rt_tensor *rt_offload_param_host(const rt_offload_param *p);
 int rt_offload_engine_device(const rt_offload_engine *e);
 const rt_backend *rt_offload_engine_backend(const rt_offload_engine *e);
 
+/* ================================================================================================
+ * Hooks for the host optimizer (runtime/host_optim.c; runtime/offload.c implements them)
+ * ============================================================================================== */
+
+/* p's bf16/f16 transfer shadow for the optimizer to write in its pass over the master (waits for
+ * copies still reading it); *ptr NULL when p has no shadow. After the update (and the master's
+ * version bump) rt_offload_param_shadow_written marks it fresh, so no lazy refresh follows. */
+int rt_offload_param_shadow_for_write(rt_offload_param *p, void **ptr, int *dtype);
+void rt_offload_param_shadow_written(rt_offload_param *p);
+
+/* Gradient-complete callback: runs on the engine's host worker thread (never Lua) right after the
+ * expected-th gradient of p since the last reset has been accumulated into host_grad. cb NULL
+ * disarms. Counts: gradients routed to the host (compute thread), accumulated (worker), whether
+ * the callback ran, and whether a gradient arrived after it ran. */
+typedef void (*rt_offload_grad_cb)(void *ctx, rt_offload_param *p, rt_tensor *host_grad);
+/* Returns the previous ctx. */
+void *rt_offload_param_set_grad_cb(rt_offload_param *p, rt_offload_grad_cb cb, void *ctx,
+                                   int expected);
+void rt_offload_param_grad_counts(rt_offload_param *p, int *routed, int *arrived, int *fired,
+                                  int *late);
+void rt_offload_param_reset_grad_counts(rt_offload_param *p);
+
 #endif /* RT_OFFLOAD_INTERNAL_H */

@@ -8,6 +8,13 @@
 
 atomic_llong rt_g_live_tensors;
 atomic_llong rt_g_host_bytes;
+/* Bytes of tensor storage allocated (any device) since Lua last reset the counter. Lua frees tensors
+ * only when its garbage collector runs their finalizers, and it does not see the bytes behind them;
+ * it reads this through rt_alloc_pressure() after each op and collects once enough was allocated,
+ * so a training loop reuses memory instead of growing until the next natural collection. */
+static int64_t g_alloc_pressure;
+
+int64_t *rt_alloc_pressure(void) { return &g_alloc_pressure; }
 
 int64_t rt_live_tensors(void) {
     return atomic_load(&rt_g_live_tensors);
@@ -313,6 +320,7 @@ static int storage_new(int device, size_t nbytes, rt_storage **out) {
     s->memkind = memkind;
     s->backend = be;
     if (device == RT_DEVICE_CPU) atomic_fetch_add(&rt_g_host_bytes, (long long)nbytes);
+    __atomic_fetch_add(&g_alloc_pressure, (int64_t)nbytes, __ATOMIC_RELAXED);
     *out = s;
     return RT_OK;
 }

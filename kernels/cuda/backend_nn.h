@@ -8,33 +8,32 @@
 
 int rtc_be_softmax(const rt_kview *out, const rt_kview *x, int dim, int log_);
 int rtc_be_softmax_backward(const rt_kview *grad_in, const rt_kview *grad_out, const rt_kview *y,
-                             int dim, int log_);
+                            int dim, int log_);
 int rtc_be_cross_entropy(const rt_kview *loss, const rt_kview *valid, const rt_kview *logits,
-                          const rt_kview *target, int64_t ignore_index, double label_smoothing);
+                         const rt_kview *target, int64_t ignore_index, double label_smoothing);
 int rtc_be_cross_entropy_backward(const rt_kview *grad_logits, const rt_kview *grad_loss,
-                                   const rt_kview *logits, const rt_kview *target,
-                                   int64_t ignore_index, double label_smoothing);
+                                  const rt_kview *logits, const rt_kview *target,
+                                  int64_t ignore_index, double label_smoothing);
 int rtc_be_embedding(const rt_kview *out, const rt_kview *weight, const rt_kview *indices);
 int rtc_be_embedding_backward(const rt_kview *grad_weight, const rt_kview *grad_out,
-                               const rt_kview *indices);
+                              const rt_kview *indices);
 int rtc_be_layer_norm(const rt_kview *out, const rt_kview *mean, const rt_kview *rstd,
-                       const rt_kview *x, const rt_kview *weight, const rt_kview *bias,
-                       double eps);
+                      const rt_kview *x, const rt_kview *weight, const rt_kview *bias, double eps);
 int rtc_be_layer_norm_backward(const rt_kview *grad_x, const rt_kview *grad_weight,
-                                const rt_kview *grad_bias, const rt_kview *grad_out,
-                                const rt_kview *x, const rt_kview *mean, const rt_kview *rstd,
-                                const rt_kview *weight);
+                               const rt_kview *grad_bias, const rt_kview *grad_out,
+                               const rt_kview *x, const rt_kview *mean, const rt_kview *rstd,
+                               const rt_kview *weight);
 int rtc_be_dropout(const rt_kview *out, const rt_kview *x, double p, uint64_t seed,
-                    uint64_t offset);
+                   uint64_t offset);
 int rtc_be_reduce_with_indices(int op, const rt_kview *values, const rt_kview *indices,
-                                const rt_kview *a, int dim);
+                               const rt_kview *a, int dim);
 int rtc_be_index_select(const rt_kview *out, const rt_kview *src, int dim, const rt_kview *idx);
 int rtc_be_index_add(const rt_kview *out, const rt_kview *src, int dim, const rt_kview *idx);
 int rtc_be_adamw_step(const rt_kview *param, const rt_kview *grad, const rt_kview *exp_avg,
-                       const rt_kview *exp_avg_sq, double lr, double beta1, double beta2,
-                       double eps, double weight_decay, int64_t step);
+                      const rt_kview *exp_avg_sq, double lr, double beta1, double beta2, double eps,
+                      double weight_decay, int64_t step);
 int rtc_be_sgd_step(const rt_kview *param, const rt_kview *grad, const rt_kview *buf, double lr,
-                     double momentum, double dampening, double weight_decay, int nesterov,
-                     int first_step);
+                    double momentum, double dampening, double weight_decay, int nesterov,
+                    int first_step);
 
 #endif /* RT_CUDA_BACKEND_NN_H */

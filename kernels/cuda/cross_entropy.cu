@@ -136,8 +136,8 @@ __global__ void k_ce_bwd(ce_geo g, T *__restrict__ gx, const char *gl, int gdt,
     }
 }
 
-static ce_geo ce_geo_of(const rtc_view *x, const rtc_view *t, const rtc_view *l,
-                        const rtc_view *v, const rtc_view *gx) {
+static ce_geo ce_geo_of(const rtc_view *x, const rtc_view *t, const rtc_view *l, const rtc_view *v,
+                        const rtc_view *gx) {
     ce_geo g;
     g.N = x->shape[0], g.C = x->shape[1], g.S = x->shape[2];
     g.xs0 = x->strides[0], g.xs1 = x->strides[1], g.xs2 = x->strides[2];
@@ -153,8 +153,8 @@ static ce_geo ce_geo_of(const rtc_view *x, const rtc_view *t, const rtc_view *l,
 static int ce_mode(const ce_geo &g, const rtc_view *x, int esize) {
     if (g.xs1 != 1) return 0;
     int V = 16 / esize;
-    bool vec = g.C % V == 0 && rtc_aligned16(x->data) &&
-               (g.N == 1 || (g.xs0 * esize) % 16 == 0) && (g.S == 1 || (g.xs2 * esize) % 16 == 0);
+    bool vec = g.C % V == 0 && rtc_aligned16(x->data) && (g.N == 1 || (g.xs0 * esize) % 16 == 0) &&
+               (g.S == 1 || (g.xs2 * esize) % 16 == 0);
     return vec ? 2 : 1;
 }
 
@@ -214,8 +214,8 @@ static int ce_bwd_t(const rtc_view *gx, const rtc_view *gl, const rtc_view *logi
     const T *xp = (const T *)logits->data;
     const int64_t *tp = (const int64_t *)target->data;
     if (mode == 0) {
-        k_ce_bwd<T, 0><<<rtc_grid(rows, RTC_BLOCK), RTC_BLOCK, 0, st>>>(
-            g, gp, gl->data, gl->dtype, xp, tp, ignore_index, eps);
+        k_ce_bwd<T, 0><<<rtc_grid(rows, RTC_BLOCK), RTC_BLOCK, 0, st>>>(g, gp, gl->data, gl->dtype,
+                                                                        xp, tp, ignore_index, eps);
     } else {
         int64_t nb = (rows + CE_WARPS - 1) / CE_WARPS, cap = (int64_t)rtc_sm_count() * 64;
         unsigned grid = (unsigned)(nb < cap ? nb : cap);
@@ -243,8 +243,7 @@ extern "C" int rtc_cross_entropy(const rtc_view *loss, const rtc_view *valid,
     case RT_F32:
         return ce_fwd_t<float>(loss, valid, logits, target, ignore_index, label_smoothing);
     case RT_BF16:
-        return ce_fwd_t<__nv_bfloat16>(loss, valid, logits, target, ignore_index,
-                                       label_smoothing);
+        return ce_fwd_t<__nv_bfloat16>(loss, valid, logits, target, ignore_index, label_smoothing);
     case RT_F16:
         return ce_fwd_t<__half>(loss, valid, logits, target, ignore_index, label_smoothing);
     case RT_F64:

@@ -74,14 +74,14 @@ extern "C" int rtc_dropout(const rtc_view *out, const rtc_view *x, double p, uin
                 scale, seed, offset);
             break;
         case RT_F16:
-            k_dropout_contig<__half><<<grid, RTC_BLOCK, 0, st>>>(
-                n, (const __half *)x->data, (__half *)out->data, thresh, fscale, scale, seed,
-                offset);
+            k_dropout_contig<__half><<<grid, RTC_BLOCK, 0, st>>>(n, (const __half *)x->data,
+                                                                 (__half *)out->data, thresh,
+                                                                 fscale, scale, seed, offset);
             break;
         case RT_F64:
-            k_dropout_contig<double><<<grid, RTC_BLOCK, 0, st>>>(
-                n, (const double *)x->data, (double *)out->data, thresh, fscale, scale, seed,
-                offset);
+            k_dropout_contig<double><<<grid, RTC_BLOCK, 0, st>>>(n, (const double *)x->data,
+                                                                 (double *)out->data, thresh,
+                                                                 fscale, scale, seed, offset);
             break;
         default:
             k_dropout_gen<<<grid, RTC_BLOCK, 0, st>>>(g, out->data, out->dtype, x->data, x->dtype,

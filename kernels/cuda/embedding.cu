@@ -76,16 +76,16 @@ extern "C" int rtc_embedding(const rtc_view *out, const rtc_view *weight, const 
         k_emb_vec<<<rtc_grid(g.n * (g.D * g.es / 16), RTC_BLOCK), RTC_BLOCK, 0, st>>>(
             g, weight->data, out->data, indices->data, bad);
     else
-        k_emb_gen<<<rtc_grid(g.n * g.D, RTC_BLOCK), RTC_BLOCK, 0, st>>>(
-            g, weight->data, out->data, indices->data, bad);
+        k_emb_gen<<<rtc_grid(g.n * g.D, RTC_BLOCK), RTC_BLOCK, 0, st>>>(g, weight->data, out->data,
+                                                                        indices->data, bad);
     cudaError_t le = cudaGetLastError();
     unsigned long long pos;
     int rc = rtc_bad_read("embedding", bad, &pos);
     RTC_CUDA_TRY("embedding", le);
     RTC_TRY(rc);
     if (pos != RTC_NO_BAD) {
-        int64_t k = rtc_peek_index(indices->data + (int64_t)pos * g.is * rtc_dtype_size(g.idt),
-                                   g.idt);
+        int64_t k =
+            rtc_peek_index(indices->data + (int64_t)pos * g.is * rtc_dtype_size(g.idt), g.idt);
         return RTC_ERR(RT_ERR_INDEX,
                        "embedding: index %lld is out of range for an embedding of %lld rows "
                        "(expected 0..%lld), at flat position %lld",
@@ -134,9 +134,8 @@ extern "C" int rtc_embedding_backward(const rtc_view *grad_weight, const rtc_vie
     g.ws0 = g.ws1 = 0;
     cudaStream_t st = rtc_stream();
     unsigned grid = (unsigned)((g.D + 127) / 128);
-    if (grad_weight->dtype == RT_F32 && grad_out->dtype == RT_F32 &&
-        grad_weight->strides[1] == 1 && grad_weight->strides[0] == g.D && g.os1 == 1 &&
-        g.os0 == g.D)
+    if (grad_weight->dtype == RT_F32 && grad_out->dtype == RT_F32 && grad_weight->strides[1] == 1 &&
+        grad_weight->strides[0] == g.D && g.os1 == 1 && g.os0 == g.D)
         k_emb_bwd_f32<<<grid, 128, 0, st>>>(g.n, g.V, g.D, (float *)grad_weight->data,
                                             (const float *)grad_out->data, indices->data, g.idt,
                                             g.is);

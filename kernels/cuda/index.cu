@@ -28,8 +28,8 @@ static int check_indices(const char *op, const rtc_view *idx, int64_t size, int 
     if (n == 0) return RT_OK;
     unsigned long long *bad;
     RTC_TRY(rtc_bad_alloc(op, &bad));
-    k_check_idx<<<rtc_grid(n, RTC_BLOCK), RTC_BLOCK, 0, rtc_stream()>>>(
-        (const int64_t *)idx->data, n, st, size, bad);
+    k_check_idx<<<rtc_grid(n, RTC_BLOCK), RTC_BLOCK, 0, rtc_stream()>>>((const int64_t *)idx->data,
+                                                                        n, st, size, bad);
     cudaError_t le = cudaGetLastError();
     unsigned long long pos;
     int rc = rtc_bad_read(op, bad, &pos);

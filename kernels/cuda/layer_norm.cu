@@ -13,18 +13,10 @@
 #define LN_WARPS 8
 
 template <typename T> struct dtype_of;
-template <> struct dtype_of<float> {
-    static const int v = RT_F32;
-};
-template <> struct dtype_of<double> {
-    static const int v = RT_F64;
-};
-template <> struct dtype_of<__nv_bfloat16> {
-    static const int v = RT_BF16;
-};
-template <> struct dtype_of<__half> {
-    static const int v = RT_F16;
-};
+template <> struct dtype_of<float> { static const int v = RT_F32; };
+template <> struct dtype_of<double> { static const int v = RT_F64; };
+template <> struct dtype_of<__nv_bfloat16> { static const int v = RT_BF16; };
+template <> struct dtype_of<__half> { static const int v = RT_F16; };
 
 struct ln_param {
     const char *p; /* NULL when absent */
@@ -187,7 +179,7 @@ static int ln_fwd_t(const rtc_view *out, const rtc_view *mean, const rtc_view *r
         int64_t per = 32 * V, ms = mean->strides[0], rs = rstd->strides[0];
         int sdt = mean->dtype;
 #define LN_LAUNCH(IT)                                                                              \
-    k_ln_warp<T, IT><<<grid, 32 * LN_WARPS, 0, st>>>(M, N, xp, yp, mean->data, rstd->data, sdt,   \
+    k_ln_warp<T, IT><<<grid, 32 * LN_WARPS, 0, st>>>(M, N, xp, yp, mean->data, rstd->data, sdt,    \
                                                      ms, rs, w, b, eps)
         if (N <= per)
             LN_LAUNCH(1);
@@ -202,10 +194,10 @@ static int ln_fwd_t(const rtc_view *out, const rtc_view *mean, const rtc_view *r
         int64_t cap = (int64_t)rtc_sm_count() * 32;
         unsigned grid = (unsigned)(M < cap ? M : cap);
         k_ln_gen<T><<<grid, ln_block(N), 0, st>>>(
-            M, N, (const T *)x->data, x->strides[0], x->strides[1], (T *)out->data,
-            out->strides[0], out->strides[1], mean->data, rstd->data, mean->dtype,
-            mean->strides[0], rstd->strides[0], w, weight ? weight->strides[0] : 0, b,
-            bias ? bias->strides[0] : 0, eps);
+            M, N, (const T *)x->data, x->strides[0], x->strides[1], (T *)out->data, out->strides[0],
+            out->strides[1], mean->data, rstd->data, mean->dtype, mean->strides[0],
+            rstd->strides[0], w, weight ? weight->strides[0] : 0, b, bias ? bias->strides[0] : 0,
+            eps);
     }
     RTC_LAUNCH_CHECK("layer_norm");
     return RT_OK;
@@ -364,9 +356,9 @@ __global__ void k_ln_bwd_wb_final(int64_t N, int64_t nchunks, const A *part_w, c
 }
 
 template <typename T>
-static int ln_bwd_t(const rtc_view *gx, const rtc_view *gw, const rtc_view *gb,
-                    const rtc_view *go, const rtc_view *x, const rtc_view *mean,
-                    const rtc_view *rstd, const rtc_view *weight) {
+static int ln_bwd_t(const rtc_view *gx, const rtc_view *gw, const rtc_view *gb, const rtc_view *go,
+                    const rtc_view *x, const rtc_view *mean, const rtc_view *rstd,
+                    const rtc_view *weight) {
     typedef typename racc<T>::type A;
     int64_t M = x->shape[0], N = x->shape[1];
     if (M == 0 || N == 0) return RT_OK;
@@ -378,9 +370,8 @@ static int ln_bwd_t(const rtc_view *gx, const rtc_view *gw, const rtc_view *gb,
     if (gx) {
         bool vec = gx->dtype == x->dtype && go->dtype == x->dtype && x->strides[0] == N &&
                    x->strides[1] == 1 && go->strides[0] == N && go->strides[1] == 1 &&
-                   gx->strides[0] == N && gx->strides[1] == 1 && N % V == 0 &&
-                   N <= 32 * V * 8 && rtc_aligned16(x->data) && rtc_aligned16(go->data) &&
-                   rtc_aligned16(gx->data) &&
+                   gx->strides[0] == N && gx->strides[1] == 1 && N % V == 0 && N <= 32 * V * 8 &&
+                   rtc_aligned16(x->data) && rtc_aligned16(go->data) && rtc_aligned16(gx->data) &&
                    (!weight || (weight->strides[0] == 1 && rtc_aligned16(weight->data)));
         if (vec) {
             unsigned grid = (unsigned)((M + LN_WARPS - 1) / LN_WARPS);
@@ -388,7 +379,7 @@ static int ln_bwd_t(const rtc_view *gx, const rtc_view *gw, const rtc_view *gb,
             T *gp = (T *)gx->data;
             const T *gop = (const T *)go->data, *xp = (const T *)x->data;
 #define LNB_LAUNCH(IT)                                                                             \
-    k_ln_bwd_x_warp<T, IT><<<grid, 32 * LN_WARPS, 0, st>>>(M, N, gp, gop, xp, mean->data,         \
+    k_ln_bwd_x_warp<T, IT><<<grid, 32 * LN_WARPS, 0, st>>>(M, N, gp, gop, xp, mean->data,          \
                                                            rstd->data, sdt, ms, rs, w)
             if (N <= per)
                 LNB_LAUNCH(1);

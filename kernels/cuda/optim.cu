@@ -5,7 +5,8 @@
  * CPU's, bit for bit. Views are contiguous with the same numel (runtime/optim.c checked). */
 #include "rowops.cuh"
 
-/* ---- AdamW --------------------------------------------------------------------------------------- */
+/* ---- AdamW
+ * --------------------------------------------------------------------------------------- */
 
 struct adamw_f {
     float decay, w1, w2, b2, bc2, eps, neg_step;
@@ -96,16 +97,15 @@ extern "C" int rtc_adamw_step(const rtc_view *param, const rtc_view *grad, const
     int pd = param->dtype, gd = grad->dtype, md = exp_avg->dtype, vd = exp_avg_sq->dtype;
     if (pd == RT_F64) {
         adamw_d c = {decay, w1, w2, beta2, bc2_sqrt, eps, -step_size, do_decay};
-        k_adamw_f64<<<grid, RTC_BLOCK, 0, st>>>(n, param->data, pd, grad->data, gd,
-                                                exp_avg->data, md, exp_avg_sq->data, vd, c);
+        k_adamw_f64<<<grid, RTC_BLOCK, 0, st>>>(n, param->data, pd, grad->data, gd, exp_avg->data,
+                                                md, exp_avg_sq->data, vd, c);
     } else {
-        adamw_f c = {(float)decay, (float)w1,  (float)w2,          (float)beta2,
+        adamw_f c = {(float)decay,    (float)w1,  (float)w2,         (float)beta2,
                      (float)bc2_sqrt, (float)eps, (float)-step_size, do_decay};
         if (pd == RT_F32 && gd == RT_F32 && md == RT_F32 && vd == RT_F32)
-            k_adamw_f32<<<grid, RTC_BLOCK, 0, st>>>(n, (float *)param->data,
-                                                    (const float *)grad->data,
-                                                    (float *)exp_avg->data,
-                                                    (float *)exp_avg_sq->data, c);
+            k_adamw_f32<<<grid, RTC_BLOCK, 0, st>>>(
+                n, (float *)param->data, (const float *)grad->data, (float *)exp_avg->data,
+                (float *)exp_avg_sq->data, c);
         else
             k_adamw_mixed<<<grid, RTC_BLOCK, 0, st>>>(n, param->data, pd, grad->data, gd,
                                                       exp_avg->data, md, exp_avg_sq->data, vd, c);
@@ -114,7 +114,8 @@ extern "C" int rtc_adamw_step(const rtc_view *param, const rtc_view *grad, const
     return RT_OK;
 }
 
-/* ---- SGD ------------------------------------------------------------------------------------------ */
+/* ---- SGD
+ * ------------------------------------------------------------------------------------------ */
 
 __global__ void k_sgd_f(int64_t n, char *p, int pd, const char *g, int gd, char *b, int bd,
                         float wd, float mom, float damp, float neg_lr, int do_wd, int has_buf,
@@ -176,10 +177,10 @@ extern "C" int rtc_sgd_step(const rtc_view *param, const rtc_view *grad, const r
                                             bp, bd, weight_decay, momentum, 1.0 - dampening, -lr,
                                             do_wd, has_buf, nesterov, first_step);
     else
-        k_sgd_f<<<grid, RTC_BLOCK, 0, st>>>(
-            n, param->data, param->dtype, grad->data, grad->dtype, bp, bd, (float)weight_decay,
-            (float)momentum, (float)(1.0 - dampening), (float)-lr, do_wd, has_buf, nesterov,
-            first_step);
+        k_sgd_f<<<grid, RTC_BLOCK, 0, st>>>(n, param->data, param->dtype, grad->data, grad->dtype,
+                                            bp, bd, (float)weight_decay, (float)momentum,
+                                            (float)(1.0 - dampening), (float)-lr, do_wd, has_buf,
+                                            nesterov, first_step);
     RTC_LAUNCH_CHECK("sgd_step");
     return RT_OK;
 }

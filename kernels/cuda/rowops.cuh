@@ -11,15 +11,12 @@
 
 #include <math.h>
 
-/* ---- typed access ------------------------------------------------------------------------------ */
+/* ---- typed access ------------------------------------------------------------------------------
+ */
 
 /* accumulation type: f32 for f32/bf16/f16, f64 for f64 */
-template <typename T> struct racc {
-    typedef float type;
-};
-template <> struct racc<double> {
-    typedef double type;
-};
+template <typename T> struct racc { typedef float type; };
+template <> struct racc<double> { typedef double type; };
 
 template <typename T> struct rio;
 template <> struct rio<float> {
@@ -39,9 +36,7 @@ template <> struct rio<__half> {
     __device__ static __half st(float x) { return __float2half_rn(x); }
 };
 
-template <typename T, int N> struct alignas(16) rvec {
-    T v[N];
-};
+template <typename T, int N> struct alignas(16) rvec { T v[N]; };
 
 /* Load / store in the accumulation type A from a dtype known only at run time. */
 template <typename A> __device__ __forceinline__ A rld(const char *p, int dt) {
@@ -55,7 +50,8 @@ template <typename A> __device__ __forceinline__ void rst(char *p, int dt, A v) 
         rtc_stf(p, dt, (float)v);
 }
 
-/* ---- reductions ---------------------------------------------------------------------------------- */
+/* ---- reductions
+ * ---------------------------------------------------------------------------------- */
 
 template <typename A> __device__ __forceinline__ A warp_sum(A v) {
 #pragma unroll
@@ -99,9 +95,7 @@ template <typename A> __device__ __forceinline__ A block_max(A v, A *smem) {
 
 /* Online log-sum-exp state: running max m and sum s of exp(x - m). -inf entries add nothing; a
  * NaN makes s NaN (as the CPU's sum of exp does). */
-template <typename A> struct lse_state {
-    A m, s;
-};
+template <typename A> struct lse_state { A m, s; };
 template <typename A> __device__ __forceinline__ void lse_add(lse_state<A> &st, A x) {
     if (x > st.m) {
         st.s = (st.m == A(-INFINITY) ? A(0) : st.s * exp(st.m - x)) + A(1);
@@ -149,14 +143,15 @@ template <typename A> __device__ __forceinline__ A lse_value(lse_state<A> st) {
     return st.m + log(st.s);
 }
 
-/* ---- rows along one dim ------------------------------------------------------------------------ */
+/* ---- rows along one dim ------------------------------------------------------------------------
+ */
 
 /* The rows of up to 3 same-shaped views along dim (dim removed; size-1 dims dropped): row r's first
  * element sits at sum_k coord_k * st[v][k]. */
 struct rtc_rows {
     int nd;
-    int64_t nrows, n;      /* rows and the length along dim */
-    int64_t dst[3];        /* stride along dim per view */
+    int64_t nrows, n; /* rows and the length along dim */
+    int64_t dst[3];   /* stride along dim per view */
     int64_t shape[RT_MAX_DIMS];
     int64_t st[3][RT_MAX_DIMS];
 };
@@ -210,7 +205,8 @@ __device__ __forceinline__ void rtc_row_offsets(const rtc_rows &g, int64_t r, in
     }
 }
 
-/* ---- Philox4x32-10 (the same generator as random.cu and kernels/cpu/random.c) ------------------ */
+/* ---- Philox4x32-10 (the same generator as random.cu and kernels/cpu/random.c) ------------------
+ */
 
 __device__ __forceinline__ void rtc_philox(uint64_t seed, uint64_t counter, uint32_t out[4]) {
     uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
@@ -232,7 +228,8 @@ __device__ __forceinline__ void rtc_philox(uint64_t seed, uint64_t counter, uint
     out[3] = c3;
 }
 
-/* ---- bad-index reports ------------------------------------------------------------------------- */
+/* ---- bad-index reports -------------------------------------------------------------------------
+ */
 
 #define RTC_NO_BAD 0xffffffffffffffffull
 
@@ -250,11 +247,29 @@ static inline int rtc_bad_alloc(const char *op, unsigned long long **dev) {
     return RT_OK;
 }
 
+/* A page-locked host word per thread for the read-back (a pageable copy costs a staging pass);
+ * NULL when page-locked memory cannot be had (the read-back then goes to pageable memory). */
+static inline unsigned long long *rtc_bad_host(void) {
+    static thread_local unsigned long long *h;
+    static thread_local int tried;
+    if (!h && !tried) {
+        tried = 1;
+        if (cudaHostAlloc((void **)&h, sizeof *h, cudaHostAllocPortable) != cudaSuccess) {
+            cudaGetLastError();
+            h = NULL;
+        }
+    }
+    return h;
+}
+
 /* Read the word back (waits for the stream) and free it; *pos = RTC_NO_BAD when all were good. */
 static inline int rtc_bad_read(const char *op, unsigned long long *dev, unsigned long long *pos) {
     *pos = RTC_NO_BAD;
-    cudaError_t e = cudaMemcpyAsync(pos, dev, sizeof *pos, cudaMemcpyDeviceToHost, rtc_stream());
+    unsigned long long *h = rtc_bad_host();
+    cudaError_t e =
+        cudaMemcpyAsync(h ? h : pos, dev, sizeof *pos, cudaMemcpyDeviceToHost, rtc_stream());
     if (e == cudaSuccess) e = cudaStreamSynchronize(rtc_stream());
+    if (e == cudaSuccess && h) *pos = *h;
     rtc_scratch_free(dev, sizeof(unsigned long long));
     RTC_CUDA_TRY(op, e);
     return RT_OK;

@@ -89,7 +89,7 @@ __global__ void k_softmax_gen(rtc_rows g, const T *__restrict__ x, T *__restrict
         st = block_lse(st, sm, ss);
         /* an all -inf row: exp(x - m) is NaN as on the CPU; a NaN anywhere: NaN row */
         A m = st.m;
-        A ls = lse_value(st);
+        A ls = log(st.s); /* log of the sum of exp(x - m): y = (x - m) - ls, as on the CPU */
         nan = __syncthreads_or(nan);
         if (nan) ls = A(NAN);
         for (int64_t j = threadIdx.x; j < g.n; j += blockDim.x) {
@@ -113,7 +113,8 @@ static unsigned grid_rows(int64_t nrows) {
     return (unsigned)(nrows < cap ? nrows : cap);
 }
 
-template <typename T> static int softmax_t(const rtc_view *out, const rtc_view *x, int dim, int log_) {
+template <typename T>
+static int softmax_t(const rtc_view *out, const rtc_view *x, int dim, int log_) {
     const rtc_view *v[2] = {x, out};
     rtc_rows g = rtc_rows_make(2, v, dim);
     if (g.nrows == 0 || g.n == 0) return RT_OK;
@@ -203,8 +204,8 @@ __global__ void __launch_bounds__(32 * WARP_ROWS_PER_BLOCK)
             rvec<T, V> t;
 #pragma unroll
             for (int k = 0; k < V; k++)
-                t.v[k] = rio<T>::st(log_ ? gv[it][k] - exp(yv[it][k]) * s
-                                         : yv[it][k] * (gv[it][k] - s));
+                t.v[k] =
+                    rio<T>::st(log_ ? gv[it][k] - exp(yv[it][k]) * s : yv[it][k] * (gv[it][k] - s));
             *(rvec<T, V> *)(ir + j) = t;
         }
     }

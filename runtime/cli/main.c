@@ -86,6 +86,7 @@ static void setup_paths(lua_State *L) {
 
 static int traceback(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
+    if (!msg && lua_isnoneornil(L, 1)) return 1; /* error(): a silent failure, as in luajit */
     if (!msg) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
@@ -105,8 +106,11 @@ int rt_cli_pcall(lua_State *L, int nargs, int nresults) {
     int status = lua_pcall(L, nargs, nresults, base);
     lua_remove(L, base);
     if (status != 0) {
-        fprintf(stderr, "ramtorch-lua: %s\n", lua_tostring(L, -1));
-        fflush(stderr);
+        /* a nil error (busted exits with error() under Lua 5.1) fails without a message */
+        if (!lua_isnil(L, -1)) {
+            fprintf(stderr, "ramtorch-lua: %s\n", lua_tostring(L, -1));
+            fflush(stderr);
+        }
         lua_pop(L, 1);
     }
     return status;

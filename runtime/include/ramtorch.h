@@ -118,6 +118,9 @@ int64_t rt_tensor_storage_nbytes(const rt_tensor *t);
 /* Live tensor count and host bytes held by tensors, for leak tests and memory accounting. */
 int64_t rt_live_tensors(void);
 int64_t rt_host_bytes_allocated(void);
+/* A counter of tensor bytes allocated (any device) that the caller may read and reset through the
+ * pointer (no call needed): the Lua layer paces its garbage collector with it. */
+int64_t *rt_alloc_pressure(void);
 
 /* Creation. shape may be NULL when ndim == 0 (a scalar). */
 int rt_empty(int ndim, const int64_t *shape, int dtype, int device, rt_tensor **out);
@@ -559,6 +562,63 @@ int rt_offload_set_copy_delay_us(int us);
  * (RT_BF16 or RT_F16), or -1 for none. Returns the previous setting. */
 int rt_autocast_set_dtype(int dtype);
 int rt_autocast_get_dtype(void);
+
+/* ------------------------------------------------------------------------------------------------
+ * Host optimizer (DESIGN section 6; runtime/host_optim.c, kernels/cpu/host_optim.c)
+ *
+ * Fused AdamW / SGD for parameters in host memory: one pass over parameter, gradient and state
+ * (and the bf16/f16 transfer shadow of an offloaded f32 master), scalar / AVX2 / AVX-512 paths
+ * chosen at run time with bit-identical results, OpenMP over whole 64-element blocks (results do
+ * not depend on the thread count). AdamW state may be bfloat16, stored with stochastic rounding
+ * (Philox keyed by seed, step and element index: deterministic). The update can also run on the
+ * offload engine's host worker as soon as a streamed parameter's last gradient has landed
+ * (overlap with the backward): arm it before the last backward of a step, finish it after.
+ * ---------------------------------------------------------------------------------------------- */
+
+enum { RT_SIMD_AUTO = 0, RT_SIMD_SCALAR = 1, RT_SIMD_AVX2 = 2, RT_SIMD_AVX512 = 3 };
+/* Force a code path (RT_SIMD_AUTO: the widest this CPU runs); RT_ERR_UNSUPPORTED if it lacks it. */
+int rt_host_optim_set_simd(int level);
+int rt_host_optim_simd(void); /* the path the next update takes (RT_SIMD_SCALAR..AVX512) */
+/* Threads of the host updates (0: OpenMP's default). */
+int rt_host_optim_set_threads(int n);
+int rt_host_optim_threads(void);
+
+typedef struct rt_adamw_hparams {
+    double lr, beta1, beta2, eps, weight_decay;
+    int64_t step;  /* the count after this update (>= 1) */
+    uint64_t seed; /* per-parameter key of the stochastic rounding of bf16 state */
+    int maximize;
+} rt_adamw_hparams;
+
+typedef struct rt_sgd_hparams {
+    double lr, momentum, dampening, weight_decay;
+    int nesterov, first_step, maximize;
+} rt_sgd_hparams;
+
+/* param: contiguous CPU float32 (or bfloat16, scalar path) tensor; grad: float32 of its shape;
+ * exp_avg, exp_avg_sq: both float32 or both bfloat16. shadow_of: NULL, or param's offload handle,
+ * whose transfer shadow (if it has one) is rewritten in the same pass and marked fresh. */
+int rt_host_adamw_step(rt_tensor *param, rt_tensor *grad, rt_tensor *exp_avg,
+                       rt_tensor *exp_avg_sq, rt_offload_param *shadow_of,
+                       const rt_adamw_hparams *h);
+/* param, grad, momentum_buf (NULL when momentum is 0): contiguous CPU float32 of one shape. */
+int rt_host_sgd_step(rt_tensor *param, rt_tensor *grad, rt_tensor *momentum_buf,
+                     rt_offload_param *shadow_of, const rt_sgd_hparams *h);
+
+/* Overlap with the backward. rt_host_optim_begin(p): count p's gradients from now on (call it,
+ * after rt_offload_synchronize, before the backward that completes the step's gradients). arm:
+ * once expected_grads gradients of p have been accumulated on the host, the engine's host worker
+ * runs the update (the states and p's master are retained). rt_host_optim_finish(p) (after
+ * rt_offload_synchronize): disarms; *updated = 1 when the update ran; *routed = gradients of p
+ * routed since begin. It fails (the update is then suspect) when the update failed, when a
+ * gradient of p arrived after the update ran, or when p's host gradient was changed after the
+ * update used it (clipping needs every gradient first: do not arm such steps). */
+int rt_host_optim_begin(rt_offload_param *p);
+int rt_host_optim_arm_adamw(rt_offload_param *p, rt_tensor *exp_avg, rt_tensor *exp_avg_sq,
+                            const rt_adamw_hparams *h, int expected_grads);
+int rt_host_optim_arm_sgd(rt_offload_param *p, rt_tensor *momentum_buf, const rt_sgd_hparams *h,
+                          int expected_grads);
+int rt_host_optim_finish(rt_offload_param *p, int *updated, int *routed);
 
 #ifndef RT_CDEF
 #ifdef __cplusplus

@@ -116,6 +116,11 @@ run "$RT" -e 'error({})'
 expect_rc 1
 expect_err "ramtorch-lua: (error object is a table value)"
 
+# error() with no value: exit 1 without a message (as luajit; busted fails this way under Lua 5.1)
+run "$RT" -e 'error()'
+expect_rc 1
+expect_no_err
+
 # os.exit(n) sets the exit status, also from inside the REPL's input
 run "$RT" -e 'os.exit(3)'
 expect_rc 3

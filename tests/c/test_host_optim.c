@@ -1,0 +1,251 @@
+/* test_host_optim.c: the fused host AdamW / SGD (runtime/host_optim.c, kernels/cpu/host_optim.c):
+ * the scalar, AVX2 and AVX-512 paths agree bit for bit (f32 and bf16 state, both lerp branches,
+ * weight decay on and off, maximize, SGD variants), results do not depend on the thread count,
+ * the f32 path matches the generic CPU kernel (rt_adamw_step / rt_sgd_step) bit for bit,
+ * stochastic rounding is deterministic and unbiased, and bad arguments give messages. */
+#include "test_util.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+#define N (4096 * 3 + 77) /* several tiles and a partial block */
+
+static int64_t g_shape[1] = {N};
+
+static rt_tensor *randn_t(int dtype) {
+    rt_tensor *t = NULL, *c = NULL;
+    CHECK_OK(rt_randn(1, g_shape, RT_F32, RT_DEVICE_CPU, &t));
+    if (dtype == RT_F32) return t;
+    CHECK_OK(rt_to_dtype(t, dtype, &c));
+    rt_tensor_release(t);
+    return c;
+}
+
+static rt_tensor *clone_t(rt_tensor *t) {
+    rt_tensor *c = NULL;
+    CHECK_OK(rt_clone(t, &c));
+    return c;
+}
+
+static int bits_equal(rt_tensor *a, rt_tensor *b) {
+    size_t n = (size_t)N * rt_dtype_size(a->meta.dtype);
+    return a->meta.dtype == b->meta.dtype &&
+           memcmp(rt_tensor_data_ptr(a), rt_tensor_data_ptr(b), n) == 0;
+}
+
+/* Run 3 AdamW steps on copies of (p, m, v) under the given path/threads; outputs in out[3]. */
+static void adamw_run(rt_tensor *p0, rt_tensor *g, rt_tensor *m0, rt_tensor *v0,
+                      const rt_adamw_hparams *h0, int simd, int threads, rt_tensor *out[3]) {
+    CHECK_OK(rt_host_optim_set_simd(simd));
+    CHECK_OK(rt_host_optim_set_threads(threads));
+    out[0] = clone_t(p0);
+    out[1] = clone_t(m0);
+    out[2] = clone_t(v0);
+    rt_adamw_hparams h = *h0;
+    for (int s = 1; s <= 3; s++) {
+        h.step = s;
+        CHECK_OK(rt_host_adamw_step(out[0], g, out[1], out[2], NULL, &h));
+    }
+    rt_host_optim_set_simd(RT_SIMD_AUTO);
+    rt_host_optim_set_threads(0);
+}
+
+static void release3(rt_tensor *t[3]) {
+    for (int i = 0; i < 3; i++)
+        rt_tensor_release(t[i]);
+}
+
+static int simd_available(int level) {
+    int ok = rt_host_optim_set_simd(level) == RT_OK;
+    rt_host_optim_set_simd(RT_SIMD_AUTO);
+    rt_clear_error();
+    return ok;
+}
+
+static void test_adamw_paths_agree(void) {
+    rt_manual_seed(7);
+    for (int sd = 0; sd < 2; sd++) {
+        int st = sd ? RT_BF16 : RT_F32;
+        rt_tensor *p = randn_t(RT_F32), *g = randn_t(RT_F32);
+        rt_tensor *m = randn_t(st), *v0 = randn_t(RT_F32), *v = NULL;
+        CHECK_OK(rt_mul(v0, v0, &v)); /* exp_avg_sq >= 0 */
+        if (st == RT_BF16) {
+            rt_tensor *c;
+            CHECK_OK(rt_to_dtype(v, RT_BF16, &c));
+            rt_tensor_release(v);
+            v = c;
+        }
+        rt_adamw_hparams hs[3] = {
+            {1e-2, 0.9, 0.999, 1e-8, 1e-2, 1, 11, 0},
+            {3e-3, 0.3, 0.99, 1e-6, 0.0, 1, 12, 1}, /* the other lerp branch, maximize, no decay */
+            {0.0, 0.0, 0.0, 0.0, 0.5, 1, 13, 0},    /* degenerate betas */
+        };
+        for (int k = 0; k < 3; k++) {
+            rt_tensor *ref[3], *alt[3];
+            adamw_run(p, g, m, v, &hs[k], RT_SIMD_SCALAR, 1, ref);
+            for (int level = RT_SIMD_AVX2; level <= RT_SIMD_AVX512; level++) {
+                if (!simd_available(level)) continue;
+                for (int th = 1; th <= 3; th++) {
+                    adamw_run(p, g, m, v, &hs[k], level, th, alt);
+                    for (int i = 0; i < 3; i++)
+                        if (!bits_equal(ref[i], alt[i])) {
+                            fprintf(stderr,
+                                    "state dtype %s, hparams %d, simd %d, threads %d, "
+                                    "output %d differs\n",
+                                    rt_dtype_name(st), k, level, th, i);
+                            CHECK(0);
+                        }
+                    release3(alt);
+                }
+            }
+            /* scalar with 2 threads */
+            adamw_run(p, g, m, v, &hs[k], RT_SIMD_SCALAR, 2, alt);
+            for (int i = 0; i < 3; i++)
+                CHECK(bits_equal(ref[i], alt[i]));
+            release3(alt);
+            release3(ref);
+        }
+        rt_tensor_release(p);
+        rt_tensor_release(g);
+        rt_tensor_release(m);
+        rt_tensor_release(v);
+        rt_tensor_release(v0);
+    }
+}
+
+/* The f32 host path is the generic CPU kernel's arithmetic, bit for bit. */
+static void test_adamw_matches_generic_kernel(void) {
+    rt_manual_seed(8);
+    rt_tensor *p = randn_t(RT_F32), *g = randn_t(RT_F32), *z = NULL;
+    CHECK_OK(rt_full(1, g_shape, 0.0, RT_F32, RT_DEVICE_CPU, &z));
+    rt_tensor *p1 = clone_t(p), *m1 = clone_t(z), *v1 = clone_t(z);
+    rt_tensor *p2 = clone_t(p), *m2 = clone_t(z), *v2 = clone_t(z);
+    rt_adamw_hparams h = {1e-3, 0.9, 0.999, 1e-8, 1e-2, 1, 5, 0};
+    for (int s = 1; s <= 5; s++) {
+        h.step = s;
+        CHECK_OK(rt_host_adamw_step(p1, g, m1, v1, NULL, &h));
+        CHECK_OK(rt_adamw_step(p2, g, m2, v2, 1e-3, 0.9, 0.999, 1e-8, 1e-2, s));
+    }
+    CHECK(bits_equal(p1, p2));
+    CHECK(bits_equal(m1, m2));
+    CHECK(bits_equal(v1, v2));
+    rt_tensor *t[] = {p, g, z, p1, m1, v1, p2, m2, v2};
+    for (int i = 0; i < 9; i++)
+        rt_tensor_release(t[i]);
+}
+
+static void test_sgd_paths_agree(void) {
+    rt_manual_seed(9);
+    rt_tensor *p = randn_t(RT_F32), *g = randn_t(RT_F32), *b = randn_t(RT_F32);
+    rt_sgd_hparams hs[4] = {
+        {0.1, 0.0, 0.0, 0.0, 0, 0, 0},
+        {0.1, 0.9, 0.1, 1e-2, 0, 0, 1},
+        {0.05, 0.9, 0.0, 1e-3, 1, 0, 0},
+        {0.05, 0.8, 0.0, 0.0, 0, 1, 0},
+    };
+    for (int k = 0; k < 4; k++) {
+        rt_tensor *rp = clone_t(p), *rb = clone_t(b), *gp = clone_t(p), *gb = clone_t(b);
+        CHECK_OK(rt_host_optim_set_simd(RT_SIMD_SCALAR));
+        CHECK_OK(rt_host_sgd_step(rp, g, rb, NULL, &hs[k]));
+        /* the generic kernel */
+        CHECK_OK(rt_sgd_step(gp, g, hs[k].momentum != 0 ? gb : NULL, hs[k].lr, hs[k].momentum,
+                             hs[k].dampening, hs[k].weight_decay, hs[k].nesterov,
+                             hs[k].first_step));
+        if (!hs[k].maximize) {
+            CHECK(bits_equal(rp, gp));
+            CHECK(bits_equal(rb, gb));
+        }
+        for (int level = RT_SIMD_AVX2; level <= RT_SIMD_AVX512; level++) {
+            if (!simd_available(level)) continue;
+            for (int th = 1; th <= 2; th++) {
+                rt_tensor *ap = clone_t(p), *ab = clone_t(b);
+                CHECK_OK(rt_host_optim_set_simd(level));
+                CHECK_OK(rt_host_optim_set_threads(th));
+                CHECK_OK(rt_host_sgd_step(ap, g, ab, NULL, &hs[k]));
+                CHECK(bits_equal(rp, ap));
+                CHECK(bits_equal(rb, ab));
+                rt_tensor_release(ap);
+                rt_tensor_release(ab);
+            }
+        }
+        rt_host_optim_set_simd(RT_SIMD_AUTO);
+        rt_host_optim_set_threads(0);
+        rt_tensor *t[] = {rp, rb, gp, gb};
+        for (int i = 0; i < 4; i++)
+            rt_tensor_release(t[i]);
+    }
+    rt_tensor_release(p);
+    rt_tensor_release(g);
+    rt_tensor_release(b);
+}
+
+/* Stochastic rounding: exp_avg after one step with beta1 = 0 is the gradient itself; stored in
+ * bf16 its mean over many copies of one value is that value (round to nearest would be off by
+ * up to half a bf16 ulp), and the same seed and step give the same bits. */
+static void test_stochastic_rounding_unbiased(void) {
+    const float x = 1.0f + 3.0f / 1024.0f; /* between bf16 neighbours 1 + 2^-7 * {0, 1} */
+    rt_tensor *p, *g, *m, *v, *m2;
+    CHECK_OK(rt_full(1, g_shape, 0.0, RT_F32, RT_DEVICE_CPU, &p));
+    CHECK_OK(rt_full(1, g_shape, x, RT_F32, RT_DEVICE_CPU, &g));
+    CHECK_OK(rt_full(1, g_shape, 0.0, RT_BF16, RT_DEVICE_CPU, &m));
+    CHECK_OK(rt_full(1, g_shape, 0.0, RT_BF16, RT_DEVICE_CPU, &v));
+    rt_adamw_hparams h = {0.0, 0.0, 0.5, 1e-8, 0.0, 1, 99, 0};
+    CHECK_OK(rt_host_adamw_step(p, g, m, v, NULL, &h));
+    m2 = clone_t(m);
+    float *buf = malloc(sizeof(float) * N);
+    CHECK_OK(rt_to_host(m, buf, RT_F32));
+    double mean = 0;
+    for (int i = 0; i < N; i++)
+        mean += buf[i];
+    mean /= N;
+    /* std of the mean: ulp * sqrt(p (1 - p) / N) with ulp 2^-7 */
+    CHECK_NEAR(mean, x, 5 * (1.0 / 128) * sqrt(0.25 / N));
+    CHECK(fabs(mean - x) < fabs(1.0 + 4.0 / 1024.0 - x) / 4); /* far better than RNE's bias */
+    /* deterministic: the same step again from the same state */
+    CHECK_OK(rt_fill_(m, 0.0));
+    CHECK_OK(rt_fill_(v, 0.0));
+    CHECK_OK(rt_host_adamw_step(p, g, m, v, NULL, &h));
+    CHECK(bits_equal(m, m2));
+    free(buf);
+    rt_tensor *t[] = {p, g, m, v, m2};
+    for (int i = 0; i < 5; i++)
+        rt_tensor_release(t[i]);
+}
+
+static void test_errors(void) {
+    rt_tensor *p, *g, *m, *v, *md;
+    int64_t s2[1] = {3};
+    CHECK_OK(rt_full(1, g_shape, 0.0, RT_F32, RT_DEVICE_CPU, &p));
+    CHECK_OK(rt_full(1, g_shape, 0.0, RT_F32, RT_DEVICE_CPU, &g));
+    CHECK_OK(rt_full(1, g_shape, 0.0, RT_F32, RT_DEVICE_CPU, &m));
+    CHECK_OK(rt_full(1, s2, 0.0, RT_F32, RT_DEVICE_CPU, &v));
+    CHECK_OK(rt_full(1, g_shape, 0.0, RT_F64, RT_DEVICE_CPU, &md));
+    rt_adamw_hparams h = {1e-3, 0.9, 0.999, 1e-8, 0.0, 1, 0, 0};
+    CHECK(rt_host_adamw_step(p, g, m, v, NULL, &h) == RT_ERR_SHAPE);
+    CHECK_MSG_HAS("exp_avg_sq has shape (3) but the parameter has shape");
+    CHECK(rt_host_adamw_step(p, g, md, m, NULL, &h) == RT_ERR_DTYPE);
+    CHECK_MSG_HAS("exp_avg has dtype float64; expected float32 or bfloat16");
+    h.step = 0;
+    CHECK(rt_host_adamw_step(p, g, m, m, NULL, &h) == RT_ERR_INVALID);
+    CHECK_MSG_HAS("step must be >= 1");
+    CHECK(rt_host_optim_set_simd(9) == RT_ERR_INVALID);
+    CHECK_MSG_HAS("expected 0 (auto)");
+    rt_sgd_hparams sh = {0.1, 0.9, 0.0, 0.0, 0, 0, 0};
+    CHECK(rt_host_sgd_step(p, g, NULL, NULL, &sh) == RT_ERR_INVALID);
+    CHECK_MSG_HAS("needs a momentum buffer");
+    rt_tensor *t[] = {p, g, m, v, md};
+    for (int i = 0; i < 5; i++)
+        rt_tensor_release(t[i]);
+}
+
+int main(void) {
+    printf("host optimizer paths available: scalar%s%s (auto picks %d)\n",
+           simd_available(RT_SIMD_AVX2) ? ", avx2" : "",
+           simd_available(RT_SIMD_AVX512) ? ", avx512" : "", rt_host_optim_simd());
+    RUN(test_adamw_paths_agree);
+    RUN(test_adamw_matches_generic_kernel);
+    RUN(test_sgd_paths_agree);
+    RUN(test_stochastic_rounding_unbiased);
+    RUN(test_errors);
+    return test_summary();
+}

@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
 # device_extra.sh: run on the GPU machine from scripts/gpu_ci.sh (GPU_CI_EXTRA=scripts/device_extra.sh)
-# after the build: generates the PyTorch-written test fixtures into $OUT/fixtures.tar, checks that a
-# file written by ramtorch loads in PyTorch's safetensors, and times one Fashion-MNIST epoch of the main
-# job beside its PyTorch twin (data carried in .data/, the Debian gz files).
+# after the build, with its environment: the main job's epoch time beside its PyTorch twin on the same
+# machine in the same run (CPU at 2 and 16 threads, and CUDA), the offload engine's streamed-MLP
+# benchmark beside PyTorch with every weight resident, and the host AdamW benchmark beside PyTorch's
+# fused CPU AdamW. Data: the Debian Fashion-MNIST gz files carried in .data/.
 set -uo pipefail
 RTLUA=build-gpu/bin/ramtorch-lua
 PY="env -u LD_LIBRARY_PATH python3"
-FX=$(mktemp -d)
-echo "-- fixtures"
-$PY tests/fixtures/gen_optim_fixture.py "$FX/optim_adamw_sgd.safetensors"
-$PY tests/fixtures/gen_safetensors_fixture.py && cp tests/fixtures/torch_written.safetensors "$FX/"
-[ -f tests/fixtures/gen_gpt2_fixture.py ] && (cd "$FX" && $PY "$OLDPWD/tests/fixtures/gen_gpt2_fixture.py" "$FX/gpt2_tiny.safetensors")
-$PY tests/fixtures/check_ramtorch_written.py tests/fixtures/ramtorch_written.safetensors
-tar -C "$FX" -cf "$OUT/fixtures.tar" . && tar -tvf "$OUT/fixtures.tar"
-echo "-- Fashion-MNIST epoch (ramtorch and PyTorch, same machine, same run)"
-for th in 2 16; do
-  timeout 300 $RTLUA scripts/train_mnist.lua --epochs 1 --threads $th --data .data --out /tmp/mnist-$th 2>&1 | grep -E "^epoch 1:|^done" | sed "s/^/ramtorch cpu threads=$th: /"
-  timeout 300 $PY scripts/bench/mnist_torch.py .data --threads $th
-done
-timeout 300 $RTLUA scripts/train_mnist.lua --epochs 1 --device cuda --data .data --out /tmp/mnist-cuda 2>&1 | tail -3 | sed "s/^/ramtorch cuda: /"
-timeout 300 $PY scripts/bench/mnist_torch.py .data --device cuda
+step() { echo "== extra: $*"; }
+mnist() { timeout 240 $RTLUA scripts/train_mnist.lua --epochs 1 --data .data --out /tmp/mnist "$@" 2>&1 |
+          tr '\r' '\n' | grep -E "^epoch 1:|^done|rror" | sed "s/^/ramtorch $* | /"; }
+if [ -f .data/train-images-idx3-ubyte.gz ]; then
+  step "Fashion-MNIST epoch"
+  for th in 2 16; do
+    mnist --threads $th
+    timeout 240 $PY scripts/bench/mnist_torch.py .data --threads $th
+  done
+  mnist --device cuda --layers nn
+  mnist --device cuda --layers ramtorch
+  timeout 240 $PY scripts/bench/mnist_torch.py .data --device cuda
+fi
+step "streamed MLP (issue 5)"
+timeout 200 $RTLUA scripts/bench/streamed_mlp.lua --tokens 1024,4096 --steps 3 2>&1 | tail -25
+timeout 120 $RTLUA scripts/bench/streamed_mlp.lua --tokens 1024 --steps 3 --budget-frac 0.5 2>&1 | grep -E "RESULT|rror"
+timeout 120 $RTLUA scripts/bench/streamed_mlp.lua --tokens 4096 --steps 3 --dtype f32 --autocast 2>&1 | grep -E "RESULT|rror"
+timeout 120 $PY scripts/bench/streamed_mlp_torch.py --tokens 1024,4096,16384 --steps 3
+if [ -f scripts/bench/host_adamw.lua ]; then
+  step "host AdamW (issue 6)"
+  timeout 120 $RTLUA scripts/bench/host_adamw.lua 2>&1 | tail -8
+  timeout 120 $PY scripts/bench/host_adamw.py 2>&1 | tail -8
+fi

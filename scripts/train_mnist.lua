@@ -122,6 +122,9 @@ for epoch = 1, opts.epochs do
     end
     bar:update(step, x:size(0), { loss = running })
   end
+  -- the epoch's last running loss, so short runs still have a curve
+  history.step[#history.step + 1] = global_step / steps_per_epoch
+  history.loss[#history.loss + 1] = running or 0
   local secs = bar:close()
   scheduler:step()
   local acc, tloss = evaluate()

@@ -74,8 +74,8 @@ int rtc_softmax_backward(const rtc_view *grad_in, const rtc_view *grad_out, cons
 int rtc_cross_entropy(const rtc_view *loss, const rtc_view *valid, const rtc_view *logits,
                       const rtc_view *target, int64_t ignore_index, double label_smoothing);
 int rtc_cross_entropy_backward(const rtc_view *grad_logits, const rtc_view *grad_loss,
-                               const rtc_view *logits, const rtc_view *target,
-                               int64_t ignore_index, double label_smoothing);
+                               const rtc_view *logits, const rtc_view *target, int64_t ignore_index,
+                               double label_smoothing);
 /* embedding.cu */
 int rtc_embedding(const rtc_view *out, const rtc_view *weight, const rtc_view *indices);
 int rtc_embedding_backward(const rtc_view *grad_weight, const rtc_view *grad_out,
@@ -84,9 +84,8 @@ int rtc_embedding_backward(const rtc_view *grad_weight, const rtc_view *grad_out
 int rtc_layer_norm(const rtc_view *out, const rtc_view *mean, const rtc_view *rstd,
                    const rtc_view *x, const rtc_view *weight, const rtc_view *bias, double eps);
 int rtc_layer_norm_backward(const rtc_view *grad_x, const rtc_view *grad_weight,
-                            const rtc_view *grad_bias, const rtc_view *grad_out,
-                            const rtc_view *x, const rtc_view *mean, const rtc_view *rstd,
-                            const rtc_view *weight);
+                            const rtc_view *grad_bias, const rtc_view *grad_out, const rtc_view *x,
+                            const rtc_view *mean, const rtc_view *rstd, const rtc_view *weight);
 /* dropout.cu */
 int rtc_dropout(const rtc_view *out, const rtc_view *x, double p, uint64_t seed, uint64_t offset);
 /* reduce_indices.cu */

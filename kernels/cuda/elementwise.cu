@@ -368,7 +368,8 @@ static int cast_from(const char *op, void *d, int st, const void *s, int64_t n) 
     unsigned grid = rtc_grid(vec ? n / 8 + 8 : n, RTC_BLOCK);
     switch (st) {
     case RT_F32:
-        k_cast_contig<D, float><<<grid, RTC_BLOCK, 0, rtc_stream()>>>((D *)d, (const float *)s, n, vec);
+        k_cast_contig<D, float>
+            <<<grid, RTC_BLOCK, 0, rtc_stream()>>>((D *)d, (const float *)s, n, vec);
         break;
     case RT_BF16:
         k_cast_contig<D, __nv_bfloat16>

@@ -174,8 +174,8 @@ static void launch_reduce_warp(const red_geo &g, int op, const rtc_view *out, co
         vec = (g.kstride[k] * (int64_t)sizeof(T)) % 16 == 0;
     int64_t nb = (g.nout + 7) / 8, cap = (int64_t)rtc_sm_count() * 16;
     unsigned grid = (unsigned)(nb < cap ? nb : cap);
-    k_reduce_warp<T, A, V><<<grid, 256, 0, st>>>(g, op, (const T *)a->data, out->data,
-                                                 out->dtype, vec);
+    k_reduce_warp<T, A, V>
+        <<<grid, 256, 0, st>>>(g, op, (const T *)a->data, out->data, out->dtype, vec);
 }
 
 /* few outputs over long unit-stride runs (a full sum, the mean of a loss): each output's run is

@@ -128,6 +128,8 @@ local function handle_of(t)
   return h
 end
 M.handle_of = handle_of
+-- The handle of t if a streamed op has made one (nil otherwise); the optimizer writes its shadow.
+function M.existing_handle(t) return handles[t] end
 
 -- Rewrite the bf16 (or f16) transfer shadows of f32 masters after an optimizer step (a stale shadow is
 -- also refreshed when fetched, on the compute thread). params: an array of tensors or a Module.

@@ -33,6 +33,9 @@ local function chart(c, ox, oy, w, h)
       ys[#ys + 1] = s.y[i]
     end
   end
+  if #ys == 0 then -- nothing recorded (a very short run): an empty frame with the title
+    xs, ys = { 0, 1 }, { 0, 1 }
+  end
   local xmin, xmax = math.min(unpack(xs)), math.max(unpack(xs))
   local ymin, ymax = math.min(unpack(ys)), math.max(unpack(ys))
   if c.ymin then ymin = c.ymin end

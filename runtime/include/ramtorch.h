@@ -598,9 +598,8 @@ typedef struct rt_sgd_hparams {
 /* param: contiguous CPU float32 (or bfloat16, scalar path) tensor; grad: float32 of its shape;
  * exp_avg, exp_avg_sq: both float32 or both bfloat16. shadow_of: NULL, or param's offload handle,
  * whose transfer shadow (if it has one) is rewritten in the same pass and marked fresh. */
-int rt_host_adamw_step(rt_tensor *param, rt_tensor *grad, rt_tensor *exp_avg,
-                       rt_tensor *exp_avg_sq, rt_offload_param *shadow_of,
-                       const rt_adamw_hparams *h);
+int rt_host_adamw_step(rt_tensor *param, rt_tensor *grad, rt_tensor *exp_avg, rt_tensor *exp_avg_sq,
+                       rt_offload_param *shadow_of, const rt_adamw_hparams *h);
 /* param, grad, momentum_buf (NULL when momentum is 0): contiguous CPU float32 of one shape. */
 int rt_host_sgd_step(rt_tensor *param, rt_tensor *grad, rt_tensor *momentum_buf,
                      rt_offload_param *shadow_of, const rt_sgd_hparams *h);

@@ -6,12 +6,15 @@ local torch = require("ramtorch")
 local rffi = require("ramtorch.ffi")
 local optimizer = require("ramtorch.optim.optimizer")
 
-local C, check = rffi.C, rffi.check
+local C, check, ffi = rffi.C, rffi.check, rffi.ffi
 local Optimizer = optimizer.Optimizer
 
 local M = {}
 
--- optim.AdamW(params, {lr=1e-3, betas={0.9, 0.999}, eps=1e-8, weight_decay=1e-2, maximize=false})
+-- optim.AdamW(params, {lr=1e-3, betas={0.9, 0.999}, eps=1e-8, weight_decay=1e-2, maximize=false,
+--                      state_dtype="f32" | "bf16", seed=0})
+-- state_dtype "bf16" keeps exp_avg and exp_avg_sq of host parameters in bfloat16 with stochastic
+-- rounding (deterministic: keyed by seed, the parameter's index, the step and the element index).
 local AdamW = Optimizer:extend("AdamW")
 M.AdamW = AdamW
 
@@ -28,6 +31,14 @@ function AdamW:__init(params, opts)
     amsgrad = false,
     maximize = opts.maximize == true,
   }
+  local sd = opts.state_dtype
+  if sd == "bfloat16" or sd == torch.bfloat16 then sd = "bf16" end
+  if sd == "float32" or sd == torch.float32 or sd == nil then sd = "f32" end
+  if sd ~= "f32" and sd ~= "bf16" then
+    error(("AdamW: state_dtype must be \"f32\" or \"bf16\", got %s"):format(tostring(opts.state_dtype)), 3)
+  end
+  self.state_dtype = sd
+  self.seed = opts.seed or 0
   Optimizer.__init(self, params, defaults)
 end
 
@@ -46,29 +57,90 @@ function AdamW:_check_group(g, level)
   if g.amsgrad then error("AdamW: amsgrad is not supported", level) end
 end
 
-local function state_dtype(p) return p.dtype == torch.float64 and torch.float64 or torch.float32 end
+-- Host parameters (CPU float32 or bfloat16 with a float32 gradient) take the fused host kernel
+-- (rt_host_adamw_step: SIMD, threads, the transfer shadow written in the same pass); the rest
+-- (device, float64) take rt_adamw_step where they live.
+local function host_path(p, grad)
+  local d = p.dtype
+  return p.device == "cpu" and (d == torch.float32 or d == torch.bfloat16)
+    and grad.dtype == torch.float32 and grad:is_contiguous() and p:is_contiguous()
+end
+
+local hp = ffi.new("rt_adamw_hparams")
+
+local function fill_hparams(g, step, seed)
+  hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay = g.lr, g.betas[1], g.betas[2], g.eps, g.weight_decay
+  hp.step, hp.seed, hp.maximize = step, seed, g.maximize and 1 or 0
+  return hp
+end
+
+-- State tensors: next to the parameter in the host arena when the parameter lives there (DESIGN
+-- section 6; a later issue shards and shares them), else where the parameter lives.
+function AdamW:_new_state(p)
+  local sd
+  if self.state_dtype == "bf16" then
+    if p.device ~= "cpu" or p.dtype == torch.float64 then
+      error(("AdamW: state_dtype = \"bf16\" is for host (CPU) float32/bfloat16 parameters, got a %s parameter on %s")
+            :format(tostring(p.dtype), tostring(p.device)), 3)
+    end
+    sd = torch.bfloat16
+  else
+    sd = p.dtype == torch.float64 and torch.float64 or torch.float32
+  end
+  local offload = require("ramtorch.offload")
+  local m, v
+  if p.device == "cpu" and offload.is_arena_tensor(p) then
+    m, v = offload.arena_zeros(p.shape, sd), offload.arena_zeros(p.shape, sd)
+  else
+    local o = { dtype = sd, device = p.device }
+    m, v = torch.zeros(p.shape, o), torch.zeros(p.shape, o)
+  end
+  self._nparams = (self._nparams or 0) + 1
+  return { step = 0, exp_avg = m, exp_avg_sq = v, seed = self.seed * 1048576 + self._nparams }
+end
+
+-- Overlap (Optimizer.last_backward): arm p's update on the engine's host worker.
+function AdamW:_arm(h, p, g, st)
+  if p.device ~= "cpu" or (p.dtype ~= torch.float32 and p.dtype ~= torch.bfloat16) then return false end
+  check(C.rt_host_optim_arm_adamw(h, st.exp_avg.p, st.exp_avg_sq.p, fill_hparams(g, st.step + 1, st.seed),
+                                  st.expected_grads))
+  return true
+end
+
+function AdamW:_armed_done(p, st) st.step = st.step + 1 end
 
 function AdamW:step(closure)
   local loss = self:_closure_loss(closure)
+  local done = self:_finish_overlap()
+  local offload
   for _, g in ipairs(self.param_groups) do
     local lr, b1, b2, eps, wd = g.lr, g.betas[1], g.betas[2], g.eps, g.weight_decay
     for _, p in ipairs(g.params) do
       local grad = p.grad
-      if grad ~= nil then
-        if g.maximize then grad = torch.no_grad(function() return -grad end) end
-        if not grad:is_contiguous() then grad = grad:contiguous() end
+      if grad ~= nil and not done[p] then
         local st = self.state[p]
         if st == nil then
-          local o = { dtype = state_dtype(p), device = p.device }
-          st = { step = 0, exp_avg = torch.zeros(p.shape, o), exp_avg_sq = torch.zeros(p.shape, o) }
+          st = self:_new_state(p)
           self.state[p] = st
         end
         local step = st.step + 1
-        check(C.rt_adamw_step(p.p, grad.p, st.exp_avg.p, st.exp_avg_sq.p, lr, b1, b2, eps, wd, step))
+        if host_path(p, grad) then
+          offload = offload or require("ramtorch.offload")
+          check(C.rt_host_adamw_step(p.p, grad.p, st.exp_avg.p, st.exp_avg_sq.p, offload.existing_handle(p),
+                                     fill_hparams(g, step, st.seed)))
+        else
+          if st.exp_avg.dtype == torch.bfloat16 then
+            error("AdamW: bfloat16 state needs a host parameter with a float32 gradient", 2)
+          end
+          if g.maximize then grad = torch.no_grad(function() return -grad end) end
+          if not grad:is_contiguous() then grad = grad:contiguous() end
+          check(C.rt_adamw_step(p.p, grad.p, st.exp_avg.p, st.exp_avg_sq.p, lr, b1, b2, eps, wd, step))
+        end
         st.step = step
       end
     end
   end
+  self:_learn_counts()
   return loss
 end
 

@@ -9,6 +9,8 @@
 local torch = require("ramtorch")
 
 local is_tensor = torch.is_tensor
+local rffi = require("ramtorch.ffi")
+local ffi, C, check = rffi.ffi, rffi.C, rffi.check
 
 local M = {}
 
@@ -125,6 +127,82 @@ end
 function Optimizer.step(self)
   error(getmetatable(self).__name .. ": step is not implemented", 2)
 end
+
+-- ---- overlap with the backward (host parameters streamed by the offload engine) --------------------
+-- optimizer:overlap_with_backward(true) lets the update of each streamed host parameter run on the
+-- engine's host worker as soon as its last gradient of the step has landed, while the backward goes on
+-- with earlier layers. The user announces the backward that completes the step's gradients with
+-- optimizer:last_backward() (call it before that backward: with accumulation over micro-batches, before
+-- the last one only); step() stays the synchronisation point and updates whatever was not updated
+-- early. A step whose gradients are changed between backward and step (clip_grad_norm_, unscaling)
+-- must not be announced: step() then raises an error. The number of gradients a parameter gets per
+-- backward is learned on the first announced step, so the first one updates nothing early.
+-- Subclasses implement _arm(handle, p, group, state) -> true when armed.
+
+function Optimizer.overlap_with_backward(self, flag)
+  self._overlap = flag ~= false
+  return self
+end
+
+function Optimizer.last_backward(self)
+  if not self._overlap then return end
+  local offload = require("ramtorch.offload")
+  if self._announced then self:_finish_overlap() end
+  offload.synchronize()
+  local announced = {}
+  for _, g in ipairs(self.param_groups) do
+    for _, p in ipairs(g.params) do
+      local h = offload.existing_handle(p)
+      if h ~= nil then
+        check(C.rt_host_optim_begin(h))
+        local st = self.state[p]
+        announced[#announced + 1] = { p = p, h = h, armed = st ~= nil and st.expected_grads ~= nil
+                                      and self:_arm(h, p, g, st) or false }
+      end
+    end
+  end
+  self._announced = announced
+end
+
+-- Called by step(): wait for the engine, collect which parameters were updated early (and learn how
+-- many gradients each gets per backward). Returns a set of updated parameters.
+function Optimizer._finish_overlap(self)
+  local list = self._announced
+  self._announced = nil
+  local done = {}
+  if list == nil then return done end
+  local offload = require("ramtorch.offload")
+  offload.synchronize()
+  local upd, routed = ffi.new("int[1]"), ffi.new("int[1]")
+  local first_err
+  for _, a in ipairs(list) do
+    local rc = C.rt_host_optim_finish(a.h, upd, routed)
+    if rc ~= 0 and first_err == nil then first_err = ffi.string(C.rt_last_error()) end
+    local st = self.state[a.p]
+    if routed[0] > 0 then a.routed = routed[0] end
+    if upd[0] ~= 0 and a.armed then
+      done[a.p] = true
+      self:_armed_done(a.p, st)
+    end
+  end
+  self._routed_counts = list
+  if first_err ~= nil then error(getmetatable(self).__name .. ".step: " .. first_err, 3) end
+  return done
+end
+
+-- After step() has created state for parameters that had none, remember their gradient counts.
+function Optimizer._learn_counts(self)
+  local list = self._routed_counts
+  self._routed_counts = nil
+  if list == nil then return end
+  for _, a in ipairs(list) do
+    local st = self.state[a.p]
+    if st ~= nil and a.routed ~= nil then st.expected_grads = a.routed end
+  end
+end
+
+function Optimizer._arm(self) return false end
+function Optimizer._armed_done(self) end
 
 -- Run the optional closure (which re-evaluates the model and returns the loss) with grad enabled.
 function Optimizer._closure_loss(self, closure)

@@ -4,7 +4,7 @@ local torch = require("ramtorch")
 local rffi = require("ramtorch.ffi")
 local optimizer = require("ramtorch.optim.optimizer")
 
-local C, check = rffi.C, rffi.check
+local C, check, ffi = rffi.C, rffi.check, rffi.ffi
 local Optimizer = optimizer.Optimizer
 
 local M = {}
@@ -41,15 +41,38 @@ end
 -- Momentum buffers are f32 (f64 for f64 parameters), whatever the parameter's dtype.
 local function state_dtype(p) return p.dtype == torch.float64 and torch.float64 or torch.float32 end
 
+local hp = ffi.new("rt_sgd_hparams")
+
+local function fill_hparams(g, first)
+  hp.lr, hp.momentum, hp.dampening, hp.weight_decay = g.lr, g.momentum, g.dampening, g.weight_decay
+  hp.nesterov, hp.first_step, hp.maximize = g.nesterov and 1 or 0, first, g.maximize and 1 or 0
+  return hp
+end
+
+-- Host float32 parameters with float32 gradients take the fused host kernel (rt_host_sgd_step).
+local function host_path(p, grad)
+  return p.device == "cpu" and p.dtype == torch.float32 and grad.dtype == torch.float32
+    and grad:is_contiguous() and p:is_contiguous()
+end
+
+-- Overlap (Optimizer.last_backward): armed once the momentum buffer exists.
+function SGD:_arm(h, p, g, st)
+  if not host_path(p, p) then return false end
+  local buf = st.momentum_buffer
+  if g.momentum ~= 0 and buf == nil then return false end
+  check(C.rt_host_optim_arm_sgd(h, buf and buf.p or nil, fill_hparams(g, 0), st.expected_grads))
+  return true
+end
+
 function SGD:step(closure)
   local loss = self:_closure_loss(closure)
+  local done = self:_finish_overlap()
+  local offload
   for _, g in ipairs(self.param_groups) do
     local lr, mom, damp, wd, nest = g.lr, g.momentum, g.dampening, g.weight_decay, g.nesterov and 1 or 0
     for _, p in ipairs(g.params) do
       local grad = p.grad
-      if grad ~= nil then
-        if g.maximize then grad = torch.no_grad(function() return -grad end) end
-        if not grad:is_contiguous() then grad = grad:contiguous() end
+      if grad ~= nil and not done[p] then
         local st = self.state[p]
         if st == nil then
           st = {}
@@ -64,10 +87,19 @@ function SGD:step(closure)
             first = 1
           end
         end
-        check(C.rt_sgd_step(p.p, grad.p, buf and buf.p or nil, lr, mom, damp, wd, nest, first))
+        if host_path(p, grad) then
+          offload = offload or require("ramtorch.offload")
+          check(C.rt_host_sgd_step(p.p, grad.p, buf and buf.p or nil, offload.existing_handle(p),
+                                   fill_hparams(g, first)))
+        else
+          if g.maximize then grad = torch.no_grad(function() return -grad end) end
+          if not grad:is_contiguous() then grad = grad:contiguous() end
+          check(C.rt_sgd_step(p.p, grad.p, buf and buf.p or nil, lr, mom, damp, wd, nest, first))
+        end
       end
     end
   end
+  self:_learn_counts()
   return loss
 end
 

@@ -10,7 +10,7 @@ mkdir -p .deb
 pkgs=(luajit libluajit-5.1-2 libluajit-5.1-common libluajit-5.1-dev
       lua-busted lua-cliargs lua-dkjson lua-filesystem lua-luassert lua-mediator lua-penlight lua-say
       lua-system lua-term lua-yaml lua-inifile libyaml-0-2
-      libopenblas0-pthread libopenblas-pthread-dev libopenblas-dev libopenblas0 libgfortran5
+      libopenblas0-openmp libopenblas-openmp-dev libopenblas-dev libopenblas0 libgfortran5
       libedit2 libedit-dev libbsd0 libmd0 zlib1g zlib1g-dev
       pkg-config pkgconf pkgconf-bin libpkgconf3)
 (cd .deb && apt-get download "${pkgs[@]}")

@@ -30,7 +30,7 @@ export PATH=$ROOT/usr/bin:$PATH
 export PKG_CONFIG_PATH=$LIBDIR/pkgconfig:$ROOT/usr/share/pkgconfig
 export LUA_PATH="$ROOT/usr/share/lua/5.1/?.lua;$ROOT/usr/share/lua/5.1/?/init.lua;;"
 export LUA_CPATH="$LIBDIR/lua/5.1/?.so;;"
-RTLIBS=$LIBDIR:$LIBDIR/openblas-pthread
+RTLIBS=$LIBDIR:$LIBDIR/openblas-openmp
 export LD_LIBRARY_PATH=$RTLIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 which luajit pkg-config cmake nvcc python3 2>&1 | tee -a "$OUT/machine.txt"
 
@@ -39,8 +39,8 @@ rm -rf build-gpu # a fresh cache: the machine may keep one from an earlier call
 gen=()
 command -v ninja >/dev/null && gen=(-G Ninja)
 cmake -B build-gpu "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DCMAKE_PREFIX_PATH=$ROOT/usr -DOPENBLAS_LIB=$LIBDIR/openblas-pthread/libopenblas.so \
-  -DCBLAS_INCLUDE_DIR=$ROOT/usr/include/x86_64-linux-gnu/openblas-pthread \
+  -DCMAKE_PREFIX_PATH=$ROOT/usr -DOPENBLAS_LIB=$LIBDIR/openblas-openmp/libopenblas.so \
+  -DCBLAS_INCLUDE_DIR=$ROOT/usr/include/x86_64-linux-gnu/openblas-openmp \
   -DZLIB_INCLUDE_DIR=$ROOT/usr/include \
   -DBUSTED_BIN=$ROOT/usr/bin/busted > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 log "build"

@@ -2,7 +2,7 @@
 # install_deps.sh: the Debian 12 packages ramtorch-lua builds, tests and trains with. Idempotent; needs
 # root (or sudo). Used by the README's quick start and by .ci/run.
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config luajit libluajit-5.1-dev libopenblas-dev libedit-dev zlib1g-dev
+pkgs=(build-essential cmake pkg-config luajit libluajit-5.1-dev libopenblas-openmp-dev libedit-dev zlib1g-dev
       lua-busted dataset-fashion-mnist fortunes
       clang-format tmux) # tests only: the lint test and the REPL-on-a-terminal test (skipped without)
 missing=()

@@ -236,6 +236,14 @@ static void unary_bwd_rows(void *ctx, int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
         char *p[3];
         rt_iter_row(&j->it, r, p);
+        if (j->op == RT_RELU && j->t0 == RT_F32 && j->t1 == RT_F32 && j->t2 == RT_F32 &&
+            j->s0 == 4 && j->s1 == 4 && j->s2 == 4) {
+            /* the MLP hot path: a branch-free, vectorisable mask */
+            float *gi = (float *)p[0];
+            const float *go = (const float *)p[1], *xv = (const float *)p[2];
+            for (int64_t i = 0; i < j->n; i++) gi[i] = xv[i] > 0.0f ? go[i] : 0.0f;
+            continue;
+        }
         for (int64_t i = 0; i < j->n; i++) {
             double g = rt_load(p[1] + i * j->s1, j->t1), xv = rt_load(p[2] + i * j->s2, j->t2);
             double d = g * deriv(j->op, xv);

@@ -93,8 +93,8 @@ typedef struct rt_backend {
     /* optimizer updates, in place (runtime/optim.c): views contiguous, same numel; buf may be
      * NULL for SGD without momentum */
     int (*adamw_step)(const rt_kview *param, const rt_kview *grad, const rt_kview *exp_avg,
-                      const rt_kview *exp_avg_sq, double lr, double beta1, double beta2,
-                      double eps, double weight_decay, int64_t step);
+                      const rt_kview *exp_avg_sq, double lr, double beta1, double beta2, double eps,
+                      double weight_decay, int64_t step);
     int (*sgd_step)(const rt_kview *param, const rt_kview *grad, const rt_kview *buf, double lr,
                     double momentum, double dampening, double weight_decay, int nesterov,
                     int first_step);

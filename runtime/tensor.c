@@ -8,13 +8,16 @@
 
 atomic_llong rt_g_live_tensors;
 atomic_llong rt_g_host_bytes;
-/* Bytes of tensor storage allocated (any device) since Lua last reset the counter. Lua frees tensors
- * only when its garbage collector runs their finalizers, and it does not see the bytes behind them;
- * it reads this through rt_alloc_pressure() after each op and collects once enough was allocated,
- * so a training loop reuses memory instead of growing until the next natural collection. */
+/* Bytes of tensor storage allocated (any device) since Lua last reset the counter. Lua frees
+ * tensors only when its garbage collector runs their finalizers, and it does not see the bytes
+ * behind them; it reads this through rt_alloc_pressure() after each op and collects once enough was
+ * allocated, so a training loop reuses memory instead of growing until the next natural collection.
+ */
 static int64_t g_alloc_pressure;
 
-int64_t *rt_alloc_pressure(void) { return &g_alloc_pressure; }
+int64_t *rt_alloc_pressure(void) {
+    return &g_alloc_pressure;
+}
 
 int64_t rt_live_tensors(void) {
     return atomic_load(&rt_g_live_tensors);

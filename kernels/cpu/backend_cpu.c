@@ -10,12 +10,12 @@
 /* ---- memory --------------------------------------------------------------------------------- */
 
 /* A training loop allocates and frees the same activation and gradient sizes every step. With
- * glibc's defaults, blocks above the (dynamic, at most 32 MiB) mmap threshold are mapped and unmapped
- * each time, and freed heap tops are trimmed, so every step pays page faults on fresh memory
- * (measured: 17% of a Fashion-MNIST step on one thread). Keeping blocks below 256 MiB on the heap and
- * trimming only above 1 GiB of free top makes steady-state allocations reuse warm pages, like a
- * caching allocator. Set RAMTORCH_KEEP_MALLOC_DEFAULTS=1 to leave the process's malloc settings
- * alone. */
+ * glibc's defaults, blocks above the (dynamic, at most 32 MiB) mmap threshold are mapped and
+ * unmapped each time, and freed heap tops are trimmed, so every step pays page faults on fresh
+ * memory (measured: 17% of a Fashion-MNIST step on one thread). Keeping blocks below 256 MiB on the
+ * heap and trimming only above 1 GiB of free top makes steady-state allocations reuse warm pages,
+ * like a caching allocator. Set RAMTORCH_KEEP_MALLOC_DEFAULTS=1 to leave the process's malloc
+ * settings alone. */
 __attribute__((constructor)) static void tune_malloc(void) {
     const char *keep = getenv("RAMTORCH_KEEP_MALLOC_DEFAULTS");
     if (keep && *keep && *keep != '0') return;

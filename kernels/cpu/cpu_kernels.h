@@ -1,5 +1,5 @@
-/* cpu_kernels.h: the launchers of kernels/cpu/, one per op family, routed by backend_cpu.c. Each has
- * the signature of its rt_backend entry (runtime/internal.h). */
+/* cpu_kernels.h: the launchers of kernels/cpu/, one per op family, routed by backend_cpu.c. Each
+ * has the signature of its rt_backend entry (runtime/internal.h). */
 #ifndef RT_CPU_KERNELS_H
 #define RT_CPU_KERNELS_H
 
@@ -7,7 +7,8 @@
 
 /* binary.c */
 int rt_cpu_binary(int op, const rt_kview *out, const rt_kview *a, const rt_kview *b);
-int rt_cpu_binary_scalar(int op, const rt_kview *out, const rt_kview *a, double s, int scalar_first);
+int rt_cpu_binary_scalar(int op, const rt_kview *out, const rt_kview *a, double s,
+                         int scalar_first);
 int rt_cpu_masked_copy(const rt_kview *out, const rt_kview *cond, const rt_kview *a);
 /* unary.c */
 int rt_cpu_unary(int op, const rt_kview *out, const rt_kview *a);
@@ -22,7 +23,8 @@ int rt_cpu_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, doubl
                 int64_t batch, int dtype);
 /* random.c */
 int rt_cpu_fill_uniform(const rt_kview *dst, uint64_t seed, uint64_t offset, double lo, double hi);
-int rt_cpu_fill_normal(const rt_kview *dst, uint64_t seed, uint64_t offset, double mean, double std);
+int rt_cpu_fill_normal(const rt_kview *dst, uint64_t seed, uint64_t offset, double mean,
+                       double std);
 int rt_cpu_fill_randint(const rt_kview *dst, uint64_t seed, uint64_t offset, int64_t low,
                         int64_t high);
 /* Counter-based generator: 4 x 32 random bits for counter c under key (seed). Philox4x32-10. */
@@ -32,8 +34,8 @@ void rt_philox4x32(uint64_t seed, uint64_t counter, uint32_t out[4]);
 
 /* optim.c: fused optimizer updates (contiguous views, checked by runtime/optim.c) */
 int rt_cpu_adamw_step(const rt_kview *param, const rt_kview *grad, const rt_kview *exp_avg,
-                      const rt_kview *exp_avg_sq, double lr, double beta1, double beta2,
-                      double eps, double weight_decay, int64_t step);
+                      const rt_kview *exp_avg_sq, double lr, double beta1, double beta2, double eps,
+                      double weight_decay, int64_t step);
 int rt_cpu_sgd_step(const rt_kview *param, const rt_kview *grad, const rt_kview *buf, double lr,
                     double momentum, double dampening, double weight_decay, int nesterov,
                     int first_step);

@@ -241,7 +241,8 @@ static void unary_bwd_rows(void *ctx, int64_t r0, int64_t r1) {
             /* the MLP hot path: a branch-free, vectorisable mask */
             float *gi = (float *)p[0];
             const float *go = (const float *)p[1], *xv = (const float *)p[2];
-            for (int64_t i = 0; i < j->n; i++) gi[i] = xv[i] > 0.0f ? go[i] : 0.0f;
+            for (int64_t i = 0; i < j->n; i++)
+                gi[i] = xv[i] > 0.0f ? go[i] : 0.0f;
             continue;
         }
         for (int64_t i = 0; i < j->n; i++) {

@@ -904,8 +904,8 @@ static int api_event_elapsed_time(rt_event *a, rt_event *b, double *ms) {
 /* The offload engine's raw copies (runtime/offload.c): host<->device or device<->device, direction
  * inferred from the pointers (unified addressing), ordered on stream s (NULL: the current one). */
 static int api_memcpy_async(void *dst, const void *src, size_t nbytes, rt_stream *s) {
-    RT_CUDA_TRY("offload.copy", cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault,
-                                                stream_or_current(s)));
+    RT_CUDA_TRY("offload.copy",
+                cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, stream_or_current(s)));
     return RT_OK;
 }
 

@@ -1,8 +1,9 @@
 /* ramtorch.h: the one public contract of libramtorch.
  *
  * Every exported name starts with rt_. Objects are opaque reference-counted handles. Every fallible
- * call returns int (RT_OK = 0, or a negative rt_status) and writes results through out pointers; the
- * message is in rt_last_error() (thread-local). The library never aborts, exits or prints on bad input.
+ * call returns int (RT_OK = 0, or a negative rt_status) and writes results through out pointers;
+ * the message is in rt_last_error() (thread-local). The library never aborts, exits or prints on
+ * bad input.
  *
  * This header is also the FFI contract: the build runs the C preprocessor over it with RT_CDEF
  * defined and writes the result as the cdef that lua/ramtorch/ffi.lua loads. So: plain C
@@ -28,17 +29,17 @@ extern "C" {
 
 typedef enum rt_status {
     RT_OK = 0,
-    RT_ERR_INVALID = -1,     /* bad argument value */
-    RT_ERR_SHAPE = -2,       /* shapes do not fit */
-    RT_ERR_DTYPE = -3,       /* dtype not supported or mismatched */
-    RT_ERR_DEVICE = -4,      /* tensors on different devices, or device unavailable */
-    RT_ERR_OOM = -5,         /* allocation failed (host, pinned or device) */
-    RT_ERR_INDEX = -6,       /* index out of range */
-    RT_ERR_IO = -7,          /* file system error */
-    RT_ERR_BACKEND = -8,     /* CUDA / cuBLAS / NCCL call failed */
-    RT_ERR_AUTOGRAD = -9,    /* graph misuse (second backward, no grad_fn, ...) */
+    RT_ERR_INVALID = -1,      /* bad argument value */
+    RT_ERR_SHAPE = -2,        /* shapes do not fit */
+    RT_ERR_DTYPE = -3,        /* dtype not supported or mismatched */
+    RT_ERR_DEVICE = -4,       /* tensors on different devices, or device unavailable */
+    RT_ERR_OOM = -5,          /* allocation failed (host, pinned or device) */
+    RT_ERR_INDEX = -6,        /* index out of range */
+    RT_ERR_IO = -7,           /* file system error */
+    RT_ERR_BACKEND = -8,      /* CUDA / cuBLAS / NCCL call failed */
+    RT_ERR_AUTOGRAD = -9,     /* graph misuse (second backward, no grad_fn, ...) */
     RT_ERR_UNSUPPORTED = -10, /* combination not implemented on this backend */
-    RT_ERR_FORMAT = -11      /* malformed file or data */
+    RT_ERR_FORMAT = -11       /* malformed file or data */
 } rt_status;
 
 /* The message of the last failed call on this thread: "op: what was wrong (shapes, dtypes,
@@ -101,9 +102,9 @@ typedef struct rt_tensor_meta {
     int32_t memkind;              /* rt_memkind of the storage */
 } rt_tensor_meta;
 
-/* The by-value handle that FFI users hold (Lua's Tensor). A struct rather than a bare pointer so that
- * `a + 1` and `a[1]` reach the metatable instead of LuaJIT's built-in pointer arithmetic. The release
- * function is the handle's finalizer; it clears p, so releasing twice is safe. */
+/* The by-value handle that FFI users hold (Lua's Tensor). A struct rather than a bare pointer so
+ * that `a + 1` and `a[1]` reach the metatable instead of LuaJIT's built-in pointer arithmetic. The
+ * release function is the handle's finalizer; it clears p, so releasing twice is safe. */
 typedef struct rt_tensor_ref {
     rt_tensor *p;
 } rt_tensor_ref;
@@ -129,8 +130,8 @@ int rt_arange(double start, double end, double step, int dtype, int device, rt_t
 /* Copy n elements of src_dtype from host memory into a new tensor of dtype (converted). */
 int rt_from_host(int ndim, const int64_t *shape, int dtype, int device, const void *src,
                  int src_dtype, rt_tensor **out);
-/* Copy a tensor's elements, in logical (row-major) order, to host memory as dst_dtype. dst must hold
- * numel elements. */
+/* Copy a tensor's elements, in logical (row-major) order, to host memory as dst_dtype. dst must
+ * hold numel elements. */
 int rt_to_host(const rt_tensor *t, void *dst, int dst_dtype);
 int rt_item(const rt_tensor *t, double *out); /* numel must be 1 */
 
@@ -155,7 +156,7 @@ int rt_transpose(rt_tensor *t, int dim0, int dim1, rt_tensor **out);
 int rt_narrow(rt_tensor *t, int dim, int64_t start, int64_t length, rt_tensor **out);
 int rt_select(rt_tensor *t, int dim, int64_t index, rt_tensor **out);
 int rt_expand(rt_tensor *t, int ndim, const int64_t *shape, rt_tensor **out);
-int rt_squeeze(rt_tensor *t, int dim, rt_tensor **out);   /* dim < -ndim: all size-1 dims */
+int rt_squeeze(rt_tensor *t, int dim, rt_tensor **out); /* dim < -ndim: all size-1 dims */
 int rt_unsqueeze(rt_tensor *t, int dim, rt_tensor **out);
 int rt_contiguous(rt_tensor *t, rt_tensor **out); /* returns t itself (retained) if contiguous */
 int rt_clone(rt_tensor *t, rt_tensor **out);
@@ -260,7 +261,8 @@ int rt_where(rt_tensor *cond, rt_tensor *a, rt_tensor *b, rt_tensor **out);
 
 typedef enum rt_reduce_op { RT_SUM = 0, RT_MEAN, RT_MAX, RT_MIN, RT_NUM_REDUCE_OPS } rt_reduce_op;
 
-/* Reduce over dims[0..ndims); ndims == 0 reduces over every dim. Negative dims count from the end. */
+/* Reduce over dims[0..ndims); ndims == 0 reduces over every dim. Negative dims count from the end.
+ */
 int rt_reduce(int op, rt_tensor *a, int ndims, const int *dims, int keepdim, rt_tensor **out);
 /* max/min along one dim with the indices (i64) of the winners. */
 int rt_reduce_dim_with_indices(int op, rt_tensor *a, int dim, int keepdim, rt_tensor **values,
@@ -281,7 +283,11 @@ int rt_linear(rt_tensor *x, rt_tensor *w, rt_tensor *b, rt_tensor **out);
  * Neural-network ops
  * ---------------------------------------------------------------------------------------------- */
 
-typedef enum rt_reduction { RT_REDUCTION_NONE = 0, RT_REDUCTION_MEAN, RT_REDUCTION_SUM } rt_reduction;
+typedef enum rt_reduction {
+    RT_REDUCTION_NONE = 0,
+    RT_REDUCTION_MEAN,
+    RT_REDUCTION_SUM
+} rt_reduction;
 
 int rt_softmax(rt_tensor *x, int dim, rt_tensor **out);
 int rt_log_softmax(rt_tensor *x, int dim, rt_tensor **out);
@@ -364,8 +370,7 @@ const char *rt_safetensors_name(const rt_safetensors *f, int64_t i);
 int rt_safetensors_find(const rt_safetensors *f, const char *name, int64_t *index);
 /* dtype (an rt_dtype, or -1 for a safetensors dtype that ramtorch cannot hold such as I16), ndim
  * and shape (RT_MAX_DIMS entries) of tensor i, without reading its data. */
-int rt_safetensors_info(const rt_safetensors *f, int64_t i, int *dtype, int *ndim,
-                        int64_t *shape);
+int rt_safetensors_info(const rt_safetensors *f, int64_t i, int *dtype, int *ndim, int64_t *shape);
 /* The safetensors dtype string of tensor i ("F32", "BF16", ...), NULL when out of range. */
 const char *rt_safetensors_dtype_str(const rt_safetensors *f, int64_t i);
 /* Copy tensor i into a new contiguous CPU tensor. */
@@ -402,7 +407,8 @@ int rt_index_add_(rt_tensor *t, int dim, rt_tensor *indices, rt_tensor *src);
  * keeps t's dtype) and divided by divisor (1: no division; a float output divides in its compute
  * precision, as x.float().div(d) does, so uint8 images become [0, 1] floats in the same pass). No
  * autograd. A non-float out_dtype needs divisor 1. */
-int rt_gather_rows(rt_tensor *t, rt_tensor *indices, int out_dtype, double divisor, rt_tensor **out);
+int rt_gather_rows(rt_tensor *t, rt_tensor *indices, int out_dtype, double divisor,
+                   rt_tensor **out);
 /* The same on a background thread, so that the next batch is built while the caller works on the
  * current one (LuaJIT is single-threaded; this is the DataLoader's prefetch). Arguments are
  * checked before it starts; inputs are retained until it finishes. rt_async_wait blocks and hands
@@ -502,7 +508,8 @@ typedef struct rt_offload_param rt_offload_param;
 int rt_offload_param_new(rt_tensor *host, rt_offload_param **out);
 void rt_offload_param_release(rt_offload_param *p); /* NULL is fine */
 /* Rewrite p's transfer copy in dtype (bf16/f16 shadow of an f32 master) from the master now (the
- * optimizer step calls this after updating the master; a stale shadow is also refreshed on fetch). */
+ * optimizer step calls this after updating the master; a stale shadow is also refreshed on fetch).
+ */
 int rt_offload_refresh_shadow(rt_offload_param *p, int dtype);
 
 /* y = x @ w^T + b with w (out, in) and b (out) or NULL offloaded parameters, computed on x's

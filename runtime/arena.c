@@ -275,6 +275,7 @@ int rt_tensor_wrap(int ndim, const int64_t *shape, int dtype, int device, void *
     rt_tensor *t = *out;
     rt_storage *s = t->storage;
     s->backend->free(s->device, s->data, s->memkind, s->nbytes);
+    rt_storage_untrack(s);
     s->data = data;
     s->nbytes = nbytes;
     s->memkind = memkind;

@@ -161,7 +161,7 @@ int rt_pin_memory(rt_tensor *t, rt_tensor **out) {
     }
     /* swap the pageable block for the pinned one */
     s->backend->free(RT_DEVICE_CPU, s->data, s->memkind, s->nbytes);
-    atomic_fetch_sub(&rt_g_host_bytes, (long long)nbytes);
+    rt_storage_untrack(s);
     ctx->be = be;
     ctx->nbytes = nbytes;
     s->data = pinned;

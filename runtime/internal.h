@@ -234,6 +234,8 @@ int rt_sum_to_shape(rt_tensor *t, int ndim, const int64_t *shape, rt_tensor **ou
 
 extern atomic_llong rt_g_live_tensors;
 extern atomic_llong rt_g_host_bytes;
+/* Stop counting a storage's bytes (before pointing it at foreign memory with a deleter). */
+void rt_storage_untrack(rt_storage *s);
 
 /* Counter-based RNG state (global generator). rt_rng_reserve returns the offset to use for n draws
  * and advances the generator. */

@@ -14,6 +14,12 @@ atomic_llong rt_g_host_bytes;
  * allocated, so a training loop reuses memory instead of growing until the next natural collection.
  */
 static int64_t g_alloc_pressure;
+/* Bytes held by live tensor storages on every device (the GC pacing's notion of "live"). */
+static int64_t g_live_storage_bytes;
+
+int64_t rt_live_storage_bytes(void) {
+    return __atomic_load_n(&g_live_storage_bytes, __ATOMIC_RELAXED);
+}
 
 int64_t *rt_alloc_pressure(void) {
     return &g_alloc_pressure;
@@ -324,8 +330,16 @@ static int storage_new(int device, size_t nbytes, rt_storage **out) {
     s->backend = be;
     if (device == RT_DEVICE_CPU) atomic_fetch_add(&rt_g_host_bytes, (long long)nbytes);
     __atomic_fetch_add(&g_alloc_pressure, (int64_t)nbytes, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&g_live_storage_bytes, (int64_t)nbytes, __ATOMIC_RELAXED);
     *out = s;
     return RT_OK;
+}
+
+/* A storage about to point at foreign memory (pinned, arena) stops counting its bytes as tensor
+ * memory; its deleter frees it without touching the counters. */
+void rt_storage_untrack(rt_storage *s) {
+    if (s->device == RT_DEVICE_CPU) atomic_fetch_sub(&rt_g_host_bytes, (long long)s->nbytes);
+    __atomic_fetch_sub(&g_live_storage_bytes, (int64_t)s->nbytes, __ATOMIC_RELAXED);
 }
 
 static void storage_release(rt_storage *s) {
@@ -339,6 +353,7 @@ static void storage_release(rt_storage *s) {
         else
             s->backend->free(s->device, s->data, s->memkind, s->nbytes);
         if (s->device == RT_DEVICE_CPU) atomic_fetch_sub(&rt_g_host_bytes, (long long)s->nbytes);
+        __atomic_fetch_sub(&g_live_storage_bytes, (int64_t)s->nbytes, __ATOMIC_RELAXED);
     }
     cache_push(STORAGE_LIST, s, sizeof *s);
 }

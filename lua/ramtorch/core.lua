@@ -98,15 +98,16 @@ M.raise = raise
 -- Garbage-collector pacing. Tensors are freed when the GC runs their finalizers, but the GC only
 -- sees 16-byte handles, not the storage behind them; left alone, a training loop's memory grows until
 -- a natural collection and every step touches fresh pages. So after each op we look at how many
--- storage bytes C allocated since the last collection, and collect once that exceeds what was live
--- after it (at least 64 MiB): the heap stays within about twice its live size and is reused warm.
+-- storage bytes C allocated (on any device) since the last collection, and collect once that exceeds
+-- what was live after it (at least 64 MiB): memory stays within about twice its live size and is
+-- reused warm, on the host and in the device caching allocator alike.
 local pressure = C.rt_alloc_pressure()
 local MIN_GC_BYTES = 64 * 1024 * 1024
 local gc_threshold = MIN_GC_BYTES
 local function pace_gc()
   collectgarbage("collect")
   pressure[0] = 0
-  local live = tonumber(C.rt_host_bytes_allocated())
+  local live = tonumber(C.rt_live_storage_bytes())
   gc_threshold = live > MIN_GC_BYTES and live or MIN_GC_BYTES
 end
 M.pace_gc = pace_gc

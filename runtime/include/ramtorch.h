@@ -122,6 +122,8 @@ int64_t rt_host_bytes_allocated(void);
 /* A counter of tensor bytes allocated (any device) that the caller may read and reset through the
  * pointer (no call needed): the Lua layer paces its garbage collector with it. */
 int64_t *rt_alloc_pressure(void);
+/* Bytes held by live tensor storages on every device (host, pinned, device). */
+int64_t rt_live_storage_bytes(void);
 
 /* Creation. shape may be NULL when ndim == 0 (a scalar). */
 int rt_empty(int ndim, const int64_t *shape, int dtype, int device, rt_tensor **out);

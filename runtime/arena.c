@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #define ARENA_ALIGN 64
@@ -46,7 +47,32 @@ static struct {
     int nfree, free_cap;
     int64_t used, peak;
     const rt_device_api *reg_api;
+    int64_t registers; /* page-lock registrations, and their time (profiling) */
+    double register_ms;
 } g = {.mu = PTHREAD_MUTEX_INITIALIZER, .fd = -1};
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+/* Page-lock [p, p + size) through the registered API, timed. Caller holds g.mu. */
+static int register_range(const rt_device_api *api, void *p, size_t size) {
+    double t0 = now_ms();
+    int rc = api->host_register(p, size);
+    g.register_ms += now_ms() - t0;
+    g.registers++;
+    return rc;
+}
+
+void rt_arena_profile(int64_t *chunks, int64_t *registers, double *register_ms) {
+    pthread_mutex_lock(&g.mu);
+    *chunks = g.nchunks;
+    *registers = g.registers;
+    *register_ms = g.register_ms;
+    pthread_mutex_unlock(&g.mu);
+}
 
 static size_t page_size(void) {
     long p = sysconf(_SC_PAGESIZE);
@@ -107,7 +133,7 @@ static int add_chunk(size_t min_bytes) {
     c->registered = 0;
     g.tail_used = 0;
     if (g.reg_api && g.reg_api->host_register) {
-        int rc = g.reg_api->host_register(p, size);
+        int rc = register_range(g.reg_api, p, size);
         if (rc < 0) return rc;
         c->registered = 1;
     }
@@ -232,7 +258,7 @@ int rt_arena_register(const rt_device_api *api) {
         g.reg_api = api;
         for (int i = 0; rc == RT_OK && i < g.nchunks; i++)
             if (!g.chunks[i].registered) {
-                rc = api->host_register(g.chunks[i].base, g.chunks[i].size);
+                rc = register_range(api, g.chunks[i].base, g.chunks[i].size);
                 if (rc == RT_OK) g.chunks[i].registered = 1;
             }
     }

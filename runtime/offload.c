@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "half.h"
 
@@ -49,14 +50,52 @@ static atomic_int g_debug_flags;
 static pthread_once_t g_env_once = PTHREAD_ONCE_INIT;
 static int64_t g_budget[MAX_ENGINES];
 static _Thread_local int tl_autocast = -1;
+static atomic_int g_profiling;
+
+/* How a gradient reaches its f32 host gradient (RAMTORCH_OFFLOAD_GRAD_PATH, for measurements):
+ * "host" (default): copied in its own dtype into a staging slice, widened by the host worker;
+ * "device": a first gradient (no host gradient yet) is widened to f32 on the device and copied
+ * straight into the host gradient (twice the bus bytes, no host pass); "skip": the host worker does
+ * not write the host gradient at all (wrong gradients: a timing experiment only). */
+enum { GRAD_PATH_HOST = 0, GRAD_PATH_DEVICE = 1, GRAD_PATH_SKIP = 2 };
+static int g_grad_path;
+static int64_t g_grad_chunk = (int64_t)16 << 20; /* D2H piece size the worker pipelines on */
+static int g_acc_fast = 1; /* RAMTORCH_OFFLOAD_ACC=ref: the original scalar host pass */
 
 static void read_env(void) {
     const char *s = getenv("RAMTORCH_OFFLOAD_DEBUG_SKIP_WAIT");
-    if (!s) return;
-    int f = 0;
-    if (strstr(s, "h2d")) f |= RT_OFFLOAD_SKIP_H2D_WAIT;
-    if (strstr(s, "d2h")) f |= RT_OFFLOAD_SKIP_D2H_WAIT;
-    atomic_store(&g_debug_flags, f);
+    if (s) {
+        int f = 0;
+        if (strstr(s, "h2d")) f |= RT_OFFLOAD_SKIP_H2D_WAIT;
+        if (strstr(s, "d2h")) f |= RT_OFFLOAD_SKIP_D2H_WAIT;
+        atomic_store(&g_debug_flags, f);
+    }
+    s = getenv("RAMTORCH_OFFLOAD_PROFILE");
+    if (s && *s && strcmp(s, "0") != 0) atomic_store(&g_profiling, 1);
+    s = getenv("RAMTORCH_OFFLOAD_GRAD_PATH");
+    if (s) g_grad_path = !strcmp(s, "device") ? GRAD_PATH_DEVICE
+                         : !strcmp(s, "skip") ? GRAD_PATH_SKIP
+                                              : GRAD_PATH_HOST;
+    s = getenv("RAMTORCH_OFFLOAD_GRAD_CHUNK_MB");
+    if (s) g_grad_chunk = (int64_t)(atof(s) * (double)(1 << 20));
+    s = getenv("RAMTORCH_OFFLOAD_ACC");
+    if (s && !strcmp(s, "ref")) g_acc_fast = 0;
+}
+
+static int profiling(void) {
+    pthread_once(&g_env_once, read_env);
+    return atomic_load(&g_profiling);
+}
+
+int rt_offload_set_profiling(int enabled) {
+    pthread_once(&g_env_once, read_env);
+    return atomic_exchange(&g_profiling, enabled != 0);
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
 static int debug_flags(void) {
@@ -307,9 +346,18 @@ typedef struct grad_task {
     rt_offload_param *param; /* retained: its gradient counts and callback */
     int staging; /* index in the staging pool, or -1 when copied straight into host_grad */
     int src_dtype;
-    int64_t numel;
+    int64_t off, numel; /* the piece of the gradient this task covers (elements) */
     int add;
+    int owner; /* the last piece: holds the references above and reports the gradient; earlier
+                  pieces (queued before it, finished before it) borrow them */
 } grad_task;
+
+/* Timing event pairs of one kind, summed into a profile field when folded. */
+enum { TP_H2D, TP_D2H, TP_GEMM_FWD, TP_GEMM_BWD, TP_KINDS };
+typedef struct tpairs {
+    rt_event *(*v)[2];
+    int n, cap;
+} tpairs;
 
 typedef struct staging {
     void *ptr;
@@ -352,6 +400,10 @@ struct rt_offload_engine {
     int nstg, stg_cap;
     /* statistics (compute thread) */
     rt_offload_stats st;
+    /* profile: compute-thread fields written by it, worker fields under mu; timing event pairs
+     * per stream phase, folded into prof at engine_sync */
+    rt_offload_profile prof;
+    tpairs tp[TP_KINDS];
 };
 
 static rt_offload_engine *g_engines[MAX_ENGINES];
@@ -379,6 +431,97 @@ static char *fmt_bytes(char *buf, size_t n, int64_t b) {
     else
         snprintf(buf, n, "%lld bytes", (long long)b);
     return buf;
+}
+
+/* ---- profiling: timing events around work on a stream ------------------------------------------
+ */
+
+#define TP_MAX 4096 /* pairs kept per kind before they are folded (a host sync: profiling only) */
+
+static double *tp_field(rt_offload_engine *e, int kind) {
+    switch (kind) {
+    case TP_H2D:
+        return &e->prof.h2d_ms;
+    case TP_D2H:
+        return &e->prof.d2h_ms;
+    case TP_GEMM_FWD:
+        return &e->prof.gemm_fwd_ms;
+    default:
+        return &e->prof.gemm_bwd_ms;
+    }
+}
+
+static void tp_fold(rt_offload_engine *e, int kind) {
+    tpairs *t = &e->tp[kind];
+    for (int i = 0; i < t->n; i++) {
+        double ms = 0;
+        if (e->api->event_synchronize(t->v[i][1]) == RT_OK &&
+            e->api->event_elapsed_time(t->v[i][0], t->v[i][1], &ms) == RT_OK && ms > 0)
+            *tp_field(e, kind) += ms;
+        e->api->event_destroy(t->v[i][0]);
+        e->api->event_destroy(t->v[i][1]);
+    }
+    t->n = 0;
+    rt_clear_error();
+}
+
+/* Start a timed span on stream s (NULL: the compute stream); *t0 stays NULL when profiling is off
+ * or the event cannot be made, and rt_offload_prof_end then does nothing. */
+static void tp_begin(rt_offload_engine *e, rt_stream *s, rt_event **t0) {
+    *t0 = NULL;
+    if (!profiling()) return;
+    if (e->api->event_create(1, t0) != RT_OK) {
+        *t0 = NULL;
+        rt_clear_error();
+        return;
+    }
+    if (e->api->event_record(*t0, s) != RT_OK) {
+        e->api->event_destroy(*t0);
+        *t0 = NULL;
+        rt_clear_error();
+    }
+}
+
+static void tp_end(rt_offload_engine *e, int kind, rt_stream *s, rt_event *t0) {
+    if (!t0) return;
+    tpairs *t = &e->tp[kind];
+    rt_event *t1 = NULL;
+    if (t->n == t->cap && t->cap < TP_MAX) {
+        int cap = t->cap ? t->cap * 2 : 64;
+        void *v = realloc(t->v, sizeof *t->v * (size_t)cap);
+        if (v) {
+            t->v = v;
+            t->cap = cap;
+        }
+    }
+    if (t->n == t->cap) tp_fold(e, kind);
+    if (t->n == t->cap || e->api->event_create(1, &t1) != RT_OK ||
+        e->api->event_record(t1, s) != RT_OK) {
+        if (t1) e->api->event_destroy(t1);
+        e->api->event_destroy(t0);
+        rt_clear_error();
+        return;
+    }
+    t->v[t->n][0] = t0;
+    t->v[t->n][1] = t1;
+    t->n++;
+}
+
+void rt_offload_prof_begin(rt_offload_engine *e, rt_event **t0) {
+    tp_begin(e, NULL, t0);
+}
+
+void rt_offload_prof_end(rt_offload_engine *e, int phase, rt_event *t0) {
+    tp_end(e, phase == RT_OFFLOAD_BWD ? TP_GEMM_BWD : TP_GEMM_FWD, NULL, t0);
+}
+
+/* A host synchronisation on the compute thread in the middle of a step, counted and timed. */
+static int host_sync_event(rt_offload_engine *e, rt_event *ev) {
+    double t0 = now_ms();
+    int rc = e->api->event_synchronize(ev);
+    e->prof.sync_ms += now_ms() - t0;
+    e->prof.syncs++;
+    return rc;
 }
 
 /* ---- event pool (shared with the worker) ----------------------------------------------------- */
@@ -454,42 +597,6 @@ static int staging_get(rt_offload_engine *e, size_t n, int *idx) {
 /* ---- the host worker ----------------------------------------------------------------------------
  */
 
-/* dst (n elements of ddt) = or += src (n elements of sdt), in f32 (f64 for f64). */
-static void accumulate(void *dst, int ddt, const void *src, int sdt, int64_t n, int add) {
-    if (ddt == RT_F32 && sdt == RT_F32 && !add) {
-        memcpy(dst, src, (size_t)n * 4);
-        return;
-    }
-    if (ddt == RT_F32) {
-        float *d = dst;
-#pragma omp parallel for if (n > 65536)
-        for (int64_t i = 0; i < n; i++) {
-            float v = sdt == RT_F32    ? ((const float *)src)[i]
-                      : sdt == RT_BF16 ? rt_bf16_to_f32(((const uint16_t *)src)[i])
-                      : sdt == RT_F16  ? rt_f16_to_f32(((const uint16_t *)src)[i])
-                                       : (float)((const double *)src)[i];
-            d[i] = add ? d[i] + v : v;
-        }
-        return;
-    }
-#pragma omp parallel for if (n > 65536)
-    for (int64_t i = 0; i < n; i++) {
-        double v = sdt == RT_F32    ? ((const float *)src)[i]
-                   : sdt == RT_BF16 ? rt_bf16_to_f32(((const uint16_t *)src)[i])
-                   : sdt == RT_F16  ? rt_f16_to_f32(((const uint16_t *)src)[i])
-                                    : ((const double *)src)[i];
-        if (ddt == RT_F64) {
-            double *d = dst;
-            d[i] = add ? d[i] + v : v;
-        } else {
-            uint16_t *d = dst;
-            float old = add ? (ddt == RT_BF16 ? rt_bf16_to_f32(d[i]) : rt_f16_to_f32(d[i])) : 0.0f;
-            float r = add ? old + (float)v : (float)v;
-            d[i] = ddt == RT_BF16 ? rt_f32_to_bf16(r) : rt_f32_to_f16(r);
-        }
-    }
-}
-
 static void *worker_main(void *arg) {
     rt_offload_engine *e = arg;
     pthread_mutex_lock(&e->mu);
@@ -501,23 +608,38 @@ static void *worker_main(void *arg) {
         e->head = t->next;
         if (!e->head) e->tail = NULL;
         pthread_mutex_unlock(&e->mu);
+        double t0 = now_ms();
         if (!(debug_flags() & RT_OFFLOAD_SKIP_D2H_WAIT)) e->api->event_synchronize(t->done);
-        if (t->staging >= 0) {
+        double t1 = now_ms(), t2 = t1, t3;
+        int64_t wrote = 0;
+        if (t->staging >= 0 && g_grad_path != GRAD_PATH_SKIP) {
             pthread_mutex_lock(&e->mu);
-            void *src = e->stg[t->staging].ptr; /* the pool may be reallocated: read under mu */
+            char *src = e->stg[t->staging].ptr; /* the pool may be reallocated: read under mu */
             pthread_mutex_unlock(&e->mu);
-            accumulate(rt_tensor_data_ptr(t->host_grad), t->host_grad->meta.dtype, src,
-                       t->src_dtype, t->numel, t->add);
+            int hd = t->host_grad->meta.dtype;
+            size_t hs = rt_dtype_size(hd), ss = rt_dtype_size(t->src_dtype);
+            rt_offload_accumulate((char *)rt_tensor_data_ptr(t->host_grad) + t->off * hs, hd,
+                                  src + t->off * ss, t->src_dtype, t->numel, t->add, g_acc_fast);
+            wrote = t->numel * (int64_t)hs;
+            t2 = now_ms();
         }
-        grad_arrived(t->param, t->host_grad);
-        rt_offload_param_release(t->param);
-        rt_tensor_release(t->grad);
-        rt_tensor_release(t->host_grad);
+        if (t->owner) {
+            grad_arrived(t->param, t->host_grad);
+            rt_offload_param_release(t->param);
+            rt_tensor_release(t->grad);
+            rt_tensor_release(t->host_grad);
+        }
+        t3 = now_ms();
         ev_put(e, t->done);
         pthread_mutex_lock(&e->mu);
-        if (t->staging >= 0) e->stg[t->staging].busy = 0;
+        if (t->staging >= 0 && t->owner) e->stg[t->staging].busy = 0;
         free(t);
         e->pending--;
+        e->prof.worker_wait_ms += t1 - t0;
+        e->prof.worker_acc_ms += t2 - t1;
+        e->prof.worker_cb_ms += t3 - t2;
+        e->prof.worker_tasks++;
+        e->prof.worker_bytes += wrote;
         if (e->pending == 0) pthread_cond_broadcast(&e->idle_cv);
     }
     pthread_mutex_unlock(&e->mu);
@@ -550,12 +672,19 @@ static int engine_sync(rt_offload_engine *e) {
     RT_TRY(e->api->stream_synchronize(e->d2h));
     RT_TRY(e->api->stream_synchronize(e->h2d));
     fold_pairs(e);
+    for (int k = 0; k < TP_KINDS; k++)
+        tp_fold(e, k);
     return RT_OK;
 }
 
 int rt_offload_synchronize(void) {
     for (int i = 0; i < MAX_ENGINES; i++)
-        if (g_engines[i]) RT_TRY(engine_sync(g_engines[i]));
+        if (g_engines[i]) {
+            double t0 = now_ms();
+            RT_TRY(engine_sync(g_engines[i]));
+            g_engines[i]->prof.end_sync_ms += now_ms() - t0;
+            g_engines[i]->prof.end_syncs++;
+        }
     return RT_OK;
 }
 

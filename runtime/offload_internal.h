@@ -88,4 +88,19 @@ void rt_offload_param_grad_counts(rt_offload_param *p, int *routed, int *arrived
                                   int *late);
 void rt_offload_param_reset_grad_counts(rt_offload_param *p);
 
+/* ================================================================================================
+ * Host gradient pass and profiling helpers (runtime/offload_accum.c, runtime/arena.c)
+ * ============================================================================================== */
+
+/* dst (n elements of ddt) = src (add 0) or += src (add 1), src n elements of sdt, in f32 (f64 for
+ * f64), OpenMP-parallel. fast 0 runs the original scalar loop (for before/after measurements). */
+void rt_offload_accumulate(void *dst, int ddt, const void *src, int sdt, int64_t n, int add,
+                           int fast);
+/* Profiling (rt_offload_set_profiling): a timed span of the compute stream around a streamed op's
+ * GEMM. begin leaves *t0 NULL when profiling is off; end(NULL) does nothing. */
+void rt_offload_prof_begin(rt_offload_engine *e, rt_event **t0);
+void rt_offload_prof_end(rt_offload_engine *e, int phase, rt_event *t0);
+/* Arena chunks mapped, page-lock registrations and the milliseconds they took, since start. */
+void rt_arena_profile(int64_t *chunks, int64_t *registers, double *register_ms);
+
 #endif /* RT_OFFLOAD_INTERNAL_H */

@@ -628,6 +628,41 @@ int rt_host_optim_arm_sgd(rt_offload_param *p, rt_tensor *momentum_buf, const rt
                           int expected_grads);
 int rt_host_optim_finish(rt_offload_param *p, int *updated, int *routed);
 
+/* ------------------------------------------------------------------------------------------------
+ * Offload engine profile (runtime/offload.c): where a training step's time goes, per phase, for
+ * scripts/bench/streamed_mlp.lua. Off by default (it records timing events around every copy and
+ * GEMM); on with rt_offload_set_profiling(1) or RAMTORCH_OFFLOAD_PROFILE=1. Device times come from
+ * timing events on each stream, host times from the monotonic clock. rt_offload_reset_stats
+ * clears it too.
+ * ------------------------------------------------------------------------------------------------ */
+typedef struct rt_offload_profile {
+    double h2d_ms;                   /* H2D stream busy copying parameters */
+    double d2h_ms;                   /* D2H stream busy copying gradients */
+    double gemm_fwd_ms, gemm_bwd_ms; /* compute stream in the GEMMs of streamed ops */
+    double worker_wait_ms;           /* host worker blocked on gradient copies */
+    double worker_acc_ms;            /* host worker converting / accumulating host gradients */
+    double worker_cb_ms;             /* host worker in gradient-complete callbacks (optimizer) */
+    int64_t worker_tasks;            /* gradient pieces the worker finished */
+    int64_t worker_bytes;            /* host gradient bytes the worker wrote */
+    int64_t max_pending;             /* deepest gradient queue seen */
+    double fetch_host_ms;            /* compute thread inside fetch (scheduling, enqueueing) */
+    double route_host_ms;            /* compute thread inside gradient routing */
+    double sync_ms;                  /* compute thread blocked in engine host syncs mid-step */
+    int64_t syncs;
+    double end_sync_ms; /* compute thread waiting in rt_offload_synchronize (end of backward) */
+    int64_t end_syncs;
+    double shadow_ms;   /* compute thread refreshing bf16/f16 transfer shadows */
+    int64_t slot_allocs;    /* device buffers allocated for the pool */
+    int64_t staging_allocs; /* host staging slices allocated */
+    int64_t direct_grads;   /* gradients copied straight into the host gradient (no worker pass) */
+    int64_t device_casts;   /* gradients widened to f32 on the device before the copy */
+    int64_t arena_chunks;   /* arena chunks mapped so far (process-wide) */
+    int64_t arena_registers;
+    double arena_register_ms; /* page-locking arena chunks (process-wide, since start) */
+} rt_offload_profile;
+int rt_offload_set_profiling(int enabled); /* returns the previous setting */
+int rt_offload_get_profile(int device, rt_offload_profile *out);
+
 #ifndef RT_CDEF
 #ifdef __cplusplus
 }

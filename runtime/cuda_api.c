@@ -41,9 +41,18 @@ int rt_cuda_get_device(int *out) {
     return a->get_device(out);
 }
 
+/* After a public wait, a bad index that a kernel recorded instead of stalling the host (CUDA
+ * cross_entropy targets, kernels/cuda/deferred.c) is raised here, in the caller's thread. */
+static int deferred(const rt_device_api *a, int device, const char *where) {
+    return a->deferred_check ? a->deferred_check(device, where) : RT_OK;
+}
+
 int rt_cuda_synchronize(int device) {
     API_OR_FAIL("cuda.synchronize");
-    return a->synchronize(device);
+    RT_TRY(a->synchronize(device));
+    int d = device;
+    if (d < 0) RT_TRY(a->get_device(&d));
+    return deferred(a, d, "cuda.synchronize");
 }
 
 int rt_cuda_memory_stats(int device, int64_t *allocated, int64_t *max_allocated,
@@ -205,7 +214,8 @@ int rt_set_current_stream(rt_stream *s) {
 
 int rt_stream_synchronize(rt_stream *s) {
     API_OR_FAIL("Stream.synchronize");
-    return a->stream_synchronize(s);
+    RT_TRY(a->stream_synchronize(s));
+    return deferred(a, a->stream_device(s), "Stream.synchronize");
 }
 
 int rt_stream_wait_event(rt_stream *s, rt_event *e) {
@@ -235,7 +245,8 @@ int rt_event_record(rt_event *e, rt_stream *s) {
 int rt_event_synchronize(rt_event *e) {
     API_OR_FAIL("Event.synchronize");
     if (!e) return RT_ERR(RT_ERR_INVALID, "Event.synchronize: expected an event, got NULL");
-    return a->event_synchronize(e);
+    RT_TRY(a->event_synchronize(e));
+    return deferred(a, -1, "Event.synchronize"); /* the event's device is the backend's secret */
 }
 
 int rt_event_query(rt_event *e) {

@@ -44,6 +44,12 @@ typedef struct rt_device_api {
      * undo it; used by the host arena (runtime/arena.c) chunk by chunk. */
     int (*host_register)(void *ptr, size_t nbytes);
     int (*host_unregister)(void *ptr);
+    /* ---- appended for deferred kernel error reports (kernels/cuda/deferred.c) ---- */
+    /* Raise a bad index a kernel recorded on device (< 0: on any device) without making the host
+     * wait, as RT_ERR_INDEX saying it surfaced at `where`; RT_OK when none is pending. Called by
+     * the public synchronize calls (runtime/cuda_api.c) after they waited, never by the offload
+     * engine's internal waits, so a report reaches the caller that can see it. */
+    int (*deferred_check)(int device, const char *where);
 } rt_device_api;
 
 /* The loaded CUDA backend (NULL when unavailable; count gets the number of devices) and why it is

@@ -106,7 +106,8 @@ typedef struct rt_backend {
                             int dim, int log_);
     /* logits (N, C, S), target i64 (N, S) -> loss (N, S) and valid (N, S; 1 where target !=
      * ignore_index; may be NULL), both in the compute dtype. RT_ERR_INDEX for a target outside
-     * [0, C) that is not ignore_index. */
+     * [0, C) that is not ignore_index (CUDA: deferred to the next synchronisation point; the bad
+     * row contributes nothing meanwhile). */
     int (*cross_entropy)(const rt_kview *loss, const rt_kview *valid, const rt_kview *logits,
                          const rt_kview *target, int64_t ignore_index, double label_smoothing);
     /* grad_logits (N, C, S) = grad_loss (N, S) * (softmax - smoothed one-hot); 0 where ignored */
@@ -171,6 +172,13 @@ typedef struct rt_backend {
      * CPU only (NULL elsewhere) */
     int (*index_select_convert)(const rt_kview *out, const rt_kview *src, int dim,
                                 const rt_kview *idx, double divisor);
+    /* cross_entropy with reduction mean (1) or sum (2) in one pass (runtime/ops_loss.c uses it when
+     * present, else the cross_entropy entry and separate sums): out 0-d in logits' dtype, count
+     * 0-d in the compute dtype (non-ignored targets; may be NULL). A backend may report a bad
+     * target late (CUDA: at the next sync point, kernels/cuda/deferred.c). NULL on the CPU. */
+    int (*cross_entropy_reduce)(const rt_kview *out, const rt_kview *count, const rt_kview *logits,
+                                const rt_kview *target, int64_t ignore_index, int reduction,
+                                double label_smoothing);
 } rt_backend;
 
 /* The backend for a device: CPU for RT_DEVICE_CPU; CUDA (loaded on first use) for ordinals.

@@ -39,6 +39,7 @@
 #define MAX_ENGINES 17 /* cpu + 16 CUDA ordinals */
 #define MAX_PAIRS 1024 /* stall timing pairs kept before they are folded into wait_ms */
 #define LOOKAHEAD 256  /* schedule entries examined per prefetch pass */
+#define STAGING_CAP 8  /* staging slices of a gradient's size before routing waits for one */
 
 /* ================================================================================================
  * Global switches
@@ -56,10 +57,13 @@ static atomic_int g_profiling;
  * "host" (default): copied in its own dtype into a staging slice, widened by the host worker;
  * "device": a first gradient (no host gradient yet) is widened to f32 on the device and copied
  * straight into the host gradient (twice the bus bytes, no host pass); "skip": the host worker does
- * not write the host gradient at all (wrong gradients: a timing experiment only). */
-enum { GRAD_PATH_HOST = 0, GRAD_PATH_DEVICE = 1, GRAD_PATH_SKIP = 2 };
+ * not write the host gradient at all (wrong gradients: a timing experiment only); "auto": "device"
+ * for a first gradient while the host worker's backlog exceeds two gradients, else "host", which
+ * balances the bus against host memory bandwidth. */
+enum { GRAD_PATH_HOST = 0, GRAD_PATH_DEVICE = 1, GRAD_PATH_SKIP = 2, GRAD_PATH_AUTO = 3 };
 static int g_grad_path;
-static int64_t g_grad_chunk = (int64_t)16 << 20; /* D2H piece size the worker pipelines on */
+static _Atomic int64_t g_grad_chunk = (int64_t)16
+                                      << 20; /* D2H piece size the worker pipelines on */
 static int g_acc_fast = 1; /* RAMTORCH_OFFLOAD_ACC=ref: the original scalar host pass */
 
 static void read_env(void) {
@@ -73,11 +77,13 @@ static void read_env(void) {
     s = getenv("RAMTORCH_OFFLOAD_PROFILE");
     if (s && *s && strcmp(s, "0") != 0) atomic_store(&g_profiling, 1);
     s = getenv("RAMTORCH_OFFLOAD_GRAD_PATH");
-    if (s) g_grad_path = !strcmp(s, "device") ? GRAD_PATH_DEVICE
-                         : !strcmp(s, "skip") ? GRAD_PATH_SKIP
-                                              : GRAD_PATH_HOST;
+    if (s)
+        g_grad_path = !strcmp(s, "device") ? GRAD_PATH_DEVICE
+                      : !strcmp(s, "skip") ? GRAD_PATH_SKIP
+                      : !strcmp(s, "auto") ? GRAD_PATH_AUTO
+                                           : GRAD_PATH_HOST;
     s = getenv("RAMTORCH_OFFLOAD_GRAD_CHUNK_MB");
-    if (s) g_grad_chunk = (int64_t)(atof(s) * (double)(1 << 20));
+    if (s) atomic_store(&g_grad_chunk, (int64_t)(atof(s) * (double)(1 << 20)));
     s = getenv("RAMTORCH_OFFLOAD_ACC");
     if (s && !strcmp(s, "ref")) g_acc_fast = 0;
 }
@@ -90,6 +96,12 @@ static int profiling(void) {
 int rt_offload_set_profiling(int enabled) {
     pthread_once(&g_env_once, read_env);
     return atomic_exchange(&g_profiling, enabled != 0);
+}
+
+int64_t rt_offload_set_grad_chunk_bytes(int64_t bytes) {
+    pthread_once(&g_env_once, read_env);
+    int64_t prev = atomic_exchange(&g_grad_chunk, bytes > 0 ? bytes : 0);
+    return prev;
 }
 
 static double now_ms(void) {
@@ -348,8 +360,9 @@ typedef struct grad_task {
     int src_dtype;
     int64_t off, numel; /* the piece of the gradient this task covers (elements) */
     int add;
-    int owner; /* the last piece: holds the references above and reports the gradient; earlier
-                  pieces (queued before it, finished before it) borrow them */
+    int owner;       /* the last piece: holds the references above and reports the gradient; earlier
+                        pieces (queued before it, finished before it) borrow them */
+    int64_t backlog; /* host gradient bytes this task's host pass writes */
 } grad_task;
 
 /* Timing event pairs of one kind, summed into a profile field when folded. */
@@ -398,6 +411,7 @@ struct rt_offload_engine {
     int nev_free, ev_free_cap;
     staging *stg;
     int nstg, stg_cap;
+    int64_t host_backlog; /* host gradient bytes queued for a conversion pass */
     /* statistics (compute thread) */
     rt_offload_stats st;
     /* profile: compute-thread fields written by it, worker fields under mu; timing event pairs
@@ -562,9 +576,27 @@ static void ev_put(rt_offload_engine *e, rt_event *ev) {
 static int staging_get(rt_offload_engine *e, size_t n, int *idx) {
     pthread_mutex_lock(&e->mu);
     int best = -1;
-    for (int i = 0; i < e->nstg; i++)
-        if (!e->stg[i].busy && e->stg[i].cap >= n && (best < 0 || e->stg[i].cap < e->stg[best].cap))
-            best = i;
+    double t0 = -1;
+    for (;;) {
+        size_t total = 0;
+        int busy = 0;
+        for (int i = 0; i < e->nstg; i++) {
+            total += e->stg[i].cap;
+            busy |= e->stg[i].busy;
+            if (!e->stg[i].busy && e->stg[i].cap >= n &&
+                (best < 0 || e->stg[i].cap < e->stg[best].cap))
+                best = i;
+        }
+        /* Growing the pool maps and page-locks new arena memory (about 0.1 s per 256 MiB):
+         * beyond STAGING_CAP gradients in flight, wait for the host worker to free a slice. */
+        if (best >= 0 || !busy || total + n <= STAGING_CAP * n) break;
+        if (t0 < 0) t0 = now_ms();
+        pthread_cond_wait(&e->idle_cv, &e->mu);
+    }
+    if (t0 >= 0) {
+        e->prof.sync_ms += now_ms() - t0;
+        e->prof.syncs++;
+    }
     int rc = RT_OK;
     if (best < 0) {
         if (e->nstg == e->stg_cap) {
@@ -581,6 +613,7 @@ static int staging_get(rt_offload_engine *e, size_t n, int *idx) {
             staging *s = &e->stg[e->nstg];
             rc = rt_arena_alloc(n, &s->ptr, &s->off);
             if (rc == RT_OK) {
+                e->prof.staging_allocs++;
                 s->cap = n;
                 best = e->nstg++;
             }
@@ -632,7 +665,11 @@ static void *worker_main(void *arg) {
         t3 = now_ms();
         ev_put(e, t->done);
         pthread_mutex_lock(&e->mu);
-        if (t->staging >= 0 && t->owner) e->stg[t->staging].busy = 0;
+        if (t->staging >= 0 && t->owner) {
+            e->stg[t->staging].busy = 0;
+            pthread_cond_broadcast(&e->idle_cv); /* staging_get may wait for a slice */
+        }
+        e->host_backlog -= t->backlog;
         free(t);
         e->pending--;
         e->prof.worker_wait_ms += t1 - t0;
@@ -897,7 +934,9 @@ static int64_t stream_bytes(const rt_offload_engine *e) {
 
 static int64_t stream_limit(const rt_offload_engine *e) {
     if (e->budget > 0) return e->budget - e->planned_resident;
-    return 4 * (int64_t)e->max_bytes; /* no budget: a window of a few transfers */
+    /* no budget: a window of four of the largest transfers, plus half of one for the small ones
+     * (biases) so that they do not evict, free and reallocate large buffers every step */
+    return 4 * (int64_t)e->max_bytes + (int64_t)e->max_bytes / 2;
 }
 
 static void slot_set_contents(slot *s, rt_offload_param *p) {
@@ -910,7 +949,7 @@ static void slot_set_contents(slot *s, rt_offload_param *p) {
 static void slot_drop(rt_offload_engine *e, int i) {
     slot *s = &e->slots[i];
     /* the H2D stream may still be writing a prefetch into it */
-    e->api->event_synchronize(s->ready);
+    host_sync_event(e, s->ready);
     e->be->free(e->device, s->ptr, e->buf_memkind, s->cap);
     e->pool_bytes -= (int64_t)s->cap;
     slot_set_contents(s, NULL);
@@ -947,8 +986,19 @@ static int slot_new(rt_offload_engine *e, size_t nbytes, int *idx) {
         e->be->free(e->device, s.ptr, e->buf_memkind, nbytes);
         return rc;
     }
+    /* The buffer may be memory the compute stream still reads (a slot just dropped, returned to
+     * the backend's stream-ordered cache) or has yet to poison: the first copy into it waits for
+     * everything enqueued on the compute stream so far. */
+    if (e->api->event_record(s.free_ev, NULL) == RT_OK) s.free_recorded = 1;
+    if (!s.free_recorded) {
+        ev_put(e, s.ready);
+        ev_put(e, s.free_ev);
+        e->be->free(e->device, s.ptr, e->buf_memkind, nbytes);
+        return rt_last_error_code();
+    }
     if (at < 0) at = e->nslots++;
     e->slots[at] = s;
+    e->prof.slot_allocs++;
     *idx = at;
     e->pool_bytes += (int64_t)nbytes;
     if (e->pool_bytes > e->pool_peak) e->pool_peak = e->pool_bytes;
@@ -1053,8 +1103,12 @@ static int transfer_src(rt_offload_engine *e, rt_offload_param *p, int dtype, co
         return RT_OK;
     }
     int refreshed;
+    double t0 = now_ms();
     RT_TRY(refresh_shadow(p, dtype, &refreshed));
-    if (refreshed) e->st.shadow_refreshes++;
+    if (refreshed) {
+        e->st.shadow_refreshes++;
+        e->prof.shadow_ms += now_ms() - t0;
+    }
     *src = rt_tensor_data_ptr(p->shadow);
     return RT_OK;
 }
@@ -1067,7 +1121,14 @@ static int load(rt_offload_engine *e, int i, rt_offload_param *p, int dtype) {
     size_t n = transfer_bytes(p, dtype);
     const rt_device_api *a = e->api;
     if (s->free_recorded) RT_TRY(a->stream_wait_event(e->h2d, s->free_ev));
-    RT_TRY(a->memcpy_async(s->ptr, src, n, e->h2d));
+    rt_event *t0;
+    tp_begin(e, e->h2d, &t0);
+    int rc = a->memcpy_async(s->ptr, src, n, e->h2d);
+    if (rc < 0) {
+        if (t0) a->event_destroy(t0);
+        return rc;
+    }
+    tp_end(e, TP_H2D, e->h2d, t0);
     RT_TRY(a->event_record(s->ready, e->h2d));
     if (dtype != p->host->meta.dtype) { /* the shadow is being read until this event */
         if (!p->shadow_busy) {
@@ -1123,8 +1184,8 @@ static int prefetch(rt_offload_engine *e) {
     return RT_OK;
 }
 
-int rt_offload_fetch(rt_offload_engine *e, rt_offload_param *p, int dtype, int phase, int *lease,
-                     void **dev_ptr) {
+static int fetch(rt_offload_engine *e, rt_offload_param *p, int dtype, int phase, int *lease,
+                 void **dev_ptr) {
     static const char *op = "offload.fetch";
     size_t n = transfer_bytes(p, dtype);
     char b1[32], b2[32], b3[32], d[16];
@@ -1188,6 +1249,14 @@ int rt_offload_fetch(rt_offload_engine *e, rt_offload_param *p, int dtype, int p
     return prefetch(e);
 }
 
+int rt_offload_fetch(rt_offload_engine *e, rt_offload_param *p, int dtype, int phase, int *lease,
+                     void **dev_ptr) {
+    double t0 = now_ms();
+    int rc = fetch(e, p, dtype, phase, lease, dev_ptr);
+    e->prof.fetch_host_ms += now_ms() - t0;
+    return rc;
+}
+
 void rt_offload_release(rt_offload_engine *e, int lease) {
     if (lease < 0 || lease >= e->nslots) return;
     slot *s = &e->slots[lease];
@@ -1201,8 +1270,9 @@ void rt_offload_release(rt_offload_engine *e, int lease) {
  * Gradients to the host
  * ============================================================================================== */
 
-int rt_offload_route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad) {
+static int route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad) {
     static const char *op = "offload.grad_to_host";
+    pthread_once(&g_env_once, read_env); /* g_grad_path */
     rt_tensor *host = p->host;
     if (!rt_same_shape(host, grad)) {
         char b1[RT_SHAPE_BUF], b2[RT_SHAPE_BUF];
@@ -1233,65 +1303,135 @@ int rt_offload_route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *
                           "tensor",
                           op);
     }
-    size_t nbytes = (size_t)grad->meta.numel * rt_dtype_size(gd);
+    /* measurement mode "device": widen a first narrow gradient on the device and copy it
+     * straight into the host gradient (no host pass, twice the bytes on the bus) */
+    rt_tensor *wide = NULL;
+    int cast = g_grad_path == GRAD_PATH_DEVICE;
+    if (g_grad_path == GRAD_PATH_AUTO) { /* cast when the host worker lags two gradients behind */
+        pthread_mutex_lock(&e->mu);
+        cast = e->host_backlog > 2 * grad->meta.numel * 4;
+        pthread_mutex_unlock(&e->mu);
+    }
+    if (cast && !add && hg->meta.dtype == RT_F32 && (gd == RT_BF16 || gd == RT_F16)) {
+        RT_TRY(rt_to_dtype(grad, RT_F32, &wide));
+        grad = wide;
+        gd = RT_F32;
+        e->prof.device_casts++;
+    }
+    int64_t numel = grad->meta.numel;
+    size_t gs = rt_dtype_size(gd), nbytes = (size_t)numel * gs;
     int direct = !add && hg->meta.dtype == gd;
     int stg = -1;
-    void *dst = rt_tensor_data_ptr(hg);
+    char *dst = rt_tensor_data_ptr(hg);
     if (!direct) {
-        RT_TRY(staging_get(e, nbytes, &stg));
+        int rc = staging_get(e, nbytes, &stg);
+        if (rc < 0) {
+            rt_tensor_release(wide);
+            return rc;
+        }
         pthread_mutex_lock(&e->mu);
         dst = e->stg[stg].ptr;
         pthread_mutex_unlock(&e->mu);
+    } else {
+        e->prof.direct_grads++;
     }
+    /* A gradient that needs a host pass goes down in pieces, one worker task each, so the worker
+     * converts piece k while the D2H stream copies piece k + 1 and the step's tail after the last
+     * copy is one piece, not one gradient. */
+    int64_t piece = numel, chunk = atomic_load(&g_grad_chunk);
+    if (!direct && chunk > 0 && (int64_t)nbytes > chunk) {
+        piece = chunk / (int64_t)gs;
+        piece = piece < 256 ? 256 : piece / 256 * 256; /* keeps pieces 512-byte aligned */
+    }
+    int ntask = (int)((numel + piece - 1) / (piece > 0 ? piece : 1));
+    if (ntask < 1) ntask = 1;
     const rt_device_api *a = e->api;
-    rt_event *computed = NULL, *done = NULL;
+    grad_task *first = NULL, *last = NULL;
+    rt_event *computed = NULL;
     int rc = ev_get(e, 0, &computed);
-    if (rc == RT_OK) rc = ev_get(e, 0, &done);
     if (rc == RT_OK) rc = a->event_record(computed, NULL);
     if (rc == RT_OK) rc = a->stream_wait_event(e->d2h, computed);
-    if (rc == RT_OK) rc = a->memcpy_async(dst, rt_tensor_data_ptr(grad), nbytes, e->d2h);
-    if (rc == RT_OK) rc = a->event_record(done, e->d2h);
     if (computed) ev_put(e, computed); /* the wait above has captured it */
-    grad_task *t = rc == RT_OK ? calloc(1, sizeof *t) : NULL;
-    if (rc == RT_OK && !t) rc = RT_ERR(RT_ERR_OOM, "%s: out of host memory", op);
+    rt_event *tt = NULL;
+    tp_begin(e, e->d2h, &tt);
+    for (int k = 0; rc == RT_OK && k < ntask; k++) {
+        int64_t off = (int64_t)k * piece, cnt = numel - off < piece ? numel - off : piece;
+        grad_task *t = calloc(1, sizeof *t);
+        if (!t) {
+            rc = RT_ERR(RT_ERR_OOM, "%s: out of host memory", op);
+            break;
+        }
+        if (last)
+            last->next = t;
+        else
+            first = t;
+        last = t;
+        t->staging = stg;
+        t->src_dtype = gd;
+        t->off = off;
+        t->numel = cnt;
+        t->add = add;
+        if (!direct) t->backlog = cnt * (int64_t)rt_dtype_size(hg->meta.dtype);
+        rc = ev_get(e, 0, &t->done);
+        if (rc == RT_OK)
+            rc = a->memcpy_async(dst + off * (int64_t)gs,
+                                 (const char *)rt_tensor_data_ptr(grad) + off * (int64_t)gs,
+                                 (size_t)cnt * gs, e->d2h);
+        if (rc == RT_OK) rc = a->event_record(t->done, e->d2h);
+    }
     if (rc < 0) {
-        if (done) {
-            a->event_synchronize(done);
-            ev_put(e, done);
+        if (tt) a->event_destroy(tt);
+        a->stream_synchronize(e->d2h); /* the pieces already queued read grad and write dst */
+        while (first) {
+            grad_task *n = first->next;
+            if (first->done) ev_put(e, first->done);
+            free(first);
+            first = n;
         }
         if (stg >= 0) {
             pthread_mutex_lock(&e->mu);
             e->stg[stg].busy = 0;
             pthread_mutex_unlock(&e->mu);
         }
+        rt_tensor_release(wide);
         return rc;
     }
+    tp_end(e, TP_D2H, e->d2h, tt);
+    /* every piece borrows the references the last one owns (the worker finishes them in order) */
     rt_tensor_retain(grad);
     rt_tensor_retain(hg);
-    t->done = done;
-    t->grad = grad;
-    t->host_grad = hg;
     rt_offload_param_retain(p);
-    t->param = p;
+    for (grad_task *t = first; t; t = t->next) {
+        t->grad = grad;
+        t->host_grad = hg;
+        t->param = p;
+    }
+    last->owner = 1;
+    rt_tensor_release(wide); /* the task holds it now */
     pthread_mutex_lock(&g_ov_lock);
     p->routed++;
     pthread_mutex_unlock(&g_ov_lock);
-    t->staging = stg;
-    t->src_dtype = gd;
-    t->numel = grad->meta.numel;
-    t->add = add;
     pthread_mutex_lock(&e->mu);
     if (e->tail)
-        e->tail->next = t;
+        e->tail->next = first;
     else
-        e->head = t;
-    e->tail = t;
-    e->pending++;
+        e->head = first;
+    e->tail = last;
+    e->pending += ntask;
+    if (!direct) e->host_backlog += numel * (int64_t)rt_dtype_size(hg->meta.dtype);
+    if (e->pending > e->prof.max_pending) e->prof.max_pending = e->pending;
     pthread_cond_signal(&e->cv);
     pthread_mutex_unlock(&e->mu);
     e->st.d2h_bytes += (int64_t)nbytes;
     e->st.d2h_copies++;
     return RT_OK;
+}
+
+int rt_offload_route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad) {
+    double t0 = now_ms();
+    int rc = route_grad(e, p, grad);
+    e->prof.route_host_ms += now_ms() - t0;
+    return rc;
 }
 
 int rt_offload_grad_to_host(rt_offload_param *p, rt_tensor *grad) {
@@ -1399,8 +1539,25 @@ int rt_offload_reset_stats(int device) {
         RT_TRY(engine_sync(e));
         int64_t sl = e->st.schedule_length;
         memset(&e->st, 0, sizeof e->st);
+        pthread_mutex_lock(&e->mu);
+        memset(&e->prof, 0, sizeof e->prof);
+        pthread_mutex_unlock(&e->mu);
         e->st.schedule_length = sl;
         e->pool_peak = e->pool_bytes;
     }
+    return RT_OK;
+}
+
+int rt_offload_get_profile(int device, rt_offload_profile *out) {
+    RT_TRY(check_device("offload.profile", device));
+    memset(out, 0, sizeof *out);
+    rt_offload_engine *e = g_engines[device + 1];
+    if (e) {
+        RT_TRY(engine_sync(e));
+        pthread_mutex_lock(&e->mu);
+        *out = e->prof;
+        pthread_mutex_unlock(&e->mu);
+    }
+    rt_arena_profile(&out->arena_chunks, &out->arena_registers, &out->arena_register_ms);
     return RT_OK;
 }

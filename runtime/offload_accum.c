@@ -1,13 +1,13 @@
-/* offload_accum.c: the offload engine's host gradient pass (DESIGN section 5): a gradient piece that
- * arrived from the device in a staging slice is written into the host gradient, converted
- * (dst = src) for the first gradient after zero_grad and accumulated (dst += src) after that, in
- * f32 (f64 for f64). This pass sits on the critical path of every backward (the step ends when the
- * last gradient has landed), and it is memory-bound: a bf16 gradient of n elements reads 2n bytes
- * and writes 4n. So the common cases (bf16/f16/f32 into f32) get their own loops: AVX2 where the
- * CPU has it, non-temporal stores for a plain conversion (no read-for-ownership of a destination
- * that is overwritten anyway), split over OpenMP threads in blocks. Every element is computed the
- * same way on every path (a bf16 -> f32 widening is exact, one f32 add), so results do not depend
- * on the path or the thread count. */
+/* offload_accum.c: the offload engine's host gradient pass (DESIGN section 5): a gradient piece
+ * that arrived from the device in a staging slice is written into the host gradient, converted (dst
+ * = src) for the first gradient after zero_grad and accumulated (dst += src) after that, in f32
+ * (f64 for f64). This pass sits on the critical path of every backward (the step ends when the last
+ * gradient has landed), and it is memory-bound: a bf16 gradient of n elements reads 2n bytes and
+ * writes 4n. So the common cases (bf16/f16/f32 into f32) get their own loops: AVX2 where the CPU
+ * has it, non-temporal stores for a plain conversion (no read-for-ownership of a destination that
+ * is overwritten anyway), split over OpenMP threads in blocks. Every element is computed the same
+ * way on every path (a bf16 -> f32 widening is exact, one f32 add), so results do not depend on the
+ * path or the thread count. */
 #include "offload_internal.h"
 
 #include <string.h>
@@ -101,8 +101,8 @@ static int have_avx2(void) {
 #endif
 
 /* One block [i0, i1). */
-static void acc_block(void *dst, int ddt, const void *src, int sdt, int64_t i0, int64_t i1,
-                      int add, int simd) {
+static void acc_block(void *dst, int ddt, const void *src, int sdt, int64_t i0, int64_t i1, int add,
+                      int simd) {
 #ifdef ACC_X86
     if (simd && ddt == RT_F32 && (sdt == RT_BF16 || sdt == RT_F32)) {
         float *d = dst;

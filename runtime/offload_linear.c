@@ -69,8 +69,11 @@ static int lin_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
         if (rc == RT_OK) {
             rc = rt_offload_fetch(e, c->w, c->cd, RT_OFFLOAD_BWD, &lease, &wp);
             if (rc == RT_OK) {
+                rt_event *t0;
+                rt_offload_prof_begin(e, &t0);
                 rc = gemm(be, 0, 0, M, in_f, out_f, rt_tensor_data_ptr(gc), out_f, wp, in_f, gx,
                           c->cd);
+                rt_offload_prof_end(e, RT_OFFLOAD_BWD, t0);
                 rt_offload_release(e, lease);
             }
         }
@@ -88,9 +91,12 @@ static int lin_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
         int64_t shape[2] = {out_f, in_f};
         rt_tensor *gw = NULL;
         rc = rt_tensor_new(2, shape, c->cd, c->device, &gw);
+        rt_event *t0;
+        rt_offload_prof_begin(e, &t0);
         if (rc == RT_OK)
             rc = gemm(be, 1, 0, out_f, in_f, M, rt_tensor_data_ptr(gc), out_f,
                       rt_tensor_data_ptr(xc), in_f, gw, c->cd);
+        rt_offload_prof_end(e, RT_OFFLOAD_BWD, t0);
         if (rc == RT_OK && n->input_needs_grad[1])
             gi[1] = gw, gw = NULL; /* to the Lua hooks */
         else if (rc == RT_OK)
@@ -181,8 +187,11 @@ int rt_offload_linear(rt_tensor *x, rt_offload_param *w, rt_offload_param *b, rt
     if (rc == RT_OK && b) rc = rt_offload_fetch(e, b, cd, RT_OFFLOAD_FWD, &bl, &bp);
     /* y (M, out) = x (M, in) @ w^T: the GEMM rt_linear runs (w read transposed, ld = in) */
     const rt_backend *be = rt_offload_engine_backend(e);
+    rt_event *t0 = NULL;
+    if (rc == RT_OK) rt_offload_prof_begin(e, &t0);
     if (rc == RT_OK)
         rc = gemm(be, 0, 1, M, out_f, in_f, rt_tensor_data_ptr(xc), in_f, wp, in_f, y, cd);
+    rt_offload_prof_end(e, RT_OFFLOAD_FWD, t0);
     if (rc == RT_OK && b && y->meta.numel) { /* y += b, broadcast over the rows */
         rt_kview yv = rt_kview_of(y), bv = yv;
         bv.data = bp;

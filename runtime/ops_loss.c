@@ -5,7 +5,13 @@
  * class dim, 1 for (N, C)); the kernel writes per-element losses and a "valid" mask in the compute
  * dtype (f32, or f64 for f64 logits) so the mean (sum over non-ignored / count of non-ignored, as
  * PyTorch defines it) is summed before rounding to bf16/f16. The count stays a tensor (no device
- * sync); the backward recomputes softmax from the saved logits instead of keeping it. */
+ * sync); the backward recomputes softmax from the saved logits instead of keeping it.
+ *
+ * A backend with the cross_entropy_reduce entry (CUDA) does mean/sum in one pass instead: it writes
+ * the 0-d result and the count itself, with no per-element loss tensor and no separate sums. CUDA
+ * also defers the out-of-range target error to the next point where the host waits for the device
+ * (synchronize, item(), to("cpu"), the next cross_entropy; kernels/cuda/deferred.c), so a forward
+ * never stalls the queue; the message then says it was deferred. The CPU reports it here. */
 #include "internal.h"
 
 static int compute_dtype(int dtype) {
@@ -153,18 +159,33 @@ int rt_cross_entropy(rt_tensor *logits, rt_tensor *target, int64_t ignore_index,
         t = NULL;
         rc = rt_contiguous(target, &t);
     }
-    if (rc == RT_OK)
+    const rt_backend *be = logits->storage->backend;
+    int fused = reduction != RT_REDUCTION_NONE && be->cross_entropy_reduce;
+    if (rc == RT_OK && fused) {
+        /* one pass: the backend writes the 0-d result (logits' dtype) and the count */
+        int64_t none[1] = {0};
+        rc = rt_tensor_new(0, none, logits->meta.dtype, logits->meta.device, &r);
+        if (rc == RT_OK && reduction == RT_REDUCTION_MEAN)
+            rc = rt_tensor_new(0, none, cdt, logits->meta.device, &count);
+        if (rc == RT_OK) {
+            rt_kview vr = rt_kview_of(r), vx = logits_view(x), vt = target_view(t), vc;
+            if (count) vc = rt_kview_of(count);
+            rc = be->cross_entropy_reduce(&vr, count ? &vc : NULL, &vx, &vt, ignore_index,
+                                          reduction, label_smoothing);
+        }
+    }
+    /* otherwise per-element losses (and valid flags), then sums on the tensor level */
+    if (rc == RT_OK && !fused)
         rc = rt_tensor_new(target->meta.ndim, target->meta.shape, cdt, logits->meta.device, &loss);
-    if (rc == RT_OK && reduction == RT_REDUCTION_MEAN)
+    if (rc == RT_OK && !fused && reduction == RT_REDUCTION_MEAN)
         rc = rt_tensor_new(target->meta.ndim, target->meta.shape, cdt, logits->meta.device, &valid);
-    if (rc == RT_OK && t->meta.numel) {
+    if (rc == RT_OK && !fused && t->meta.numel) {
         rt_kview vl = target_view(loss), vx = logits_view(x), vt = target_view(t), vv;
         if (valid) vv = target_view(valid);
-        const rt_backend *be = x->storage->backend;
         rc = RT_BE_CALL(be, cross_entropy, "cross_entropy", &vl, valid ? &vv : NULL, &vx, &vt,
                         ignore_index, label_smoothing);
     }
-    if (rc == RT_OK) {
+    if (rc == RT_OK && !fused) {
         if (reduction == RT_REDUCTION_NONE) {
             rc = rt_to_dtype(loss, logits->meta.dtype, &r);
         } else {

@@ -122,6 +122,10 @@ cudaStream_t rtc_stream(void) {
     return cur_stream_obj(cur_device())->s;
 }
 
+int rtc_current_device(void) {
+    return cur_device();
+}
+
 int rtc_sm_count(void) {
     int s = g_dev[cur_device()].sm_count;
     return s > 0 ? s : 80;
@@ -413,6 +417,9 @@ static int copy_h2d(const rt_kview *dst, int ddev, const rt_kview *src, int smk)
     return rc;
 }
 
+/* Where a deferred bad-index report (deferred.c) surfaces when the host reads device memory. */
+#define D2H_WHERE "a copy from the device to the host (item, to(\"cpu\"), totable)"
+
 static int copy_d2h(const rt_kview *dst, int dmk, const rt_kview *src, int sdev) {
     static const char *op = "copy (device to host)";
     RT_TRY(use_device(op, sdev));
@@ -423,7 +430,8 @@ static int copy_d2h(const rt_kview *dst, int dmk, const rt_kview *src, int sdev)
     if (dst->dtype == src->dtype && dcontig && kview_contiguous(src) && src->numel == dst->numel) {
         RT_CUDA_TRY(
             op, cudaMemcpyAsync(dst->data, src->data, bytes, cudaMemcpyDeviceToHost, rtc_stream()));
-        return nb ? RT_OK : sync_stream(op);
+        if (!nb) RT_TRY(sync_stream(op));
+        return rtc_deferred_check(sdev, D2H_WHERE);
     }
     /* cast/gather on the device into a contiguous buffer of dst's dtype, download, scatter */
     void *dev = NULL, *host = NULL;
@@ -452,6 +460,7 @@ static int copy_d2h(const rt_kview *dst, int dmk, const rt_kview *src, int sdev)
     }
     if (dev) rtc_scratch_free(dev, bytes);
     free(host);
+    if (rc == RT_OK) rc = rtc_deferred_check(sdev, D2H_WHERE);
     return rc;
 }
 
@@ -931,6 +940,14 @@ static int api_host_unregister(void *ptr) {
     return RT_OK;
 }
 
+/* Bad indices kernels recorded without the host waiting (deferred.c); device < 0: every device. */
+static int api_deferred_check(int device, const char *where) {
+    if (device >= 0) return rtc_deferred_check(device, where);
+    for (int d = 0; d < g_ndev; d++)
+        RT_TRY(rtc_deferred_check(d, where));
+    return RT_OK;
+}
+
 static const rt_device_api k_device_api = {
     .device_count = api_device_count,
     .set_device = api_set_device,
@@ -957,6 +974,7 @@ static const rt_device_api k_device_api = {
     .memcpy_async = api_memcpy_async,
     .host_register = api_host_register,
     .host_unregister = api_host_unregister,
+    .deferred_check = api_deferred_check,
 };
 
 /* ================================================================================================
@@ -996,6 +1014,13 @@ static const rt_backend k_cuda_backend = {
     .reduce_with_indices = rtc_be_reduce_with_indices,
     .index_select = rtc_be_index_select,
     .index_add = rtc_be_index_add,
+    /* transformer ops (backend_nn.c) */
+    .rms_norm = rtc_be_rms_norm,
+    .rms_norm_backward = rtc_be_rms_norm_backward,
+    .rope = rtc_be_rope,
+    .sdpa = rtc_be_sdpa,
+    .sdpa_backward = rtc_be_sdpa_backward,
+    .cross_entropy_reduce = rtc_be_cross_entropy_reduce,
 };
 
 /* Called once by runtime/backend.c. NULL (with the reason in rt_last_error) when no device or

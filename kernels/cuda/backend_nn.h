@@ -14,6 +14,9 @@ int rtc_be_cross_entropy(const rt_kview *loss, const rt_kview *valid, const rt_k
 int rtc_be_cross_entropy_backward(const rt_kview *grad_logits, const rt_kview *grad_loss,
                                   const rt_kview *logits, const rt_kview *target,
                                   int64_t ignore_index, double label_smoothing);
+int rtc_be_cross_entropy_reduce(const rt_kview *out, const rt_kview *count, const rt_kview *logits,
+                                const rt_kview *target, int64_t ignore_index, int reduction,
+                                double label_smoothing);
 int rtc_be_embedding(const rt_kview *out, const rt_kview *weight, const rt_kview *indices);
 int rtc_be_embedding_backward(const rt_kview *grad_weight, const rt_kview *grad_out,
                               const rt_kview *indices);
@@ -35,5 +38,22 @@ int rtc_be_adamw_step(const rt_kview *param, const rt_kview *grad, const rt_kvie
 int rtc_be_sgd_step(const rt_kview *param, const rt_kview *grad, const rt_kview *buf, double lr,
                     double momentum, double dampening, double weight_decay, int nesterov,
                     int first_step);
+
+/* transformer ops (rms_norm.cu, rope.cu, attention.cu) */
+int rtc_be_rms_norm(const rt_kview *out, const rt_kview *rstd, const rt_kview *x,
+                    const rt_kview *weight, double eps);
+int rtc_be_rms_norm_backward(const rt_kview *grad_x, const rt_kview *grad_weight,
+                             const rt_kview *grad_out, const rt_kview *x, const rt_kview *rstd,
+                             const rt_kview *weight);
+int rtc_be_rope(const rt_kview *out, const rt_kview *x, int seq_dim, double theta, int64_t offset,
+                int interleaved, int inverse);
+int rtc_be_sdpa(const rt_kview *out, const rt_kview *lse, const rt_kview *q, const rt_kview *k,
+                const rt_kview *v, const rt_kview *mask, int is_causal, double scale,
+                double dropout_p, uint64_t seed, uint64_t offset);
+int rtc_be_sdpa_backward(const rt_kview *grad_q, const rt_kview *grad_k, const rt_kview *grad_v,
+                         const rt_kview *grad_mask, const rt_kview *grad_out, const rt_kview *q,
+                         const rt_kview *k, const rt_kview *v, const rt_kview *out,
+                         const rt_kview *lse, const rt_kview *mask, int is_causal, double scale,
+                         double dropout_p, uint64_t seed, uint64_t offset);
 
 #endif /* RT_CUDA_BACKEND_NN_H */

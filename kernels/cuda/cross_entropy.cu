@@ -4,10 +4,21 @@
  *   loss = lse - (1 - eps) * x[target] - eps / C * sum_c x[c]      (0 and valid 0 where ignored)
  *   grad[c] = g * (softmax_c - eps / C - (1 - eps) * [c == target])  (0 where ignored)
  * The forward reads the logits once (an online log-sum-exp); when classes are contiguous a warp
- * takes a row (16-byte loads when aligned), otherwise a thread takes a row (then neighbouring rows
- * are neighbouring addresses). A target outside [0, C) that is not ignore_index is reported as
- * RT_ERR_INDEX naming the first such position, like the CPU; the forward waits for that check. The
- * backward trusts the targets the forward checked (it never reads x[target]). */
+ * takes a row (16-byte loads when aligned, several in flight per lane), otherwise a thread takes a
+ * row (then neighbouring rows are neighbouring addresses).
+ *
+ * One launch per forward: for reduction mean/sum each block sums its rows' losses and valid counts
+ * (in double) into a per-block partial, and the last block to finish (a ticket counter in the
+ * stream's workspace, deferred.c) adds the partials in block order (deterministic for a given
+ * grid) and writes the 0-d result in the logits' dtype and the count.
+ *
+ * Bad targets: a target outside [0, C) that is not ignore_index contributes nothing (x[target] is
+ * never read, its loss is 0 and it does not count as valid), and the first such flat
+ * position is reported through the device's error slot (deferred.c) instead of the host waiting for
+ * the check: the RT_ERR_INDEX, with the CPU backend's message plus a note that it was deferred, is
+ * raised at the next synchronize / stream or event synchronize / copy to the host (item(),
+ * to("cpu"), totable) or at the start of the next cross_entropy call or backward. A backward that
+ * runs before the report gives such a row no gradient, as the forward gave it no loss. */
 #include "rowops.cuh"
 
 #define CE_WARPS 8
@@ -32,69 +43,181 @@ __device__ __forceinline__ void ce_scan(const T *xr, int64_t cst, int64_t C, int
     }
 }
 
-/* The same with 16-byte vectors (classes contiguous, C % V == 0, row 16-byte aligned). */
+/* exp for the vector scan: the hardware ex2 for f32 accumulation (two instructions instead of
+ * about fifteen, so the 16-byte path stays memory-bound; relative error a few ulp near the row
+ * maximum, where the sum's terms matter), exp for f64. exp(-inf) is 0, NaN stays NaN. */
+__device__ __forceinline__ float ce_exp(float x) {
+    return __expf(x);
+}
+__device__ __forceinline__ double ce_exp(double x) {
+    return exp(x);
+}
+
+/* One 16-byte vector of a row into the online state. */
+template <typename T, typename A, int V>
+__device__ __forceinline__ void ce_vec_add(const rvec<T, V> &t, lse_state<A> &st, A &sx) {
+    A v[V], m = st.m;
+#pragma unroll
+    for (int k = 0; k < V; k++) {
+        v[k] = rio<T>::ld(t.v[k]);
+        m = nmax(m, v[k]);
+        sx += v[k];
+    }
+    A s = st.m == m ? st.s : st.s * ce_exp(st.m - m);
+#pragma unroll
+    for (int k = 0; k < V; k++)
+        s += v[k] == A(-INFINITY) ? A(0) : ce_exp(v[k] - m);
+    st.m = m;
+    st.s = s;
+}
+
+/* The same with 16-byte vectors (classes contiguous, C % V == 0, row 16-byte aligned). CE_UNROLL
+ * vectors per lane are loaded before any is folded in, so a warp keeps several requests in flight
+ * (a row of 1024 f32 is two rounds instead of eight); each lane still folds its vectors in
+ * ascending order, so the result is the same as one vector at a time. */
+#define CE_UNROLL 4
 template <typename T, typename A>
 __device__ __forceinline__ void ce_scan_vec(const T *xr, int64_t C, int lane, lse_state<A> &st,
                                             A &sx) {
     constexpr int V = 16 / sizeof(T);
-    for (int64_t c = (int64_t)lane * V; c < C; c += 32 * V) {
+    constexpr int64_t W = 32 * V; /* elements per warp step */
+    int64_t c = (int64_t)lane * V;
+    for (; c + (CE_UNROLL - 1) * W < C; c += CE_UNROLL * W) {
+        rvec<T, V> t[CE_UNROLL];
+#pragma unroll
+        for (int u = 0; u < CE_UNROLL; u++)
+            t[u] = *(const rvec<T, V> *)(xr + c + u * W);
+#pragma unroll
+        for (int u = 0; u < CE_UNROLL; u++)
+            ce_vec_add<T, A, V>(t[u], st, sx);
+    }
+    for (; c < C; c += W) {
         rvec<T, V> t = *(const rvec<T, V> *)(xr + c);
-        A v[V], m = st.m;
-#pragma unroll
-        for (int k = 0; k < V; k++) {
-            v[k] = rio<T>::ld(t.v[k]);
-            m = nmax(m, v[k]);
-            sx += v[k];
-        }
-        A s = st.m == m ? st.s : st.s * exp(st.m - m);
-#pragma unroll
-        for (int k = 0; k < V; k++)
-            s += v[k] == A(-INFINITY) ? A(0) : exp(v[k] - m);
-        st.m = m;
-        st.s = s;
+        ce_vec_add<T, A, V>(t, st, sx);
     }
 }
 
+/* Where the forward writes (any pointer may be NULL). */
+struct ce_out {
+    char *loss; /* per-row losses (N, S), reduction none */
+    int ldt;
+    char *valid; /* per-row 1 / 0 (N, S) */
+    int vdt;
+    char *red; /* 0-d sum or mean, in the logits' dtype */
+    int rdt;
+    char *cnt; /* 0-d count of valid rows, in the compute dtype */
+    int cdt;
+    int mean;
+};
+
+/* The stream's reduction workspace and the device's error slot (deferred.c). */
+struct ce_fin {
+    rtc_red_hdr *hdr;
+    double *part;
+    rtc_err_slot *slot;
+};
+
+/* Publish the first bad target to the mapped error slot; the host reads it without a CUDA call
+ * (deferred.c), so the fields are written before the flag with a system-scope fence between. An
+ * earlier report the host has not raised yet is kept (it surfaces first). */
+__device__ void ce_report(const ce_geo &g, const int64_t *tgt, unsigned long long pos,
+                          int64_t ignore_index, rtc_err_slot *slot) {
+    volatile rtc_err_slot *s = slot;
+    if (s->flag) return;
+    int64_t n = (int64_t)pos / g.S, sp = (int64_t)pos - n * g.S;
+    s->op = RTC_ERR_OP_CROSS_ENTROPY;
+    s->pos = (long long)pos;
+    s->value = (long long)tgt[n * g.ts0 + sp * g.ts1];
+    s->bound = (long long)g.C;
+    s->extra = (long long)ignore_index;
+    __threadfence_system();
+    s->flag = 1;
+}
+
 template <typename T, int MODE> /* MODE 0: thread per row, 1: warp per row, 2: warp + vectors */
-__global__ void k_ce_fwd(ce_geo g, const T *__restrict__ x, const int64_t *__restrict__ tgt,
-                         char *loss, int ldt, char *valid, int vdt, int64_t ignore_index,
-                         double eps_d, unsigned long long *bad) {
+__global__ void __launch_bounds__(256, 6) /* 40 registers: 48 warps per SM in flight */
+    k_ce_fwd(ce_geo g, const T *__restrict__ x, const int64_t *__restrict__ tgt, ce_out o,
+             int64_t ignore_index, double eps_d, ce_fin f) {
     typedef typename racc<T>::type A;
+    __shared__ double sm[32];
+    __shared__ bool last;
     int64_t rows = g.N * g.S;
     int lane = MODE ? (threadIdx.x & 31) : 0;
     int64_t r0 = MODE ? (int64_t)blockIdx.x * CE_WARPS + (threadIdx.x >> 5)
                       : (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     int64_t rstep = MODE ? (int64_t)gridDim.x * CE_WARPS : (int64_t)gridDim.x * blockDim.x;
     A eps = (A)eps_d;
+    double acc = 0, nvalid = 0; /* this thread's rows (lane 0 of a warp in the warp modes) */
     for (int64_t r = r0; r < rows; r += rstep) {
         int64_t n = r / g.S, s = r - n * g.S;
         int64_t t = tgt[n * g.ts0 + s * g.ts1];
-        bool ok = t != ignore_index;
-        bool in_range = t >= 0 && t < g.C;
+        bool ignored = t == ignore_index;
+        bool ok = !ignored && t >= 0 && t < g.C; /* uniform over a warp's row */
+        /* the row is scanned whatever its target (it is in bounds either way), so its loads are
+         * issued together with the target's instead of after it; only x[t] waits for t */
+        const T *xr = x + n * g.xs0 + s * g.xs2;
+        lse_state<A> st = {A(-INFINITY), A(0)};
+        A sx = 0;
+        if (MODE == 2)
+            ce_scan_vec<T, A>(xr, g.C, lane, st, sx);
+        else
+            ce_scan<T, A>(xr, g.xs1, g.C, lane, MODE ? 32 : 1, st, sx);
+        if (MODE) {
+            st = warp_lse(st);
+            sx = warp_sum(sx);
+        }
         A v = 0;
         if (ok) {
-            const T *xr = x + n * g.xs0 + s * g.xs2;
-            lse_state<A> st = {A(-INFINITY), A(0)};
-            A sx = 0;
-            if (MODE == 2)
-                ce_scan_vec<T, A>(xr, g.C, lane, st, sx);
-            else
-                ce_scan<T, A>(xr, g.xs1, g.C, lane, MODE ? 32 : 1, st, sx);
-            if (MODE) {
-                st = warp_lse(st);
-                sx = warp_sum(sx);
-            }
-            A xt = in_range ? rio<T>::ld(xr[t * g.xs1]) : A(NAN);
-            v = lse_value(st) - (A(1) - eps) * xt;
+            v = lse_value(st) - (A(1) - eps) * rio<T>::ld(xr[t * g.xs1]);
             if (eps != A(0)) v -= eps / (A)g.C * sx;
-            if (!in_range && lane == 0) atomicMin(bad, (unsigned long long)r);
+        } else if (!ignored && lane == 0) {
+            atomicMin(&f.hdr->bad, (unsigned long long)r);
+            __threadfence(); /* before this block's ticket below */
         }
         if (lane == 0) {
-            rst<A>(loss + (n * g.ls0 + s * g.ls1) * rtc_dtype_size(ldt), ldt, v);
-            if (valid)
-                rst<A>(valid + (n * g.vs0 + s * g.vs1) * rtc_dtype_size(vdt), vdt,
+            if (o.loss) rst<A>(o.loss + (n * g.ls0 + s * g.ls1) * rtc_dtype_size(o.ldt), o.ldt, v);
+            if (o.valid)
+                rst<A>(o.valid + (n * g.vs0 + s * g.vs1) * rtc_dtype_size(o.vdt), o.vdt,
                        ok ? A(1) : A(0));
+            acc += (double)v;
+            nvalid += ok ? 1.0 : 0.0;
         }
+    }
+    /* the last block to take a ticket finalises (the threadfence reduction) */
+    if (o.red) {
+        acc = block_sum(acc, sm);
+        nvalid = block_sum(nvalid, sm);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        if (o.red) {
+            f.part[2 * blockIdx.x] = acc;
+            f.part[2 * blockIdx.x + 1] = nvalid;
+        }
+        __threadfence();
+        last = atomicAdd(&f.hdr->counter, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    if (o.red) {
+        double a = 0, c = 0;
+        for (unsigned b = threadIdx.x; b < gridDim.x; b += blockDim.x) {
+            a += __ldcg(&f.part[2 * b]);
+            c += __ldcg(&f.part[2 * b + 1]);
+        }
+        a = block_sum(a, sm);
+        c = block_sum(c, sm);
+        if (threadIdx.x == 0) {
+            rtc_std(o.red, o.rdt, o.mean ? a / c : a); /* mean over no valid row: NaN, as 0/0 */
+            if (o.cnt) rtc_std(o.cnt, o.cdt, c);
+        }
+    }
+    if (threadIdx.x == 0) {
+        /* leave the workspace ready for the next launch on this stream */
+        unsigned long long bad = atomicExch(&f.hdr->bad, RTC_NO_BAD);
+        if (bad != RTC_NO_BAD) ce_report(g, tgt, bad, ignore_index, f.slot);
+        atomicExch(&f.hdr->counter, 0u);
     }
 }
 
@@ -114,7 +237,8 @@ __global__ void k_ce_bwd(ce_geo g, T *__restrict__ gx, const char *gl, int gdt,
         int64_t n = r / g.S, s = r - n * g.S;
         int64_t t = tgt[n * g.ts0 + s * g.ts1];
         T *gr = gx + n * g.gs0 + s * g.gs2;
-        if (t == ignore_index) {
+        /* ignored, or a bad target the forward left out (and reported): no gradient */
+        if (t == ignore_index || t < 0 || t >= g.C) {
             for (int64_t c = lane; c < g.C; c += step)
                 gr[c * g.gs1] = rio<T>::st(A(0));
             continue;
@@ -142,7 +266,7 @@ static ce_geo ce_geo_of(const rtc_view *x, const rtc_view *t, const rtc_view *l,
     g.N = x->shape[0], g.C = x->shape[1], g.S = x->shape[2];
     g.xs0 = x->strides[0], g.xs1 = x->strides[1], g.xs2 = x->strides[2];
     g.ts0 = t->strides[0], g.ts1 = t->strides[1];
-    g.ls0 = l->strides[0], g.ls1 = l->strides[1];
+    g.ls0 = l ? l->strides[0] : 0, g.ls1 = l ? l->strides[1] : 0;
     g.vs0 = v ? v->strides[0] : 0, g.vs1 = v ? v->strides[1] : 0;
     g.gs0 = gx ? gx->strides[0] : 0, g.gs1 = gx ? gx->strides[1] : 0,
     g.gs2 = gx ? gx->strides[2] : 0;
@@ -159,46 +283,31 @@ static int ce_mode(const ce_geo &g, const rtc_view *x, int esize) {
 }
 
 template <typename T>
-static int ce_fwd_t(const rtc_view *loss, const rtc_view *valid, const rtc_view *logits,
-                    const rtc_view *target, int64_t ignore_index, double eps) {
-    ce_geo g = ce_geo_of(logits, target, loss, valid, NULL);
+static int ce_fwd_t(const ce_geo &g, const rtc_view *logits, const rtc_view *target,
+                    const ce_out &o, int64_t ignore_index, double eps) {
     int64_t rows = g.N * g.S;
-    if (rows == 0) return RT_OK;
-    unsigned long long *bad;
-    RTC_TRY(rtc_bad_alloc("cross_entropy", &bad));
+    ce_fin f;
+    int64_t cap;
+    RTC_TRY(rtc_red_workspace("cross_entropy", &f.hdr, &f.part, &cap));
+    RTC_TRY(rtc_err_slot_get("cross_entropy", &f.slot));
     int mode = ce_mode(g, logits, sizeof(T));
     cudaStream_t st = rtc_stream();
     const T *xp = (const T *)logits->data;
     const int64_t *tp = (const int64_t *)target->data;
-    char *vp = valid ? valid->data : NULL;
-    int vdt = valid ? valid->dtype : RT_F32;
     if (mode == 0) {
-        k_ce_fwd<T, 0><<<rtc_grid(rows, RTC_BLOCK), RTC_BLOCK, 0, st>>>(
-            g, xp, tp, loss->data, loss->dtype, vp, vdt, ignore_index, eps, bad);
+        int64_t grid = rtc_grid(rows, RTC_BLOCK);
+        k_ce_fwd<T, 0><<<(unsigned)(grid < cap ? grid : cap), RTC_BLOCK, 0, st>>>(
+            g, xp, tp, o, ignore_index, eps, f);
     } else {
-        int64_t nb = (rows + CE_WARPS - 1) / CE_WARPS, cap = (int64_t)rtc_sm_count() * 64;
-        unsigned grid = (unsigned)(nb < cap ? nb : cap);
+        int64_t nb = (rows + CE_WARPS - 1) / CE_WARPS, lim = (int64_t)rtc_sm_count() * 64;
+        if (lim > cap) lim = cap;
+        unsigned grid = (unsigned)(nb < lim ? nb : lim);
         if (mode == 2)
-            k_ce_fwd<T, 2><<<grid, 32 * CE_WARPS, 0, st>>>(g, xp, tp, loss->data, loss->dtype, vp,
-                                                           vdt, ignore_index, eps, bad);
+            k_ce_fwd<T, 2><<<grid, 32 * CE_WARPS, 0, st>>>(g, xp, tp, o, ignore_index, eps, f);
         else
-            k_ce_fwd<T, 1><<<grid, 32 * CE_WARPS, 0, st>>>(g, xp, tp, loss->data, loss->dtype, vp,
-                                                           vdt, ignore_index, eps, bad);
+            k_ce_fwd<T, 1><<<grid, 32 * CE_WARPS, 0, st>>>(g, xp, tp, o, ignore_index, eps, f);
     }
-    cudaError_t le = cudaGetLastError();
-    unsigned long long pos;
-    int rc = rtc_bad_read("cross_entropy", bad, &pos);
-    RTC_CUDA_TRY("cross_entropy", le);
-    RTC_TRY(rc);
-    if (pos != RTC_NO_BAD) {
-        int64_t n = (int64_t)pos / g.S, s = (int64_t)pos - n * g.S;
-        int64_t tv = rtc_peek_index((const char *)(tp + n * g.ts0 + s * g.ts1), RT_I64);
-        return RTC_ERR(RT_ERR_INDEX,
-                       "cross_entropy: target %lld is out of bounds for %lld classes (expected "
-                       "0..%lld or ignore_index %lld), at flat target position %lld",
-                       (long long)tv, (long long)g.C, (long long)g.C - 1, (long long)ignore_index,
-                       (long long)pos);
-    }
+    RTC_LAUNCH_CHECK("cross_entropy");
     return RT_OK;
 }
 
@@ -234,27 +343,78 @@ static int ce_dtype_err(const char *op, int dt) {
     return RTC_ERR(RT_ERR_DTYPE, "%s: no CUDA kernel for logits of dtype %d", op, dt);
 }
 
+static int ce_fwd_dispatch(const ce_geo &g, const rtc_view *logits, const rtc_view *target,
+                           const ce_out &o, int64_t ignore_index, double eps) {
+    switch (logits->dtype) {
+    case RT_F32:
+        return ce_fwd_t<float>(g, logits, target, o, ignore_index, eps);
+    case RT_BF16:
+        return ce_fwd_t<__nv_bfloat16>(g, logits, target, o, ignore_index, eps);
+    case RT_F16:
+        return ce_fwd_t<__half>(g, logits, target, o, ignore_index, eps);
+    case RT_F64:
+        return ce_fwd_t<double>(g, logits, target, o, ignore_index, eps);
+    }
+    return ce_dtype_err("cross_entropy", logits->dtype);
+}
+
+/* A bad target of an earlier call on this device is raised before this call's work is queued. */
+static int ce_pending(const char *where) {
+    return rtc_deferred_check(rtc_current_device(), where);
+}
+
 extern "C" int rtc_cross_entropy(const rtc_view *loss, const rtc_view *valid,
                                  const rtc_view *logits, const rtc_view *target,
                                  int64_t ignore_index, double label_smoothing) {
+    RTC_TRY(ce_pending("the start of the next cross_entropy"));
     if (target->dtype != RT_I64)
         return RTC_ERR(RT_ERR_DTYPE, "cross_entropy: expected int64 targets");
-    switch (logits->dtype) {
-    case RT_F32:
-        return ce_fwd_t<float>(loss, valid, logits, target, ignore_index, label_smoothing);
-    case RT_BF16:
-        return ce_fwd_t<__nv_bfloat16>(loss, valid, logits, target, ignore_index, label_smoothing);
-    case RT_F16:
-        return ce_fwd_t<__half>(loss, valid, logits, target, ignore_index, label_smoothing);
-    case RT_F64:
-        return ce_fwd_t<double>(loss, valid, logits, target, ignore_index, label_smoothing);
+    ce_geo g = ce_geo_of(logits, target, loss, valid, NULL);
+    if (g.N * g.S == 0) return RT_OK;
+    ce_out o = {loss->data,
+                loss->dtype,
+                valid ? valid->data : NULL,
+                valid ? valid->dtype : RT_F32,
+                NULL,
+                RT_F32,
+                NULL,
+                RT_F32,
+                0};
+    return ce_fwd_dispatch(g, logits, target, o, ignore_index, label_smoothing);
+}
+
+extern "C" int rtc_cross_entropy_reduce(const rtc_view *out, const rtc_view *count,
+                                        const rtc_view *logits, const rtc_view *target,
+                                        int64_t ignore_index, int reduction,
+                                        double label_smoothing) {
+    RTC_TRY(ce_pending("the start of the next cross_entropy"));
+    if (target->dtype != RT_I64)
+        return RTC_ERR(RT_ERR_DTYPE, "cross_entropy: expected int64 targets");
+    if (reduction != 1 && reduction != 2)
+        return RTC_ERR(RT_ERR_INVALID,
+                       "cross_entropy: the fused CUDA reduction takes mean (1) or sum (2), got %d",
+                       reduction);
+    ce_geo g = ce_geo_of(logits, target, NULL, NULL, NULL);
+    if (g.N * g.S == 0) { /* no rows: sum 0, mean 0/0 */
+        RTC_TRY(rtc_fill(out, reduction == 1 ? (double)NAN : 0.0));
+        return count ? rtc_fill(count, 0.0) : RT_OK;
     }
-    return ce_dtype_err("cross_entropy", logits->dtype);
+    ce_out o = {NULL,
+                RT_F32,
+                NULL,
+                RT_F32,
+                out->data,
+                out->dtype,
+                count ? count->data : NULL,
+                count ? count->dtype : RT_F32,
+                reduction == 1};
+    return ce_fwd_dispatch(g, logits, target, o, ignore_index, label_smoothing);
 }
 
 extern "C" int rtc_cross_entropy_backward(const rtc_view *grad_logits, const rtc_view *grad_loss,
                                           const rtc_view *logits, const rtc_view *target,
                                           int64_t ignore_index, double label_smoothing) {
+    RTC_TRY(ce_pending("the start of cross_entropy backward"));
     if (grad_logits->dtype != logits->dtype)
         return RTC_ERR(RT_ERR_DTYPE, "cross_entropy backward: gradient dtype differs from logits'");
     switch (logits->dtype) {

@@ -102,6 +102,67 @@ int rtc_sgd_step(const rtc_view *param, const rtc_view *grad, const rtc_view *bu
                  double momentum, double dampening, double weight_decay, int nesterov,
                  int first_step);
 
+/* ---- transformer ops (semantics in kernels/cpu/rms_norm.c, rope.c, attention.c) ---- */
+/* rms_norm.cu */
+int rtc_rms_norm(const rtc_view *out, const rtc_view *rstd, const rtc_view *x,
+                 const rtc_view *weight, double eps);
+int rtc_rms_norm_backward(const rtc_view *grad_x, const rtc_view *grad_weight,
+                          const rtc_view *grad_out, const rtc_view *x, const rtc_view *rstd,
+                          const rtc_view *weight);
+/* rope.cu */
+int rtc_rope(const rtc_view *out, const rtc_view *x, int seq_dim, double theta, int64_t offset,
+             int interleaved, int inverse);
+/* attention.cu */
+int rtc_sdpa(const rtc_view *out, const rtc_view *lse, const rtc_view *q, const rtc_view *k,
+             const rtc_view *v, const rtc_view *mask, int is_causal, double scale, double dropout_p,
+             uint64_t seed, uint64_t offset);
+int rtc_sdpa_backward(const rtc_view *grad_q, const rtc_view *grad_k, const rtc_view *grad_v,
+                      const rtc_view *grad_mask, const rtc_view *grad_out, const rtc_view *q,
+                      const rtc_view *k, const rtc_view *v, const rtc_view *out,
+                      const rtc_view *lse, const rtc_view *mask, int is_causal, double scale,
+                      double dropout_p, uint64_t seed, uint64_t offset);
+
+/* ---- deferred device-side error reports and single-launch reduction workspaces (deferred.c) ----
+ * A kernel that finds a bad input (e.g. an out-of-range cross_entropy target) does not make the
+ * host wait for it: it skips the bad element (no out-of-bounds read) and records the first offender
+ * in its device's error slot, page-locked host memory mapped into the device. The host reads the
+ * slot (no synchronisation) wherever it waits for the device anyway (rt_cuda_synchronize, stream
+ * and event synchronize, copies to the host) and at the start of the next call of the op, and turns
+ * a report into an RT_ERR_INDEX there: the error is deferred, never dropped. */
+#define RTC_ERR_OP_CROSS_ENTROPY 1
+typedef struct rtc_err_slot {
+    int flag; /* 0: empty; 1: a report is there (written last, after a system fence) */
+    int op;   /* RTC_ERR_OP_* */
+    long long pos, value, bound, extra; /* cross_entropy: flat target position, target, classes,
+                                           ignore_index */
+} rtc_err_slot;
+/* The calling thread's current device (backend_cuda.c). */
+int rtc_current_device(void);
+/* The current device's slot as the device addresses it (allocated on first use). */
+int rtc_err_slot_get(const char *op, rtc_err_slot **dev);
+/* RT_OK when device's slot is empty; else the report as an RT_ERR_INDEX whose message says it was
+ * deferred and where it surfaced (`where`), and the slot is emptied (the device stays usable). */
+int rtc_deferred_check(int device, const char *where);
+
+/* The header of a reduction workspace: kernels whose last block finalises (the threadfence
+ * reduction) count finished blocks in `counter` and atomicMin the first bad position into `bad`;
+ * the last block resets both (0 and RTC_NO_BAD) so the next launch on the stream finds them
+ * ready. `part` holds `cap` pairs of doubles (one pair per block). */
+typedef struct rtc_red_hdr {
+    unsigned int counter;
+    unsigned int spare;
+    unsigned long long bad;
+} rtc_red_hdr;
+/* The workspace of the current (device, stream), allocated and initialised on first use; it is
+ * never shared between streams, so concurrent streams do not race on the counter. */
+int rtc_red_workspace(const char *op, rtc_red_hdr **hdr, double **part, int64_t *cap);
+
+/* cross_entropy.cu: mean (reduction 1) or sum (2) in one launch: out 0-d in logits' dtype, count
+ * 0-d (compute dtype; number of non-ignored targets; may be NULL). */
+int rtc_cross_entropy_reduce(const rtc_view *out, const rtc_view *count, const rtc_view *logits,
+                             const rtc_view *target, int64_t ignore_index, int reduction,
+                             double label_smoothing);
+
 #ifdef __cplusplus
 }
 #endif

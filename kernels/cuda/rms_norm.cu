@@ -31,8 +31,8 @@ __device__ __forceinline__ void rms_st(const rms_view &v, int64_t i, int64_t j, 
 }
 
 template <typename A>
-__global__ void k_rms_fwd(int64_t M, int64_t N, rms_view out, rms_view rstd, rms_view x,
-                          rms_view w, double eps) {
+__global__ void k_rms_fwd(int64_t M, int64_t N, rms_view out, rms_view rstd, rms_view x, rms_view w,
+                          double eps) {
     __shared__ double sm[32];
     for (int64_t r = blockIdx.x; r < M; r += gridDim.x) {
         double ss = 0;
@@ -140,8 +140,8 @@ static int rms_bwd_t(const rtc_view *grad_x, const rtc_view *grad_weight, const 
         void *buf;
         RTC_TRY(rtc_scratch_alloc(bytes, &buf));
         dim3 grid((unsigned)colblocks, (unsigned)nchunks);
-        k_rms_bwd_w_part<A><<<grid, 256, 0, st>>>(M, N, per, rms_of(grad_out), rms_of(x),
-                                                  rms_of(rstd), (A *)buf);
+        k_rms_bwd_w_part<A>
+            <<<grid, 256, 0, st>>>(M, N, per, rms_of(grad_out), rms_of(x), rms_of(rstd), (A *)buf);
         k_rms_bwd_w_final<A><<<rtc_grid(N, RTC_BLOCK), RTC_BLOCK, 0, st>>>(
             N, nchunks, (const A *)buf, rms_of(grad_weight));
         rtc_scratch_free(buf, bytes);
@@ -161,7 +161,6 @@ extern "C" int rtc_rms_norm_backward(const rtc_view *grad_x, const rtc_view *gra
                                      const rtc_view *grad_out, const rtc_view *x,
                                      const rtc_view *rstd, const rtc_view *weight) {
     if (x->shape[0] == 0 || x->shape[1] == 0) return RT_OK;
-    return x->dtype == RT_F64
-               ? rms_bwd_t<double>(grad_x, grad_weight, grad_out, x, rstd, weight)
-               : rms_bwd_t<float>(grad_x, grad_weight, grad_out, x, rstd, weight);
+    return x->dtype == RT_F64 ? rms_bwd_t<double>(grad_x, grad_weight, grad_out, x, rstd, weight)
+                              : rms_bwd_t<float>(grad_x, grad_weight, grad_out, x, rstd, weight);
 }

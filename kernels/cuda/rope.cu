@@ -30,7 +30,8 @@ __global__ void k_rope(int64_t npairs, int64_t half, rope_geo g, const char *x, 
         }
         pos += offset;
         int64_t i1 = interleaved ? 2 * p : p, i2 = interleaved ? 2 * p + 1 : p + half;
-        const char *x1p = x + (xo + i1 * g.xs[nd - 1]) * ex, *x2p = x + (xo + i2 * g.xs[nd - 1]) * ex;
+        const char *x1p = x + (xo + i1 * g.xs[nd - 1]) * ex,
+                   *x2p = x + (xo + i2 * g.xs[nd - 1]) * ex;
         char *o1p = o + (oo + i1 * g.os[nd - 1]) * eo, *o2p = o + (oo + i2 * g.os[nd - 1]) * eo;
         if (F64) {
             double ang = (double)pos * pow(theta, -2.0 * (double)p / (double)D);
@@ -70,10 +71,10 @@ extern "C" int rtc_rope(const rtc_view *out, const rtc_view *x, int seq_dim, dou
     unsigned grid = rtc_grid(npairs, RTC_BLOCK);
     if (x->dtype == RT_F64)
         k_rope<true><<<grid, RTC_BLOCK, 0, rtc_stream()>>>(npairs, half, g, x->data, out->data,
-                                                            theta, offset, interleaved, inverse);
+                                                           theta, offset, interleaved, inverse);
     else
         k_rope<false><<<grid, RTC_BLOCK, 0, rtc_stream()>>>(npairs, half, g, x->data, out->data,
-                                                             theta, offset, interleaved, inverse);
+                                                            theta, offset, interleaved, inverse);
     RTC_LAUNCH_CHECK(inverse ? "rope backward" : "rope");
     return RT_OK;
 }

@@ -73,6 +73,30 @@ function M.stats(device)
 end
 function M.reset_stats(device) check(C.rt_offload_reset_stats(engine_device(device, 2))) end
 
+-- Per-phase profile (where a step's time goes): off by default; set_profiling(true) or
+-- RAMTORCH_OFFLOAD_PROFILE=1 turns it on. Cleared by reset_stats. Times in milliseconds.
+local profile_fields = { "h2d_ms", "d2h_ms", "gemm_fwd_ms", "gemm_bwd_ms", "worker_wait_ms", "worker_acc_ms",
+                         "worker_cb_ms", "worker_tasks", "worker_bytes", "max_pending", "fetch_host_ms",
+                         "route_host_ms", "sync_ms", "syncs", "end_sync_ms", "end_syncs", "shadow_ms",
+                         "slot_allocs", "staging_allocs", "direct_grads", "device_casts", "arena_chunks",
+                         "arena_registers", "arena_register_ms" }
+M.profile_fields = profile_fields
+function M.set_profiling(flag) return C.rt_offload_set_profiling(flag == false and 0 or 1) ~= 0 end
+-- Piece size (bytes) of gradient copies that need a host pass (0: whole gradients); returns the old one.
+function M.set_grad_chunk_bytes(n)
+  if type(n) ~= "number" or n < 0 or n ~= math.floor(n) then
+    error(("set_grad_chunk_bytes: expected a non-negative integer number of bytes, got %s"):format(tostring(n)), 2)
+  end
+  return tonumber(C.rt_offload_set_grad_chunk_bytes(n))
+end
+function M.profile(device)
+  local s = ffi.new("rt_offload_profile")
+  check(C.rt_offload_get_profile(engine_device(device, 2), s))
+  local r = {}
+  for _, k in ipairs(profile_fields) do r[k] = tonumber(s[k]) end
+  return r
+end
+
 -- Testing the engine's ordering: drop one event wait ("h2d", "d2h", "h2d,d2h" or nil for none), and
 -- slow the CPU copy streams (microseconds before each 256 KiB chunk) so that the race is certain.
 function M.set_debug_skip_wait(which)

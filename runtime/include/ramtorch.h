@@ -634,7 +634,8 @@ int rt_host_optim_finish(rt_offload_param *p, int *updated, int *routed);
  * GEMM); on with rt_offload_set_profiling(1) or RAMTORCH_OFFLOAD_PROFILE=1. Device times come from
  * timing events on each stream, host times from the monotonic clock. rt_offload_reset_stats
  * clears it too.
- * ------------------------------------------------------------------------------------------------ */
+ * ------------------------------------------------------------------------------------------------
+ */
 typedef struct rt_offload_profile {
     double h2d_ms;                   /* H2D stream busy copying parameters */
     double d2h_ms;                   /* D2H stream busy copying gradients */
@@ -651,7 +652,7 @@ typedef struct rt_offload_profile {
     int64_t syncs;
     double end_sync_ms; /* compute thread waiting in rt_offload_synchronize (end of backward) */
     int64_t end_syncs;
-    double shadow_ms;   /* compute thread refreshing bf16/f16 transfer shadows */
+    double shadow_ms;       /* compute thread refreshing bf16/f16 transfer shadows */
     int64_t slot_allocs;    /* device buffers allocated for the pool */
     int64_t staging_allocs; /* host staging slices allocated */
     int64_t direct_grads;   /* gradients copied straight into the host gradient (no worker pass) */
@@ -661,6 +662,10 @@ typedef struct rt_offload_profile {
     double arena_register_ms; /* page-locking arena chunks (process-wide, since start) */
 } rt_offload_profile;
 int rt_offload_set_profiling(int enabled); /* returns the previous setting */
+/* Gradients that need a host pass (conversion or accumulation) go down in pieces of this many
+ * bytes (default 16 MiB; 0: whole), so the host worker converts one piece while the next is copied.
+ * Also read once from RAMTORCH_OFFLOAD_GRAD_CHUNK_MB. Returns the previous size. */
+int64_t rt_offload_set_grad_chunk_bytes(int64_t bytes);
 int rt_offload_get_profile(int device, rt_offload_profile *out);
 
 #ifndef RT_CDEF

@@ -28,6 +28,7 @@ local opts = flags.parse(arg, {
   { "backward", true, "also time forward+backward" },
   { "h2d-gbps", 55, "host-to-device bandwidth for the floor (GB/s; H200: 55)" },
   { "tflops", 800, "dense compute rate for the floor (TFLOP/s; H200 bf16: 800)" },
+  { "profile", false, "print the engine's per-phase profile (stream busy times, host worker, syncs)" },
 }, "usage: ramtorch-lua scripts/bench/streamed_mlp.lua [options]")
 
 local dev = opts.device
@@ -37,6 +38,7 @@ local dtype = torch.float32
 if opts.dtype == "bf16" or opts.dtype == "bfloat16" then dtype = torch.bfloat16
 elseif opts.dtype ~= "f32" and opts.dtype ~= "float32" then error("--dtype: expected bf16 or f32, got " .. opts.dtype, 0) end
 local compute_dtype = opts.autocast and torch.bfloat16 or dtype
+if opts.profile then offload.set_profiling(true) end
 
 local function sync()
   if on_cpu then offload.synchronize() else torch.cuda.synchronize() end
@@ -65,6 +67,7 @@ local function run(fn)
   return fn()
 end
 
+local host_split = nil
 local function time_it(T, backward)
   local x = torch.randn({ T, opts.dim }, { dtype = compute_dtype, device = dev })
   local function once()
@@ -83,7 +86,36 @@ local function time_it(T, backward)
   local t0 = timer.now()
   for _ = 1, opts.steps do once() end
   sync()
-  return (timer.now() - t0) / opts.steps * 1e3
+  local ms = (timer.now() - t0) / opts.steps * 1e3
+  -- host-side split of one more step (run after the statistics are read): forward call, backward call
+  return ms, function()
+    local a = timer.now()
+    local y = run(function() return model(x) end)
+    local b = timer.now()
+    y:sum():backward()
+    local c = timer.now()
+    model:zero_grad()
+    sync()
+    host_split = ("host calls (one extra step): forward returns after %.2f ms, backward (incl. its end sync) %.2f ms")
+      :format((b - a) * 1e3, (c - b) * 1e3)
+  end
+end
+
+-- The engine's per-phase profile of the timed steps (p: offload.profile(), per: steps).
+local function print_profile(tag, p, st, per)
+  local function gbps(bytes, ms) return ms > 0 and bytes / (ms * 1e-3) / 1e9 or 0 end
+  print(("  %s profile per step: H2D busy %.2f ms (%.1f GB/s) | D2H busy %.2f ms (%.1f GB/s) | GEMM fwd %.2f ms, bwd %.2f ms | compute stream waited on H2D %.2f ms")
+    :format(tag, p.h2d_ms / per, gbps(st.h2d_bytes, p.h2d_ms), p.d2h_ms / per, gbps(st.d2h_bytes, p.d2h_ms),
+            p.gemm_fwd_ms / per, p.gemm_bwd_ms / per, st.wait_ms / per))
+  print(("  %s host worker per step: waiting on D2H %.2f ms, host pass %.2f ms (%.1f GB/s written, %.1f MiB), callbacks %.2f ms, %d tasks, max queue %d")
+    :format(tag, p.worker_wait_ms / per, p.worker_acc_ms / per, gbps(p.worker_bytes, p.worker_acc_ms),
+            p.worker_bytes / per / 2 ^ 20, p.worker_cb_ms / per, p.worker_tasks / per, p.max_pending))
+  print(("  %s compute thread per step: in fetch %.2f ms, in grad routing %.2f ms, mid-step syncs %d (%.2f ms), end-of-backward sync %.2f ms (%d), shadow refresh %.2f ms (%d)")
+    :format(tag, p.fetch_host_ms / per, p.route_host_ms / per, p.syncs, p.sync_ms / per, p.end_sync_ms / per,
+            p.end_syncs, p.shadow_ms / per, st.shadow_refreshes))
+  print(("  %s allocations in the timed steps: device slots %d, staging slices %d, direct grads %d, device casts %d | arena: %d chunks, %d registrations (%.1f ms since start)")
+    :format(tag, p.slot_allocs, p.staging_allocs, p.direct_grads, p.device_casts, p.arena_chunks,
+            p.arena_registers, p.arena_register_ms))
 end
 
 local function fmt_bytes(b)
@@ -98,10 +130,14 @@ for tok in opts.tokens:gmatch("[^,]+") do
   local T = tonumber(tok)
   local fwd_ms = time_it(T, false)
   local fst = offload.stats(dev)
-  local bwd_ms, bst = nil, nil
+  local fprof = opts.profile and offload.profile(dev) or nil
+  local bwd_ms, bst, bprof = nil, nil, nil
   if opts.backward then
-    bwd_ms = time_it(T, true)
+    local extra
+    bwd_ms, extra = time_it(T, true)
     bst = offload.stats(dev)
+    bprof = opts.profile and offload.profile(dev) or nil
+    if opts.profile then extra() end
   end
   local flops = 2 * T * opts.dim * opts.dim * opts.layers
   local h2d = opts.h2d_gbps * 1e9
@@ -120,6 +156,11 @@ for tok in opts.tokens:gmatch("[^,]+") do
       :format(T, bwd_ms, b_floor, bst.h2d_bytes / per / 2 ^ 20, bst.d2h_bytes / per / 2 ^ 20, bst.wait_ms / per,
               bst.stalls, bst.hits, bst.fetches, bst.prefetches))
     line = line .. (" fwd_bwd_ms=%.2f floor_fwd_bwd_ms=%.2f"):format(bwd_ms, b_floor)
+  end
+  if fprof then print_profile("forward", fprof, fst, per) end
+  if bprof then
+    print_profile("fwd+bwd", bprof, bst, per)
+    if host_split then print("  " .. host_split) end
   end
   if not on_cpu then
     line = line .. (" peak_gpu=%s"):format(fmt_bytes(torch.cuda.max_memory_allocated()))

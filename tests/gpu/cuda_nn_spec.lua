@@ -6,7 +6,9 @@
 -- held in registers (aligned, short), block-per-row (long or unaligned rows), and strided rows.
 -- Dropout masks, argmax indices and optimizer steps must match the CPU exactly (the same Philox
 -- mapping, the same tie rules, the same op order). Run with RAMTORCH_CUDA_POISON=1 (ctest sets it)
--- so an unwritten output element is NaN and fails. Label gpu: FAILS without a CUDA device.
+-- so an unwritten output element is NaN and fails. A bad cross_entropy target is reported late (at
+-- the next synchronisation point, kernels/cuda/deferred.c): its test checks every such point and
+-- that the device is usable afterwards. Label gpu: FAILS without a CUDA device.
 local torch = require("ramtorch")
 local F = require("ramtorch.functional")
 local optim = require("ramtorch.optim")
@@ -120,11 +122,81 @@ describe("cuda nn kernels", function()
             check_close(what .. " grad", xc.grad, xg.grad, math.max(tol, 1e-5) * 4)
           end
         end
-        local ok, err = pcall(F.cross_entropy, torch.rand({ 4, 10 }):to(dt):to("cuda"),
-                              torch.tensor({ 1, 2, 10, 3 }):long():to("cuda"))
-        assert.is_false(ok)
-        assert.matches("target 10 is out of bounds for 10 classes", tostring(err))
-        assert.matches("position 2", tostring(err))
+      end)
+
+      -- A bad target does not stall the forward: the kernel skips it (loss 0, not counted) and
+      -- records it in the device's error slot; the error surfaces at the next point where the host
+      -- waits for the device (item, to("cpu"), totable, synchronize, stream / event synchronize) or
+      -- at the next cross_entropy call, once, and the device stays usable.
+      it("cross_entropy reports a bad target at the next synchronisation point", function()
+        local ctol = math.max(tol, 1e-5) * 4
+        local function expect_report(what, f, value, classes, pos)
+          local ok, err = pcall(f)
+          assert.is_false(ok, what .. ": expected the deferred cross_entropy error")
+          err = tostring(err)
+          assert.matches(("cross_entropy: target %s is out of bounds for %d classes"):format(value, classes), err)
+          assert.matches("at flat target position " .. pos, err)
+          assert.matches("deferred report", err)
+          return err
+        end
+        -- the same targets with the bad one ignored: what the device must have computed
+        local function ignoring(vals, i)
+          local v = { unpack(vals) }
+          v[i] = -100
+          return torch.tensor(v):long()
+        end
+        local x = pair({ 4, 10 }, dt, -3, 3)
+        local vals = { 1, 2, 10, 3 }
+        local tb = torch.tensor(vals):long():to("cuda")
+        local good = torch.tensor({ 1, 2, 9, 3 }):long()
+        -- mean (the fused reduction), raised by item(); the bad row is left out of sum and count
+        local loss = F.cross_entropy(x:to("cuda"), tb)
+        local err = expect_report("item", function() return loss:item() end, "10", 10, 2)
+        assert.matches("copy from the device to the host", err)
+        check_close("mean without the bad row", F.cross_entropy(x, ignoring(vals, 3)), loss, ctol)
+        -- sum, raised by torch.cuda.synchronize(); a negative target
+        local vneg = { 1, 2, 3, -5 }
+        local lsum = F.cross_entropy(x:to("cuda"), torch.tensor(vneg):long():to("cuda"), { reduction = "sum" })
+        expect_report("synchronize", function() torch.cuda.synchronize() end, "%-5", 10, 3)
+        check_close("sum without the bad row", F.cross_entropy(x, ignoring(vneg, 4), { reduction = "sum" }), lsum, ctol)
+        -- none on the thread-per-row path (N, C, S), raised by to("cpu"); the bad row's loss is 0
+        local x3 = pair({ 2, 7, 3 }, dt, -3, 3)
+        local v3 = { 0, 6, 2, 1, 7, 5 }
+        local l3 = F.cross_entropy(x3:to("cuda"), torch.tensor(v3):long():view({ 2, 3 }):to("cuda"), { reduction = "none" })
+        expect_report("to cpu", function() return l3:to("cpu") end, "7", 7, 4)
+        check_close("none with the bad row 0", F.cross_entropy(x3, ignoring(v3, 5):view({ 2, 3 }), { reduction = "none" }), l3, ctol)
+        -- totable, event and stream synchronize
+        local lt = F.cross_entropy(x:to("cuda"), tb, { reduction = "none" })
+        expect_report("totable", function() return lt:totable() end, "10", 10, 2)
+        local _ = F.cross_entropy(x:to("cuda"), tb)
+        local ev = torch.cuda.Event()
+        ev:record()
+        expect_report("Event.synchronize", function() ev:synchronize() end, "10", 10, 2)
+        _ = F.cross_entropy(x:to("cuda"), tb)
+        expect_report("Stream.synchronize", function() torch.cuda.current_stream():synchronize() end, "10", 10, 2)
+        -- the next cross_entropy call: wait for the kernel without a checking sync (event query)
+        _ = F.cross_entropy(x:to("cuda"), tb)
+        ev:record()
+        while not ev:query() do end
+        err = expect_report("next call", function() return F.cross_entropy(x:to("cuda"), good:to("cuda")) end, "10", 10, 2)
+        assert.matches("start of the next cross_entropy", err)
+        -- a backward queued before the report neither crashes nor hides it
+        local xg = x:detach():to("cuda"):requires_grad_(true)
+        local lb = F.cross_entropy(xg, tb)
+        local okb, errb = pcall(function() lb:backward() end)
+        if okb then
+          expect_report("after backward", function() torch.cuda.synchronize() end, "10", 10, 2)
+        else
+          assert.matches("target 10 is out of bounds for 10 classes", tostring(errb))
+        end
+        -- reported once: the device is usable and agrees with the CPU again
+        torch.cuda.synchronize()
+        local xc2, xg2 = x:detach():clone():requires_grad_(true), x:detach():to("cuda"):requires_grad_(true)
+        local lc, lg = F.cross_entropy(xc2, good), F.cross_entropy(xg2, good:to("cuda"))
+        check_close("after the report", lc, lg, ctol)
+        lc:backward()
+        lg:backward()
+        check_close("after the report grad", xc2.grad, xg2.grad, ctol)
       end)
 
       it("layer_norm with and without affine parameters, forward and backward", function()

@@ -578,18 +578,28 @@ static int staging_get(rt_offload_engine *e, size_t n, int *idx) {
     int best = -1;
     double t0 = -1;
     for (;;) {
-        size_t total = 0;
+        size_t total = 0, big = n;
         int busy = 0;
+        best = -1;
         for (int i = 0; i < e->nstg; i++) {
             total += e->stg[i].cap;
+            if (e->stg[i].cap > big) big = e->stg[i].cap;
             busy |= e->stg[i].busy;
             if (!e->stg[i].busy && e->stg[i].cap >= n &&
                 (best < 0 || e->stg[i].cap < e->stg[best].cap))
                 best = i;
         }
-        /* Growing the pool maps and page-locks new arena memory (about 0.1 s per 256 MiB):
-         * beyond STAGING_CAP gradients in flight, wait for the host worker to free a slice. */
-        if (best >= 0 || !busy || total + n <= STAGING_CAP * n) break;
+        /* A free slice of about the right size; else a new one while the pool holds fewer than
+         * STAGING_CAP of the largest gradients (growing maps and page-locks arena memory, about
+         * 0.1 s per 256 MiB, so it stops once the backlog is covered); else a larger free slice;
+         * else wait for the host worker to free one (not per small gradient: small slices are
+         * made rather than waited for). */
+        if (best >= 0 && e->stg[best].cap <= 2 * n) break;
+        if (total + n <= STAGING_CAP * big) {
+            best = -1;
+            break;
+        }
+        if (best >= 0 || !busy) break;
         if (t0 < 0) t0 = now_ms();
         pthread_cond_wait(&e->idle_cv, &e->mu);
     }

@@ -24,9 +24,11 @@ fi
 if [ -z "${SKIP_STREAMED:-}" ]; then
 step "streamed MLP (issue 5)"
 timeout 200 $RTLUA scripts/bench/streamed_mlp.lua --tokens 1024,4096 --steps 3 2>&1 | tail -25
+if [ -z "${STREAMED_SHORT:-}" ]; then
 timeout 120 $RTLUA scripts/bench/streamed_mlp.lua --tokens 1024 --steps 3 --budget-frac 0.5 2>&1 | grep -E "RESULT|rror"
 timeout 120 $RTLUA scripts/bench/streamed_mlp.lua --tokens 4096 --steps 3 --dtype f32 --autocast 2>&1 | grep -E "RESULT|rror"
 timeout 120 $PY scripts/bench/streamed_mlp_torch.py --tokens 1024,4096,16384 --steps 3
+fi
 fi
 if [ -f scripts/bench/host_adamw.lua ] && [ -z "${SKIP_ADAMW:-}" ]; then
   step "host AdamW (issue 6)"

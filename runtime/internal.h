@@ -179,6 +179,14 @@ typedef struct rt_backend {
     int (*cross_entropy_reduce)(const rt_kview *out, const rt_kview *count, const rt_kview *logits,
                                 const rt_kview *target, int64_t ignore_index, int reduction,
                                 double label_smoothing);
+    /* linear's GEMM with the bias added in the GEMM's epilogue (one 2-d product, no batch):
+     * row-major c (m, n) with row stride ldc >= n, = op(a) (m, k) @ op(b) (k, n) + bias, bias n
+     * contiguous elements of dtype (f32/bf16/f16) added to every row before the single rounding
+     * to dtype. RT_ERR_UNSUPPORTED when the library has no algorithm for the case (the caller then
+     * adds the bias itself). NULL on the CPU (runtime/ops_matmul.c's rt_linear uses gemm + add). */
+    int (*gemm_bias)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const void *a,
+                     int64_t lda, const void *b, int64_t ldb, const void *bias, void *c,
+                     int64_t ldc, int dtype);
 } rt_backend;
 
 /* The backend for a device: CPU for RT_DEVICE_CPU; CUDA (loaded on first use) for ordinals.

@@ -3,6 +3,7 @@
  * folding batch dims of a 2-d right operand into m) is views, which carry their own gradients. */
 #include "internal.h"
 
+#include <stdint.h>
 #include <stdio.h>
 
 /* Describe a 2-d or 3-d operand for GEMM without copying when one of its two matrix dims is unit
@@ -26,6 +27,7 @@ static int gemm_operand(const rt_tensor *t, int *trans, int64_t *ld, int64_t *bs
 }
 
 static int bmm(rt_tensor *a, rt_tensor *b, rt_tensor **out);
+static int bmm_ex(rt_tensor *a, rt_tensor *b, rt_tensor *bias, rt_tensor **out);
 
 static int bmm_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
     rt_tensor *a, *b, *t = NULL;
@@ -46,8 +48,21 @@ static int bmm_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
     return rc;
 }
 
-/* a (B, m, k) or (m, k), b likewise; same batch size (a batch stride of 0 is fine). */
-static int bmm(rt_tensor *a, rt_tensor *b, rt_tensor **out) {
+/* linear with the bias fused into the GEMM (inputs a (m, k), b (k, n), bias (n)): the product's
+ * gradients as MmBackward's, the bias's the output gradient summed over rows (what AddBackward
+ * of the unfused y + bias gives). */
+static int addmm_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
+    RT_TRY(bmm_backward(n, g, gi));
+    if (!n->input_needs_grad[2]) return RT_OK;
+    int64_t bshape[1] = {g->meta.shape[1]};
+    return rt_sum_to_shape(g, 1, bshape, &gi[2]);
+}
+
+/* a (B, m, k) or (m, k), b likewise; same batch size (a batch stride of 0 is fine). With bias
+ * (2-d a and b only, bias (n) contiguous, one dtype), the bias is added in the GEMM's epilogue
+ * through the backend's gemm_bias (the caller checks that it exists); RT_ERR_UNSUPPORTED from it
+ * passes up so that the caller can add the bias itself. */
+static int bmm_ex(rt_tensor *a, rt_tensor *b, rt_tensor *bias, rt_tensor **out) {
     *out = NULL;
     int nd = a->meta.ndim;
     int64_t m = a->meta.shape[nd - 2], k = a->meta.shape[nd - 1], nn = b->meta.shape[nd - 1];
@@ -74,6 +89,10 @@ static int bmm(rt_tensor *a, rt_tensor *b, rt_tensor **out) {
     if (rc == RT_OK) {
         if (k == 0)
             rc = rt_fill_(*out, 0.0);
+        else if (bias)
+            rc = RT_BE_CALL(a->storage->backend, gemm_bias, "linear", ta, tb, m, nn, k,
+                            rt_tensor_data_ptr(ca), lda, rt_tensor_data_ptr(cb), ldb,
+                            rt_tensor_data_ptr(bias), rt_tensor_data_ptr(*out), nn, a->meta.dtype);
         else if ((*out)->meta.numel)
             rc = RT_BE_CALL(a->storage->backend, gemm, "matmul", ta, tb, m, nn, k, 1.0,
                             rt_tensor_data_ptr(ca), lda, sa, rt_tensor_data_ptr(cb), ldb, sb, 0.0,
@@ -81,10 +100,11 @@ static int bmm(rt_tensor *a, rt_tensor *b, rt_tensor **out) {
     }
     rt_tensor_release(ca);
     rt_tensor_release(cb);
-    if (rc == RT_OK && rt_needs_grad2(a, b)) {
+    if (rc == RT_OK && (bias ? rt_needs_grad3(a, b, bias) : rt_needs_grad2(a, b))) {
         rt_node *node;
-        rt_tensor *in[2] = {a, b};
-        rc = rt_node_attach(*out, "MmBackward", bmm_backward, 2, in, &node);
+        rt_tensor *in[3] = {a, b, bias};
+        rc = bias ? rt_node_attach(*out, "AddmmBackward", addmm_backward, 3, in, &node)
+                  : rt_node_attach(*out, "MmBackward", bmm_backward, 2, in, &node);
         if (rc == RT_OK) {
             rt_node_save(node, a);
             rt_node_save(node, b);
@@ -95,6 +115,10 @@ static int bmm(rt_tensor *a, rt_tensor *b, rt_tensor **out) {
         *out = NULL;
     }
     return rc;
+}
+
+static int bmm(rt_tensor *a, rt_tensor *b, rt_tensor **out) {
+    return bmm_ex(a, b, NULL, out);
 }
 
 static int shape_error(const rt_tensor *a, const rt_tensor *b, const char *why) {
@@ -202,6 +226,41 @@ done:
     return rc;
 }
 
+/* Whether linear can add its bias in the GEMM's epilogue (the backend's gemm_bias; CUDA only):
+ * one dtype among f32/bf16/f16 on one device, x at least 2-d (its batch dims fold into the GEMM's
+ * rows), nothing empty, the bias contiguous and 16-byte aligned. Otherwise matmul + add. */
+static int linear_fusable(const rt_tensor *x, const rt_tensor *w, const rt_tensor *b) {
+    int dt = x->meta.dtype;
+    if (x->meta.ndim < 2 || x->meta.numel == 0 || w->meta.numel == 0) return 0;
+    if (w->meta.device != x->meta.device || b->meta.device != x->meta.device) return 0;
+    if (!x->storage || !x->storage->backend->gemm_bias) return 0;
+    if (w->meta.dtype != dt || b->meta.dtype != dt) return 0;
+    if (dt != RT_F32 && dt != RT_BF16 && dt != RT_F16) return 0;
+    if (b->meta.shape[0] > 1 && b->meta.strides[0] != 1) return 0;
+    return ((uintptr_t)rt_tensor_data_ptr(b) % 16) == 0;
+}
+
+/* y = x wt + b with the bias in the GEMM's epilogue: x's batch dims folded into rows (as matmul
+ * does), one (M, k) @ (k, n) product, reshaped back. RT_ERR_UNSUPPORTED when the backend has no
+ * algorithm for it (rt_linear then takes matmul + add). */
+static int linear_fused(rt_tensor *x, rt_tensor *wt, rt_tensor *b, rt_tensor **out) {
+    int nd = x->meta.ndim;
+    int64_t k = x->meta.shape[nd - 1], n = wt->meta.shape[1];
+    int64_t s2[2] = {rt_shape_numel(nd - 1, x->meta.shape), k};
+    int64_t rshape[RT_MAX_DIMS];
+    for (int i = 0; i < nd - 1; i++)
+        rshape[i] = x->meta.shape[i];
+    rshape[nd - 1] = n;
+    rt_tensor *xf = NULL, *r = NULL;
+    int rc = nd == 2 ? (rt_tensor_retain(x), xf = x, RT_OK) : rt_reshape(x, 2, s2, &xf);
+    if (rc == RT_OK) rc = bmm_ex(xf, wt, b, &r);
+    if (rc == RT_OK)
+        rc = nd == 2 ? (rt_tensor_retain(r), *out = r, RT_OK) : rt_reshape(r, nd, rshape, out);
+    rt_tensor_release(xf);
+    rt_tensor_release(r);
+    return rc;
+}
+
 int rt_linear(rt_tensor *x, rt_tensor *w, rt_tensor *b, rt_tensor **out) {
     *out = NULL;
     if (w->meta.ndim != 2) {
@@ -226,6 +285,13 @@ int rt_linear(rt_tensor *x, rt_tensor *w, rt_tensor *b, rt_tensor **out) {
     }
     rt_tensor *wt, *y;
     RT_TRY(rt_transpose(w, 0, 1, &wt));
+    if (b && linear_fusable(x, w, b)) {
+        int rc = linear_fused(x, wt, b, out);
+        if (rc != RT_ERR_UNSUPPORTED) {
+            rt_tensor_release(wt);
+            return rc;
+        }
+    }
     int rc = rt_matmul(x, wt, &y);
     rt_tensor_release(wt);
     RT_TRY(rc);

@@ -532,6 +532,7 @@ static int cuda_fill_randint(const rt_kview *dst, uint64_t seed, uint64_t offset
 
 typedef struct gemm_key {
     int device, dtype, ta, tb, tf32, align_a, align_b, align_c;
+    int epi_bias, spare; /* 1: CUBLASLT_EPILOGUE_BIAS (the bias pointer is set per call) */
     int64_t m, n, k, lda, ldb, ldc, sa, sb, sc, batch;
 } gemm_key;
 
@@ -646,6 +647,23 @@ static int plan_build(gemm_plan *p, const gemm_key *k, dev_state *d) {
                                                            &opa, sizeof opa));
     RT_CUBLAS_TRY("matmul", cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB,
                                                            &opb, sizeof opb));
+    if (k->epi_bias) {
+        /* in the column-major view the bias runs along D's n rows and is broadcast over its m
+         * columns: a row-major row vector of length n; added in the compute type before the
+         * one rounding to D's type */
+        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        cudaDataType_t bt = t;
+        cublasStatus_t est = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                            &epi, sizeof epi);
+        if (est == CUBLAS_STATUS_SUCCESS)
+            est = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt,
+                                                 sizeof bt);
+        if (est != CUBLAS_STATUS_SUCCESS) {
+            cublasLtMatmulDescDestroy(p->desc);
+            return RT_ERR(RT_ERR_BACKEND, "linear: cuBLAS error %s: %s (setting the bias epilogue)",
+                          cublasLtGetStatusName(est), cublasLtGetStatusString(est));
+        }
+    }
     int rc = layout(&p->la, t, k->tb ? k->k : k->n, k->tb ? k->n : k->k, k->ldb, k->batch, k->sb);
     if (rc == RT_OK)
         rc = layout(&p->lb, t, k->ta ? k->m : k->k, k->ta ? k->k : k->m, k->lda, k->batch, k->sa);
@@ -676,7 +694,8 @@ static int plan_build(gemm_plan *p, const gemm_key *k, dev_state *d) {
     p->valid = 1;
     if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
         plan_destroy(p);
-        if (st != CUBLAS_STATUS_SUCCESS)
+        /* the bias epilogue is optional: "not supported" lets linear add the bias itself */
+        if (st != CUBLAS_STATUS_SUCCESS && !(k->epi_bias && st == CUBLAS_STATUS_NOT_SUPPORTED))
             return RT_ERR(RT_ERR_BACKEND,
                           "matmul: cuBLAS error %s: %s (in "
                           "cublasLtMatmulAlgoGetHeuristic, m=%lld n=%lld k=%lld %s)",
@@ -691,10 +710,11 @@ static int plan_build(gemm_plan *p, const gemm_key *k, dev_state *d) {
     return RT_OK;
 }
 
-static int cuda_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
-                     const void *a, int64_t lda, int64_t stride_a, const void *b, int64_t ldb,
-                     int64_t stride_b, double beta, void *c, int64_t ldc, int64_t stride_c,
-                     int64_t batch, int dtype) {
+/* cuda_gemm, and with bias != NULL linear's GEMM with the bias epilogue (cuda_gemm_bias). */
+static int gemm_run(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                    const void *a, int64_t lda, int64_t stride_a, const void *b, int64_t ldb,
+                    int64_t stride_b, double beta, void *c, int64_t ldc, int64_t stride_c,
+                    int64_t batch, int dtype, const void *bias) {
     int device = cur_device();
     RT_TRY(dev_init(device));
     RT_TRY(lt_init(device));
@@ -719,6 +739,7 @@ static int cuda_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
     key.sa = batch > 1 ? stride_a : 0;
     key.sb = batch > 1 ? stride_b : 0;
     key.sc = batch > 1 ? stride_c : 0;
+    key.epi_bias = bias != NULL;
     gemm_plan *p = NULL, *victim = &tl_plans[0];
     for (int i = 0; i < PLAN_CACHE; i++) {
         gemm_plan *q = &tl_plans[i];
@@ -737,10 +758,39 @@ static int cuda_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
     float af = (float)alpha, bf = (float)beta;
     const void *pa = dtype == RT_F64 ? (const void *)&alpha : (const void *)&af;
     const void *pb = dtype == RT_F64 ? (const void *)&beta : (const void *)&bf;
-    RT_CUBLAS_TRY("matmul",
-                  cublasLtMatmul(d->lt, p->desc, pa, b, p->la, a, p->lb, pb, c, p->lc, c, p->lc,
-                                 &p->algo, d->workspace, d->workspace_size, rtc_stream()));
+    if (bias) /* per call: the plan (and its descriptor) is this thread's, reused across biases */
+        RT_CUBLAS_TRY("linear",
+                      cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                     &bias, sizeof bias));
+    cublasStatus_t mst =
+        cublasLtMatmul(d->lt, p->desc, pa, b, p->la, a, p->lb, pb, c, p->lc, c, p->lc, &p->algo,
+                       d->workspace, d->workspace_size, rtc_stream());
+    if (bias && mst == CUBLAS_STATUS_NOT_SUPPORTED)
+        return RT_ERR(RT_ERR_UNSUPPORTED, "linear: cuBLASLt cannot run the bias epilogue here");
+    if (mst != CUBLAS_STATUS_SUCCESS)
+        return RT_ERR(RT_ERR_BACKEND, "%s: cuBLAS error %s: %s (in cublasLtMatmul)",
+                      bias ? "linear" : "matmul", cublasLtGetStatusName(mst),
+                      cublasLtGetStatusString(mst));
     return RT_OK;
+}
+
+static int cuda_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                     const void *a, int64_t lda, int64_t stride_a, const void *b, int64_t ldb,
+                     int64_t stride_b, double beta, void *c, int64_t ldc, int64_t stride_c,
+                     int64_t batch, int dtype) {
+    return gemm_run(trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c,
+                    ldc, stride_c, batch, dtype, NULL);
+}
+
+/* rt_backend.gemm_bias: linear's y = x w^T + b in one cuBLASLt call (CUBLASLT_EPILOGUE_BIAS), so
+ * the output is written once instead of written, read and written again by a separate add. */
+static int cuda_gemm_bias(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const void *a,
+                          int64_t lda, const void *b, int64_t ldb, const void *bias, void *c,
+                          int64_t ldc, int dtype) {
+    if (dtype != RT_F32 && dtype != RT_BF16 && dtype != RT_F16)
+        return RT_ERR(RT_ERR_UNSUPPORTED, "linear: no bias epilogue for %s", rt_dtype_name(dtype));
+    return gemm_run(trans_a, trans_b, m, n, k, 1.0, a, lda, 0, b, ldb, 0, 0.0, c, ldc, 0, 1, dtype,
+                    bias);
 }
 
 /* ================================================================================================
@@ -1021,6 +1071,7 @@ static const rt_backend k_cuda_backend = {
     .sdpa = rtc_be_sdpa,
     .sdpa_backward = rtc_be_sdpa_backward,
     .cross_entropy_reduce = rtc_be_cross_entropy_reduce,
+    .gemm_bias = cuda_gemm_bias,
 };
 
 /* Called once by runtime/backend.c. NULL (with the reason in rt_last_error) when no device or

@@ -4,8 +4,9 @@
  *   loss = lse - (1 - eps) * x[target] - eps / C * sum_c x[c]      (0 and valid 0 where ignored)
  *   grad[c] = g * (softmax_c - eps / C - (1 - eps) * [c == target])  (0 where ignored)
  * The forward reads the logits once (an online log-sum-exp); when classes are contiguous a warp
- * takes a row (16-byte loads when aligned, several in flight per lane), otherwise a thread takes a
- * row (then neighbouring rows are neighbouring addresses).
+ * takes a row (with 16-byte loads when aligned: k_ce_fwd_pipe, a persistent software-pipelined
+ * stream, whose comment says why it reaches the copy bandwidth), otherwise a thread takes a row
+ * (then neighbouring rows are neighbouring addresses).
  *
  * One launch per forward: for reduction mean/sum each block sums its rows' losses and valid counts
  * (in double) into a per-block partial, and the last block to finish (a ticket counter in the
@@ -134,56 +135,15 @@ __device__ void ce_report(const ce_geo &g, const int64_t *tgt, unsigned long lon
     s->flag = 1;
 }
 
-template <typename T, int MODE> /* MODE 0: thread per row, 1: warp per row, 2: warp + vectors */
-__global__ void __launch_bounds__(256, 6) /* 40 registers: 48 warps per SM in flight */
-    k_ce_fwd(ce_geo g, const T *__restrict__ x, const int64_t *__restrict__ tgt, ce_out o,
-             int64_t ignore_index, double eps_d, ce_fin f) {
-    typedef typename racc<T>::type A;
+/* The end of a forward launch: the block sums its threads' losses and valid counts into its
+ * partial, and the last block to take a ticket (the threadfence reduction) adds the partials in
+ * block order, writes the 0-d results, publishes the first bad target and leaves the workspace
+ * ready for the next launch. Every thread of the block calls it. */
+__device__ __forceinline__ void ce_finish(double acc, double nvalid, const ce_geo &g,
+                                          const int64_t *tgt, const ce_out &o, int64_t ignore_index,
+                                          const ce_fin &f) {
     __shared__ double sm[32];
     __shared__ bool last;
-    int64_t rows = g.N * g.S;
-    int lane = MODE ? (threadIdx.x & 31) : 0;
-    int64_t r0 = MODE ? (int64_t)blockIdx.x * CE_WARPS + (threadIdx.x >> 5)
-                      : (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    int64_t rstep = MODE ? (int64_t)gridDim.x * CE_WARPS : (int64_t)gridDim.x * blockDim.x;
-    A eps = (A)eps_d;
-    double acc = 0, nvalid = 0; /* this thread's rows (lane 0 of a warp in the warp modes) */
-    for (int64_t r = r0; r < rows; r += rstep) {
-        int64_t n = r / g.S, s = r - n * g.S;
-        int64_t t = tgt[n * g.ts0 + s * g.ts1];
-        bool ignored = t == ignore_index;
-        bool ok = !ignored && t >= 0 && t < g.C; /* uniform over a warp's row */
-        /* the row is scanned whatever its target (it is in bounds either way), so its loads are
-         * issued together with the target's instead of after it; only x[t] waits for t */
-        const T *xr = x + n * g.xs0 + s * g.xs2;
-        lse_state<A> st = {A(-INFINITY), A(0)};
-        A sx = 0;
-        if (MODE == 2)
-            ce_scan_vec<T, A>(xr, g.C, lane, st, sx);
-        else
-            ce_scan<T, A>(xr, g.xs1, g.C, lane, MODE ? 32 : 1, st, sx);
-        if (MODE) {
-            st = warp_lse(st);
-            sx = warp_sum(sx);
-        }
-        A v = 0;
-        if (ok) {
-            v = lse_value(st) - (A(1) - eps) * rio<T>::ld(xr[t * g.xs1]);
-            if (eps != A(0)) v -= eps / (A)g.C * sx;
-        } else if (!ignored && lane == 0) {
-            atomicMin(&f.hdr->bad, (unsigned long long)r);
-            __threadfence(); /* before this block's ticket below */
-        }
-        if (lane == 0) {
-            if (o.loss) rst<A>(o.loss + (n * g.ls0 + s * g.ls1) * rtc_dtype_size(o.ldt), o.ldt, v);
-            if (o.valid)
-                rst<A>(o.valid + (n * g.vs0 + s * g.vs1) * rtc_dtype_size(o.vdt), o.vdt,
-                       ok ? A(1) : A(0));
-            acc += (double)v;
-            nvalid += ok ? 1.0 : 0.0;
-        }
-    }
-    /* the last block to take a ticket finalises (the threadfence reduction) */
     if (o.red) {
         acc = block_sum(acc, sm);
         nvalid = block_sum(nvalid, sm);
@@ -219,6 +179,247 @@ __global__ void __launch_bounds__(256, 6) /* 40 registers: 48 warps per SM in fl
         if (bad != RTC_NO_BAD) ce_report(g, tgt, bad, ignore_index, f.slot);
         atomicExch(&f.hdr->counter, 0u);
     }
+}
+
+/* MODE 0: thread per row, 1: warp per row (scalar loads); the 16-byte case is k_ce_fwd_pipe */
+template <typename T, int MODE>
+__global__ void __launch_bounds__(256, 6) /* 40 registers: 48 warps per SM in flight */
+    k_ce_fwd(ce_geo g, const T *__restrict__ x, const int64_t *__restrict__ tgt, ce_out o,
+             int64_t ignore_index, double eps_d, ce_fin f) {
+    typedef typename racc<T>::type A;
+    int64_t rows = g.N * g.S;
+    int lane = MODE ? (threadIdx.x & 31) : 0;
+    int64_t r0 = MODE ? (int64_t)blockIdx.x * CE_WARPS + (threadIdx.x >> 5)
+                      : (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    int64_t rstep = MODE ? (int64_t)gridDim.x * CE_WARPS : (int64_t)gridDim.x * blockDim.x;
+    A eps = (A)eps_d;
+    double acc = 0, nvalid = 0; /* this thread's rows (lane 0 of a warp in the warp modes) */
+    for (int64_t r = r0; r < rows; r += rstep) {
+        int64_t n = r / g.S, s = r - n * g.S;
+        int64_t t = tgt[n * g.ts0 + s * g.ts1];
+        bool ignored = t == ignore_index;
+        bool ok = !ignored && t >= 0 && t < g.C; /* uniform over a warp's row */
+        /* the row is scanned whatever its target (it is in bounds either way), so its loads are
+         * issued together with the target's instead of after it; only x[t] waits for t */
+        const T *xr = x + n * g.xs0 + s * g.xs2;
+        lse_state<A> st = {A(-INFINITY), A(0)};
+        A sx = 0;
+        ce_scan<T, A>(xr, g.xs1, g.C, lane, MODE ? 32 : 1, st, sx);
+        if (MODE) {
+            st = warp_lse(st);
+            sx = warp_sum(sx);
+        }
+        A v = 0;
+        if (ok) {
+            v = lse_value(st) - (A(1) - eps) * rio<T>::ld(xr[t * g.xs1]);
+            if (eps != A(0)) v -= eps / (A)g.C * sx;
+        } else if (!ignored && lane == 0) {
+            atomicMin(&f.hdr->bad, (unsigned long long)r);
+            __threadfence(); /* before this block's ticket below */
+        }
+        if (lane == 0) {
+            if (o.loss) rst<A>(o.loss + (n * g.ls0 + s * g.ls1) * rtc_dtype_size(o.ldt), o.ldt, v);
+            if (o.valid)
+                rst<A>(o.valid + (n * g.vs0 + s * g.vs1) * rtc_dtype_size(o.vdt), o.vdt,
+                       ok ? A(1) : A(0));
+            acc += (double)v;
+            nvalid += ok ? 1.0 : 0.0;
+        }
+    }
+    ce_finish(acc, nvalid, g, tgt, o, ignore_index, f);
+}
+
+/* ---- the streaming forward (classes contiguous, 16-byte vectors) --------------------------------
+ *
+ * Why this shape streams: HBM only reaches its bandwidth when enough bytes are in flight per SM
+ * to cover the DRAM latency (Little's law: ~4.8 TB/s x ~0.7 us is ~3.4 MB over 132 SMs, ~26 KB
+ * per SM). The earlier one-row-per-warp launch had a warp issue its row's loads, wait, reduce,
+ * and exit, with 8192 short blocks: each warp had loads outstanding only part of its life, and
+ * block starts, the block reduction and the ticket atomic left gaps between waves. Here
+ *  - the grid is persistent (the blocks that fit on the SMs at once, never more), and each warp
+ *    walks rows gw, gw + nwarps, ... (neighbouring warps read neighbouring rows, so DRAM pages stay
+ *    open), so there are no waves, and the reduction and ticket happen once per block at the end;
+ *  - a warp walks its rows as a stream of chunks of CE_U 16-byte vectors per lane (a 1024-float
+ *    row is one chunk), double-buffered: the next chunk's CE_U loads (and at a row start its
+ * target) are issued before the current chunk's math, so each lane has CE_U x 16 bytes in flight
+ * while it computes; 16 warps per SM x 32 lanes x 8 x 16 B = 64 KB per SM, over twice the ~26 KB
+ * needed;
+ *  - the logits are read exactly once with streaming (evict-first) loads, the online max / sum
+ *    runs over registers (one rescale per chunk: max of the chunk first, then its exps), x[target]
+ *    is picked out of the registers as they pass (no dependent load after the row), and only the
+ *    final per-block reduction touches shared memory;
+ *  - the math per element (max, add, sub, ex2, add, a compare-select for the target) is a few
+ *    instructions against ~3 elements per clock per SM that the bandwidth delivers, so the SM
+ *    stays memory-bound. */
+#define CE_U 8
+
+/* 16 bytes as V values of the accumulation type (bit operations; no memory round trip). */
+template <typename T> struct ce_dec;
+template <> struct ce_dec<float> {
+    __device__ static void run(uint4 w, float *o) {
+        o[0] = __uint_as_float(w.x), o[1] = __uint_as_float(w.y);
+        o[2] = __uint_as_float(w.z), o[3] = __uint_as_float(w.w);
+    }
+};
+template <> struct ce_dec<double> {
+    __device__ static void run(uint4 w, double *o) {
+        o[0] = __hiloint2double((int)w.y, (int)w.x);
+        o[1] = __hiloint2double((int)w.w, (int)w.z);
+    }
+};
+template <> struct ce_dec<__nv_bfloat16> { /* bf16 is the top half of an f32 */
+    __device__ static void run(uint4 w, float *o) {
+        unsigned u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            o[2 * k] = __uint_as_float(u[k] << 16);
+            o[2 * k + 1] = __uint_as_float(u[k] & 0xffff0000u);
+        }
+    }
+};
+template <> struct ce_dec<__half> {
+    __device__ static void run(uint4 w, float *o) {
+        unsigned u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            o[2 * k] = __half2float(__ushort_as_half((unsigned short)(u[k] & 0xffffu)));
+            o[2 * k + 1] = __half2float(__ushort_as_half((unsigned short)(u[k] >> 16)));
+        }
+    }
+};
+
+/* One chunk of a row for this lane: vector u covers elements e0 + u * W .. + V - 1; vectors past
+ * the row's end are not loaded (lim: how many are in the row, the same u < lim rule at fold). */
+template <typename T>
+__device__ __forceinline__ void ce_chunk_load(const T *xr, int64_t e0, int64_t C, uint4 *buf) {
+    constexpr int V = 16 / sizeof(T);
+    constexpr int64_t W = 32 * V;
+#pragma unroll
+    for (int u = 0; u < CE_U; u++)
+        if (e0 + u * W < C) buf[u] = __ldcs((const uint4 *)(xr + e0 + u * W));
+}
+
+template <typename T>
+__global__ void __launch_bounds__(32 * CE_WARPS, 2)
+    k_ce_fwd_pipe(ce_geo g, const T *__restrict__ x, const int64_t *__restrict__ tgt, ce_out o,
+                  int64_t ignore_index, double eps_d, ce_fin f) {
+    typedef typename racc<T>::type A;
+    constexpr int V = 16 / sizeof(T);
+    constexpr int64_t W = 32 * V, CH = CE_U * W; /* elements per warp vector step, per chunk */
+    const int64_t rows = g.N * g.S, C = g.C, nch = (C + CH - 1) / CH;
+    const int lane = threadIdx.x & 31;
+    const int64_t nw = (int64_t)gridDim.x * CE_WARPS;
+    int64_t r = (int64_t)blockIdx.x * CE_WARPS + (threadIdx.x >> 5), j = 0;
+    const A eps = (A)eps_d;
+    double acc = 0, nvalid = 0; /* lane 0's rows */
+    uint4 cur[CE_U] = {}, nxt[CE_U] = {};
+    int64_t t = 0, tn = 0;
+    const T *xr = NULL, *xn = NULL;
+    if (r < rows) {
+        int64_t n = r / g.S, s = r - n * g.S;
+        t = tgt[n * g.ts0 + s * g.ts1];
+        xr = x + n * g.xs0 + s * g.xs2;
+        ce_chunk_load<T>(xr, (int64_t)lane * V, C, cur);
+    }
+    lse_state<A> st = {A(-INFINITY), A(0)};
+    A sx = 0, xt = 0;
+    while (r < rows) {
+        /* issue the next chunk (of this row, or the first of the warp's next row) */
+        int64_t rn = r, jn = j + 1;
+        xn = xr;
+        if (jn == nch) {
+            jn = 0;
+            rn = r + nw;
+            if (rn < rows) {
+                int64_t n = rn / g.S, s = rn - n * g.S;
+                tn = tgt[n * g.ts0 + s * g.ts1];
+                xn = x + n * g.xs0 + s * g.xs2;
+            }
+        }
+        if (rn < rows) ce_chunk_load<T>(xn, jn * CH + (int64_t)lane * V, C, nxt);
+        /* fold the current chunk: max first, one rescale, then the exps */
+        const int64_t e0 = j * CH + (int64_t)lane * V;
+        const int64_t d64 = t - e0; /* x[t] is vector u's element k when d == u * W + k */
+        const int d = d64 >= 0 && d64 < CH ? (int)d64 : -1;
+        A m = st.m;
+#pragma unroll
+        for (int u = 0; u < CE_U; u++) {
+            if (e0 + u * W < C) {
+                A v[V];
+                ce_dec<T>::run(cur[u], v);
+#pragma unroll
+                for (int k = 0; k < V; k++)
+                    m = nmax(m, v[k]);
+            }
+        }
+        /* m = -inf only when every value so far is -inf (or NaN): then exp(v - 0) gives 0 for
+         * -inf and NaN for NaN, as the scalar online rule does */
+        const A mz = m == A(-INFINITY) ? A(0) : m;
+        A s = st.m == m ? st.s : st.s * ce_exp(st.m - m);
+#pragma unroll
+        for (int u = 0; u < CE_U; u++) {
+            if (e0 + u * W < C) {
+                A v[V];
+                ce_dec<T>::run(cur[u], v);
+#pragma unroll
+                for (int k = 0; k < V; k++) {
+                    s += ce_exp(v[k] - mz);
+                    sx += v[k];
+                    xt = d == (int)(u * W) + k ? v[k] : xt;
+                }
+            }
+        }
+        st.m = m;
+        st.s = s;
+        if (jn == 0) { /* the row is complete */
+            lse_state<A> w = warp_lse(st);
+            A wsx = warp_sum(sx), wxt = warp_sum(xt); /* one lane holds x[t] (none if t is bad) */
+            bool ignored = t == ignore_index, ok = !ignored && t >= 0 && t < C;
+            A v = 0;
+            if (ok) {
+                v = lse_value(w) - (A(1) - eps) * wxt;
+                if (eps != A(0)) v -= eps / (A)C * wsx;
+            } else if (!ignored && lane == 0) {
+                atomicMin(&f.hdr->bad, (unsigned long long)r);
+                __threadfence(); /* before this block's ticket */
+            }
+            if (lane == 0) {
+                int64_t n = r / g.S, sp = r - n * g.S;
+                if (o.loss)
+                    rst<A>(o.loss + (n * g.ls0 + sp * g.ls1) * rtc_dtype_size(o.ldt), o.ldt, v);
+                if (o.valid)
+                    rst<A>(o.valid + (n * g.vs0 + sp * g.vs1) * rtc_dtype_size(o.vdt), o.vdt,
+                           ok ? A(1) : A(0));
+                acc += (double)v;
+                nvalid += ok ? 1.0 : 0.0;
+            }
+            st.m = A(-INFINITY);
+            st.s = A(0);
+            sx = 0;
+            xt = 0;
+            t = tn;
+        }
+#pragma unroll
+        for (int u = 0; u < CE_U; u++)
+            cur[u] = nxt[u];
+        r = rn;
+        j = jn;
+        xr = xn;
+    }
+    ce_finish(acc, nvalid, g, tgt, o, ignore_index, f);
+}
+
+/* The persistent grid of k_ce_fwd_pipe: as many blocks as are resident at once on one SM (asked of
+ * the occupancy calculator once per dtype; 2 if it cannot say), times the SMs. */
+template <typename T> static int ce_pipe_per_sm(void) {
+    int nb = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, k_ce_fwd_pipe<T>, 32 * CE_WARPS, 0) !=
+            cudaSuccess ||
+        nb < 1) {
+        cudaGetLastError();
+        nb = 2;
+    }
+    return nb;
 }
 
 template <typename T, int MODE>
@@ -291,6 +492,7 @@ static int ce_fwd_t(const ce_geo &g, const rtc_view *logits, const rtc_view *tar
     RTC_TRY(rtc_red_workspace("cross_entropy", &f.hdr, &f.part, &cap));
     RTC_TRY(rtc_err_slot_get("cross_entropy", &f.slot));
     int mode = ce_mode(g, logits, sizeof(T));
+    if (mode == 2 && g.C == 0) mode = 1; /* the chunk stream needs a chunk per row */
     cudaStream_t st = rtc_stream();
     const T *xp = (const T *)logits->data;
     const int64_t *tp = (const int64_t *)target->data;
@@ -298,14 +500,17 @@ static int ce_fwd_t(const ce_geo &g, const rtc_view *logits, const rtc_view *tar
         int64_t grid = rtc_grid(rows, RTC_BLOCK);
         k_ce_fwd<T, 0><<<(unsigned)(grid < cap ? grid : cap), RTC_BLOCK, 0, st>>>(
             g, xp, tp, o, ignore_index, eps, f);
+    } else if (mode == 2) { /* persistent: the blocks resident at once, never more */
+        static const int per_sm = ce_pipe_per_sm<T>();
+        int64_t nb = (rows + CE_WARPS - 1) / CE_WARPS, lim = (int64_t)rtc_sm_count() * per_sm;
+        if (lim > cap) lim = cap;
+        unsigned grid = (unsigned)(nb < lim ? nb : lim);
+        k_ce_fwd_pipe<T><<<grid, 32 * CE_WARPS, 0, st>>>(g, xp, tp, o, ignore_index, eps, f);
     } else {
         int64_t nb = (rows + CE_WARPS - 1) / CE_WARPS, lim = (int64_t)rtc_sm_count() * 64;
         if (lim > cap) lim = cap;
         unsigned grid = (unsigned)(nb < lim ? nb : lim);
-        if (mode == 2)
-            k_ce_fwd<T, 2><<<grid, 32 * CE_WARPS, 0, st>>>(g, xp, tp, o, ignore_index, eps, f);
-        else
-            k_ce_fwd<T, 1><<<grid, 32 * CE_WARPS, 0, st>>>(g, xp, tp, o, ignore_index, eps, f);
+        k_ce_fwd<T, 1><<<grid, 32 * CE_WARPS, 0, st>>>(g, xp, tp, o, ignore_index, eps, f);
     }
     RTC_LAUNCH_CHECK("cross_entropy");
     return RT_OK;

@@ -95,8 +95,10 @@ describe("cuda nn kernels", function()
       end)
 
       it("cross_entropy with ignore_index, label smoothing and reductions, forward and backward", function()
-        -- {logits shape, classes}: warp + vectors, warp scalar, thread per row (N, C, S)
-        for _, shape in ipairs({ { 32, 1024 }, { 64, 10 }, { 4, 7, 5 }, { 10 } }) do
+        -- {logits shape, classes}: warp + vectors, warp scalar, thread per row (N, C, S); the
+        -- streaming 16-byte path also with many rows per warp of its persistent grid (20000 x 8)
+        -- and rows of several chunks with a partial last one (6 x 5000)
+        for _, shape in ipairs({ { 32, 1024 }, { 64, 10 }, { 4, 7, 5 }, { 10 }, { 20000, 8 }, { 6, 5000 } }) do
           local C = #shape == 1 and shape[1] or shape[2]
           local tshape = {}
           for i, s in ipairs(shape) do if i ~= (#shape == 1 and 1 or 2) then tshape[#tshape + 1] = s end end
@@ -197,6 +199,31 @@ describe("cuda nn kernels", function()
         lc:backward()
         lg:backward()
         check_close("after the report grad", xc2.grad, xg2.grad, ctol)
+      end)
+
+      -- the streaming forward (kernels/cuda/cross_entropy.cu k_ce_fwd_pipe: 16-byte rows, many
+      -- rows per warp): a bad target in a late row is left out and reported, a target in the
+      -- last element of a row is picked out of the registers
+      it("cross_entropy streaming path: bad target reported late, last-class targets", function()
+        local ctol = math.max(tol, 1e-5) * 4
+        local N, C = 5000, 16
+        local x = pair({ N, C }, dt, -3, 3)
+        local vals = {}
+        for i = 1, N do vals[i] = (i % 3 == 0) and (C - 1) or ((i * 5) % C) end
+        vals[4001] = C + 2
+        local tb = torch.tensor(vals):long():to("cuda")
+        local loss = F.cross_entropy(x:to("cuda"), tb)
+        local ok, err = pcall(function() return loss:item() end)
+        assert.is_false(ok, "expected the deferred cross_entropy error")
+        assert.matches(("cross_entropy: target %d is out of bounds for %d classes"):format(C + 2, C), tostring(err))
+        assert.matches("at flat target position 4000", tostring(err))
+        vals[4001] = -100
+        local good = torch.tensor(vals):long()
+        check_close("mean without the bad row", F.cross_entropy(x, good), loss, ctol)
+        for _, red in ipairs({ "sum", "none" }) do
+          check_close("streaming " .. red, F.cross_entropy(x, good, { reduction = red }),
+            F.cross_entropy(x:to("cuda"), good:to("cuda"), { reduction = red }), ctol)
+        end
       end)
 
       it("layer_norm with and without affine parameters, forward and backward", function()

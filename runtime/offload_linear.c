@@ -12,6 +12,8 @@
  * result on with rt_offload_grad_to_host. */
 #include "offload_internal.h"
 
+#include <stdint.h>
+
 #include <stdlib.h>
 
 typedef struct lin_ctx {
@@ -189,10 +191,23 @@ int rt_offload_linear(rt_tensor *x, rt_offload_param *w, rt_offload_param *b, rt
     const rt_backend *be = rt_offload_engine_backend(e);
     rt_event *t0 = NULL;
     if (rc == RT_OK) rt_offload_prof_begin(e, &t0);
-    if (rc == RT_OK)
+    /* With a bias, use the GEMM epilogue exactly when rt_linear does (linear_fusable in
+     * ops_matmul.c: the backend has gemm_bias, x at least 2-d, nothing empty, f32/bf16/f16, the
+     * bias 16-byte aligned), so a streamed layer rounds like the plain one it replaces. */
+    int fused = 0;
+    if (rc == RT_OK && b && be->gemm_bias && x->meta.ndim >= 2 && M > 0 && in_f > 0 && out_f > 0 &&
+        (cd == RT_F32 || cd == RT_BF16 || cd == RT_F16) && ((uintptr_t)bp % 16) == 0) {
+        int r2 = be->gemm_bias(0, 1, M, out_f, in_f, rt_tensor_data_ptr(xc), in_f, wp, in_f, bp,
+                               rt_tensor_data_ptr(y), out_f, cd);
+        if (r2 == RT_OK)
+            fused = 1;
+        else if (r2 != RT_ERR_UNSUPPORTED)
+            rc = r2;
+    }
+    if (rc == RT_OK && !fused)
         rc = gemm(be, 0, 1, M, out_f, in_f, rt_tensor_data_ptr(xc), in_f, wp, in_f, y, cd);
     rt_offload_prof_end(e, RT_OFFLOAD_FWD, t0);
-    if (rc == RT_OK && b && y->meta.numel) { /* y += b, broadcast over the rows */
+    if (rc == RT_OK && b && !fused && y->meta.numel) { /* y += b, broadcast over the rows */
         rt_kview yv = rt_kview_of(y), bv = yv;
         bv.data = bp;
         for (int i = 0; i < bv.ndim; i++)

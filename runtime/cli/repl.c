@@ -246,8 +246,10 @@ static int load_chunk(lua_State *L, const char *chunk, int expr_only) {
     return status;
 }
 
-/* Print the values left on the stack above base, tab-separated, via tostring. Nothing is printed
- * when there are none or all are nil (a call like print(x) or f() that returns nothing). */
+/* Print the values left on the stack above base, tab-separated, through ramtorch.inspect's format
+ * (tostring for tensors and anything with __tostring; plain tables by content, so `x.shape` shows
+ * `{2, 3}`), falling back to tostring when that module cannot be loaded. Nothing is printed when
+ * there are none or all are nil (a call like print(x) or f() that returns nothing). */
 static void print_results(lua_State *L, int base) {
     int n = lua_gettop(L) - base, any = 0;
     for (int i = 1; i <= n; i++)
@@ -256,7 +258,18 @@ static void print_results(lua_State *L, int base) {
         lua_settop(L, base);
         return;
     }
-    lua_getglobal(L, "tostring");
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "ramtorch.inspect");
+    if (lua_pcall(L, 1, 1, 0) == 0 && lua_istable(L, -1)) {
+        lua_getfield(L, -1, "format");
+        lua_remove(L, -2);
+    } else {
+        lua_pop(L, 1);
+    }
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 1);
+        lua_getglobal(L, "tostring");
+    }
     for (int i = 1; i <= n; i++) {
         lua_pushvalue(L, -1);
         lua_pushvalue(L, base + i);

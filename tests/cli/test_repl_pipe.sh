@@ -42,6 +42,8 @@ torch.arange(6):view(2, 3):sum()
 type(torch)
 1 -- a trailing comment
 setmetatable({}, {__tostring = function() return "custom" end})
+torch.zeros(2, 3).shape
+{name = "w", sizes = {4, 5}}
 LUA
 cat > "$TMP/expected" <<'TXT'
 2
@@ -63,6 +65,8 @@ tensor(15)
 table
 1
 custom
+{2, 3}
+{name = "w", sizes = {4, 5}}
 TXT
 LAST_CMD="$RT < input.lua"
 "$RT" <"$TMP/input.lua" >"$TMP/out" 2>"$TMP/err"

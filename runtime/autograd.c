@@ -112,6 +112,8 @@ static int node_new(rt_tensor *out, const char *name, int n, rt_tensor *const *i
             return RT_ERR(RT_ERR_OOM, "%s: out of host memory for autograd edges", name);
         }
     }
+    for (int i = 0; i < n && i < RT_NODE_MAX_INPUTS; i++)
+        if (inputs[i]) nd->in_meta[i] = inputs[i]->meta;
     for (int i = 0; i < n; i++) {
         rt_tensor *in = inputs[i];
         if (!in || !in->meta.requires_grad) continue;

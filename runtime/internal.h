@@ -283,6 +283,10 @@ struct rt_node {
     int ninputs;
     rt_edge inputs[RT_NODE_MAX_INPUTS];
     bool input_needs_grad[RT_NODE_MAX_INPUTS];
+    /* geometry (shape, dtype, device) of inputs 0..3 when the op ran: a backward that only needs an
+     * input's shape (add, sub, sum, mean, ...) reads it here instead of saving the tensor, so the
+     * input's memory is not kept alive until the backward */
+    rt_tensor_meta in_meta[RT_NODE_MAX_INPUTS];
     int nsaved;
     rt_tensor *saved[RT_NODE_MAX_SAVED];
     int saved_version[RT_NODE_MAX_SAVED];

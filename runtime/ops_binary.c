@@ -61,12 +61,12 @@ int rt_sum_to_shape(rt_tensor *t, int ndim, const int64_t *shape, rt_tensor **ou
  * ============================================================================================== */
 
 /* grad for one input: reduce to its shape, convert to its dtype. Takes ownership of g. */
-static int fit_grad(rt_tensor *g, const rt_tensor *like, rt_tensor **out) {
+static int fit_grad(rt_tensor *g, const rt_tensor_meta *like, rt_tensor **out) {
     rt_tensor *s;
-    int rc = rt_sum_to_shape(g, like->meta.ndim, like->meta.shape, &s);
+    int rc = rt_sum_to_shape(g, like->ndim, like->shape, &s);
     rt_tensor_release(g);
     RT_TRY(rc);
-    rc = rt_to_dtype(s, like->meta.dtype, out);
+    rc = rt_to_dtype(s, like->dtype, out);
     rt_tensor_release(s);
     return rc;
 }
@@ -76,9 +76,11 @@ static int fit_grad(rt_tensor *g, const rt_tensor *like, rt_tensor **out) {
 
 static int binary_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
     int op = (int)n->iargs[0];
-    rt_tensor *a, *b;
-    RT_TRY(rt_node_saved(n, 0, &a));
-    RT_TRY(rt_node_saved(n, 1, &b));
+    rt_tensor *a = NULL, *b = NULL;
+    if (op != RT_ADD && op != RT_SUB) { /* add and sub need only the shapes (n->in_meta) */
+        RT_TRY(rt_node_saved(n, 0, &a));
+        RT_TRY(rt_node_saved(n, 1, &b));
+    }
     rt_tensor *ga = NULL, *gb = NULL, *t1 = NULL, *t2 = NULL;
     int rc = RT_OK;
     switch (op) {
@@ -148,21 +150,27 @@ static int binary_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
         rt_tensor_release(gb);
         return rc;
     }
-    rc = ga && n->input_needs_grad[0] ? fit_grad(ga, a, &gi[0]) : (rt_tensor_release(ga), RT_OK);
+    rc = ga && n->input_needs_grad[0] ? fit_grad(ga, &n->in_meta[0], &gi[0])
+                                      : (rt_tensor_release(ga), RT_OK);
     if (rc == RT_OK)
-        rc =
-            gb && n->input_needs_grad[1] ? fit_grad(gb, b, &gi[1]) : (rt_tensor_release(gb), RT_OK);
+        rc = gb && n->input_needs_grad[1] ? fit_grad(gb, &n->in_meta[1], &gi[1])
+                                          : (rt_tensor_release(gb), RT_OK);
     else
         rt_tensor_release(gb);
     return rc;
+}
+
+/* Whether the gradient of a (op) s needs a's values (otherwise only its dtype, from n->in_meta). */
+static bool scalar_grad_needs_input(int op, int scalar_first) {
+    return !(op == RT_ADD || op == RT_SUB || op == RT_MUL || (op == RT_DIV && !scalar_first));
 }
 
 /* grad of a (op) s or s (op) a with respect to a. iargs: op, scalar_first; dargs[0] = s. */
 static int binary_scalar_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
     int op = (int)n->iargs[0], sf = (int)n->iargs[1];
     double s = n->dargs[0];
-    rt_tensor *a;
-    RT_TRY(rt_node_saved(n, 0, &a));
+    rt_tensor *a = NULL;
+    if (scalar_grad_needs_input(op, sf)) RT_TRY(rt_node_saved(n, 0, &a));
     rt_tensor *r = NULL, *t1 = NULL, *t2 = NULL;
     int rc = RT_OK;
     switch (op) {
@@ -223,7 +231,7 @@ static int binary_scalar_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
         rt_tensor_release(r);
         return rc;
     }
-    rc = rt_to_dtype(r, a->meta.dtype, &gi[0]);
+    rc = rt_to_dtype(r, n->in_meta[0].dtype, &gi[0]);
     rt_tensor_release(r);
     return rc;
 }
@@ -269,8 +277,10 @@ int rt_binary(int op, rt_tensor *a, rt_tensor *b, rt_tensor **out) {
         RT_TRY(
             release_on_error(rt_node_attach(*out, names[op], binary_backward, 2, in, &node), out));
         node->iargs[0] = op;
-        rt_node_save(node, a);
-        rt_node_save(node, b);
+        if (op != RT_ADD && op != RT_SUB) {
+            rt_node_save(node, a);
+            rt_node_save(node, b);
+        }
     }
     return RT_OK;
 }
@@ -306,7 +316,7 @@ int rt_binary_scalar(int op, rt_tensor *a, double s, int scalar_first, rt_tensor
         node->iargs[0] = op;
         node->iargs[1] = scalar_first;
         node->dargs[0] = s;
-        rt_node_save(node, a);
+        if (scalar_grad_needs_input(op, scalar_first)) rt_node_save(node, a);
     }
     return RT_OK;
 }

@@ -21,32 +21,34 @@ static int reduced_shape(const char *op, const rt_tensor *a, int ndims, const in
 }
 
 /* The reduced result viewed with keepdim, for broadcasting the gradient back. */
-static int keepdim_view(rt_tensor *r, const rt_tensor *a, unsigned mask, rt_tensor **out) {
+static int keepdim_view(rt_tensor *r, const rt_tensor_meta *a, unsigned mask, rt_tensor **out) {
     int64_t shape[RT_MAX_DIMS];
-    for (int i = 0; i < a->meta.ndim; i++)
-        shape[i] = (mask & (1u << i)) ? 1 : a->meta.shape[i];
-    return rt_reshape(r, a->meta.ndim, shape, out);
+    for (int i = 0; i < a->ndim; i++)
+        shape[i] = (mask & (1u << i)) ? 1 : a->shape[i];
+    return rt_reshape(r, a->ndim, shape, out);
 }
 
-/* iargs[0] = op, iargs[1] = mask; saved: a (max/min), out not saved to avoid a cycle. */
+/* iargs[0] = op, iargs[1] = mask; saved: a for max/min only (sum and mean read its shape from
+ * n->in_meta); out is never saved, which would make a cycle. */
 static int reduce_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
     int op = (int)n->iargs[0];
     unsigned mask = (unsigned)n->iargs[1];
-    rt_tensor *a;
-    RT_TRY(rt_node_saved(n, 0, &a));
+    const rt_tensor_meta *am = &n->in_meta[0]; /* sum and mean need only the input's shape */
+    rt_tensor *a = NULL;
+    if (op == RT_MAX || op == RT_MIN) RT_TRY(rt_node_saved(n, 0, &a));
     rt_tensor *gk = NULL, *ge = NULL, *r = NULL;
-    RT_TRY(keepdim_view(g, a, mask, &gk));
-    int rc = rt_expand(gk, a->meta.ndim, a->meta.shape, &ge);
+    RT_TRY(keepdim_view(g, am, mask, &gk));
+    int rc = rt_expand(gk, am->ndim, am->shape, &ge);
     if (rc == RT_OK) {
         if (op == RT_SUM) {
             rc = rt_contiguous(ge, &r);
         } else if (op == RT_MEAN) {
-            double count = (double)a->meta.numel / (double)(g->meta.numel ? g->meta.numel : 1);
+            double count = (double)am->numel / (double)(g->meta.numel ? g->meta.numel : 1);
             rc = rt_binary_scalar(RT_DIV, ge, count, 0, &r);
         } else { /* max/min: the gradient goes to the winners, split evenly between ties */
             rt_tensor *m = NULL, *mk = NULL, *eq = NULL, *cnt = NULL, *w = NULL;
             int dims[RT_MAX_DIMS], nd = 0;
-            for (int i = 0; i < a->meta.ndim; i++)
+            for (int i = 0; i < am->ndim; i++)
                 if (mask & (1u << i)) dims[nd++] = i;
             rc = rt_reduce(op, a, nd, dims, 1, &m);
             if (rc == RT_OK) rc = rt_binary(RT_EQ, a, m, &eq);
@@ -126,7 +128,7 @@ int rt_reduce(int op, rt_tensor *a, int ndims, const int *dims, int keepdim, rt_
         }
         node->iargs[0] = op;
         node->iargs[1] = mask;
-        rt_node_save(node, a);
+        if (op == RT_MAX || op == RT_MIN) rt_node_save(node, a);
     }
     return RT_OK;
 }

@@ -84,7 +84,10 @@ static int check_adamw(const char *op, rt_tensor *param, rt_tensor *grad, rt_ten
     if (!h) return RT_ERR(RT_ERR_INVALID, "%s: hyper-parameters are NULL", op);
     if (!param) return RT_ERR(RT_ERR_INVALID, "%s: param is NULL", op);
     RT_TRY(check_host(op, "param", param, param, RT_F32, RT_BF16));
-    if (grad) RT_TRY(check_host(op, "grad", param, grad, RT_F32, RT_F32));
+    /* f32, or the bf16/f16 dtype the offload engine lands a first gradient in */
+    if (grad)
+        RT_TRY(check_host(op, "grad", param, grad, RT_F32,
+                          grad->meta.dtype == RT_F16 ? RT_F16 : RT_BF16));
     RT_TRY(check_host(op, "exp_avg", param, m, RT_F32, RT_BF16));
     RT_TRY(check_host(op, "exp_avg_sq", param, v, RT_F32, RT_BF16));
     if (m->meta.dtype != v->meta.dtype)
@@ -115,7 +118,10 @@ static int check_sgd(const char *op, rt_tensor *param, rt_tensor *grad, rt_tenso
     if (!h) return RT_ERR(RT_ERR_INVALID, "%s: hyper-parameters are NULL", op);
     if (!param) return RT_ERR(RT_ERR_INVALID, "%s: param is NULL", op);
     RT_TRY(check_host(op, "param", param, param, RT_F32, RT_F32));
-    if (grad) RT_TRY(check_host(op, "grad", param, grad, RT_F32, RT_F32));
+    /* f32, or the bf16/f16 dtype the offload engine lands a first gradient in */
+    if (grad)
+        RT_TRY(check_host(op, "grad", param, grad, RT_F32,
+                          grad->meta.dtype == RT_F16 ? RT_F16 : RT_BF16));
     if (!(h->lr >= 0))
         return RT_ERR(RT_ERR_INVALID, "%s: invalid learning rate %g (expected >= 0)", op, h->lr);
     if (!(h->momentum >= 0))
@@ -161,6 +167,7 @@ static int run_adamw(rt_tensor *param, rt_tensor *grad, rt_tensor *m, rt_tensor 
     rt_host_adamw_job j = {0};
     j.p = rt_tensor_data_ptr(param);
     j.g = rt_tensor_data_ptr(grad);
+    j.grad_dtype = grad->meta.dtype;
     j.m = rt_tensor_data_ptr(m);
     j.v = rt_tensor_data_ptr(v);
     j.n = param->meta.numel;
@@ -196,6 +203,7 @@ static int run_sgd(rt_tensor *param, rt_tensor *grad, rt_tensor *buf, rt_offload
     rt_host_sgd_job j = {0};
     j.p = rt_tensor_data_ptr(param);
     j.g = rt_tensor_data_ptr(grad);
+    j.grad_dtype = grad->meta.dtype;
     j.buf = h->momentum != 0 ? rt_tensor_data_ptr(buf) : NULL;
     j.n = param->meta.numel;
     j.shadow_dtype = -1;

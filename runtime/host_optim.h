@@ -6,28 +6,32 @@
 
 #include <stdint.h>
 
-/* One AdamW update over n elements. p is f32 (param_bf16 = 0) or bf16 (rounded to nearest on
- * store, scalar path only); g is f32; m and v are f32 or bf16 (state_bf16: stochastic rounding
- * with Philox4x32-10 keyed by key, counter and word chosen from the element index, see the
- * kernel); shadow, when not NULL, receives the updated parameter in shadow_dtype (RT_BF16 or
- * RT_F16, rounded to nearest even like the engine's lazy refresh). Scalars are in the compute
- * precision, computed as kernels/cpu/optim.c does. */
+/* One AdamW update over n elements. p is f32 (param_bf16 = 0) or bf16 (rounded to nearest even on
+ * store); g is grad_dtype: f32 or bf16 (every path) or f16 (scalar path), the dtype in which the
+ * offload engine lands a first micro-batch's gradient; m and v are f32 or bf16 (state_bf16:
+ * stochastic rounding with Philox4x32-10 keyed by key, counter and word chosen from the element
+ * index, see the kernel); shadow, when not NULL, receives the updated parameter in shadow_dtype
+ * (RT_BF16 or RT_F16, rounded to nearest even like the engine's lazy refresh). Scalars are in the
+ * compute precision, computed as kernels/cpu/optim.c does. */
 typedef struct rt_host_adamw_job {
     void *p;
-    const float *g;
+    const void *g;
     void *m, *v;
     void *shadow;
     int64_t n;
     int param_bf16, state_bf16, shadow_dtype; /* shadow_dtype -1 when shadow is NULL */
+    int grad_dtype;                           /* RT_F32, RT_BF16 or RT_F16 */
     int do_decay, lerp_small, maximize;
     float decay, w1, one_minus_w1, beta2, w2, bc2_sqrt, eps, neg_step;
     uint64_t key;
 } rt_host_adamw_job;
 
-/* One SGD update: p, g, buf f32 (buf NULL without momentum); shadow as above. */
+/* One SGD update: p, buf f32 (buf NULL without momentum); g f32, bf16 or f16 (grad_dtype, as
+ * above); shadow as above. */
 typedef struct rt_host_sgd_job {
     float *p;
-    const float *g;
+    const void *g;
+    int grad_dtype;
     float *buf;
     void *shadow;
     int64_t n;

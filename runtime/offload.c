@@ -53,14 +53,24 @@ static int64_t g_budget[MAX_ENGINES];
 static _Thread_local int tl_autocast = -1;
 static atomic_int g_profiling;
 
-/* How a gradient reaches its f32 host gradient (RAMTORCH_OFFLOAD_GRAD_PATH, for measurements):
- * "host" (default): copied in its own dtype into a staging slice, widened by the host worker;
- * "device": a first gradient (no host gradient yet) is widened to f32 on the device and copied
- * straight into the host gradient (twice the bus bytes, no host pass); "skip": the host worker does
- * not write the host gradient at all (wrong gradients: a timing experiment only); "auto": "device"
- * for a first gradient while the host worker's backlog exceeds two gradients, else "host", which
- * balances the bus against host memory bandwidth. */
-enum { GRAD_PATH_HOST = 0, GRAD_PATH_DEVICE = 1, GRAD_PATH_SKIP = 2, GRAD_PATH_AUTO = 3 };
+/* How a gradient reaches its host gradient (RAMTORCH_OFFLOAD_GRAD_PATH or
+ * rt_offload_set_grad_path). "native" (default): a first gradient after zero_grad lands by D2H
+ * straight into a host gradient of its own dtype (bf16/f16 as computed; no staging, no host pass,
+ * the bus bytes the device computed); a second one promotes it: the host worker writes an f32 host
+ * gradient = widen(first) + widen(second), and later ones accumulate into that f32 gradient.
+ * "host": host gradients are always f32 (f64 for f64 masters); a narrow gradient is copied into a
+ * staging slice and widened by the host worker. "device": like host, but a first narrow gradient
+ * is widened to f32 on the device and copied straight into the host gradient (twice the bus bytes,
+ * no host pass); "skip": the host worker does not write the host gradient at all (wrong gradients:
+ * a timing experiment only); "auto": "device" for a first gradient while the host worker's backlog
+ * exceeds two gradients, else "host". */
+enum {
+    GRAD_PATH_NATIVE = 0,
+    GRAD_PATH_HOST = 1,
+    GRAD_PATH_DEVICE = 2,
+    GRAD_PATH_SKIP = 3,
+    GRAD_PATH_AUTO = 4
+};
 static int g_grad_path;
 static _Atomic int64_t g_grad_chunk = (int64_t)16
                                       << 20; /* D2H piece size the worker pipelines on */
@@ -81,7 +91,8 @@ static void read_env(void) {
         g_grad_path = !strcmp(s, "device") ? GRAD_PATH_DEVICE
                       : !strcmp(s, "skip") ? GRAD_PATH_SKIP
                       : !strcmp(s, "auto") ? GRAD_PATH_AUTO
-                                           : GRAD_PATH_HOST;
+                      : !strcmp(s, "host") ? GRAD_PATH_HOST
+                                           : GRAD_PATH_NATIVE;
     s = getenv("RAMTORCH_OFFLOAD_GRAD_CHUNK_MB");
     if (s) atomic_store(&g_grad_chunk, (int64_t)(atof(s) * (double)(1 << 20)));
     s = getenv("RAMTORCH_OFFLOAD_ACC");
@@ -91,6 +102,29 @@ static void read_env(void) {
 static int profiling(void) {
     pthread_once(&g_env_once, read_env);
     return atomic_load(&g_profiling);
+}
+
+static const char *const g_grad_path_names[] = {"native", "host", "device", "skip", "auto"};
+
+int rt_offload_set_grad_path(const char *name) {
+    static const char *op = "offload.set_grad_path";
+    pthread_once(&g_env_once, read_env);
+    int path = -1;
+    for (int i = 0; name && i < (int)(sizeof g_grad_path_names / sizeof *g_grad_path_names); i++)
+        if (!strcmp(name, g_grad_path_names[i])) path = i;
+    if (path < 0)
+        return RT_ERR(
+            RT_ERR_INVALID,
+            "%s: unknown gradient path '%s' (expected native, host, device, auto or skip)", op,
+            name ? name : "(null)");
+    RT_TRY(rt_offload_synchronize()); /* gradients in flight finish on the path they took */
+    g_grad_path = path;
+    return RT_OK;
+}
+
+const char *rt_offload_grad_path(void) {
+    pthread_once(&g_env_once, read_env);
+    return g_grad_path_names[g_grad_path];
 }
 
 int rt_offload_set_profiling(int enabled) {
@@ -355,6 +389,8 @@ typedef struct grad_task {
     rt_event *done;
     rt_tensor *grad; /* device gradient, kept alive until its copy is done */
     rt_tensor *host_grad;
+    rt_tensor
+        *base; /* NULL, or the narrow host gradient this one promotes: host_grad = base + src */
     rt_offload_param *param; /* retained: its gradient counts and callback */
     int staging; /* index in the staging pool, or -1 when copied straight into host_grad */
     int src_dtype;
@@ -661,8 +697,17 @@ static void *worker_main(void *arg) {
             pthread_mutex_unlock(&e->mu);
             int hd = t->host_grad->meta.dtype;
             size_t hs = rt_dtype_size(hd), ss = rt_dtype_size(t->src_dtype);
-            rt_offload_accumulate((char *)rt_tensor_data_ptr(t->host_grad) + t->off * hs, hd,
-                                  src + t->off * ss, t->src_dtype, t->numel, t->add, g_acc_fast);
+            char *dst = (char *)rt_tensor_data_ptr(t->host_grad) + t->off * hs;
+            if (t->base) {
+                int bd = t->base->meta.dtype;
+                rt_offload_accumulate_from(dst, hd,
+                                           (const char *)rt_tensor_data_ptr(t->base) +
+                                               t->off * (int64_t)rt_dtype_size(bd),
+                                           bd, src + t->off * ss, t->src_dtype, t->numel);
+            } else {
+                rt_offload_accumulate(dst, hd, src + t->off * ss, t->src_dtype, t->numel, t->add,
+                                      g_acc_fast);
+            }
             wrote = t->numel * (int64_t)hs;
             t2 = now_ms();
         }
@@ -671,6 +716,7 @@ static void *worker_main(void *arg) {
             rt_offload_param_release(t->param);
             rt_tensor_release(t->grad);
             rt_tensor_release(t->host_grad);
+            rt_tensor_release(t->base);
         }
         t3 = now_ms();
         ev_put(e, t->done);
@@ -1298,8 +1344,12 @@ static int route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad
         return RT_ERR(RT_ERR_INVALID, "%s: the device gradient must be contiguous", op);
     rt_tensor *hg = host->grad;
     int add = hg != NULL;
-    if (!hg) { /* host gradients are f32 (f64 for f64 masters), sliced from the arena */
+    int narrow_gd = gd == RT_BF16 || gd == RT_F16;
+    rt_tensor *base = NULL; /* a narrow host gradient promoted to f32 by this one (owned) */
+    if (!hg) { /* sliced from the arena: f32 (f64 for f64 masters), or on the native path a
+                  narrow first gradient's own dtype, so that it lands with no host pass */
         int hd = host->meta.dtype == RT_F64 ? RT_F64 : RT_F32;
+        if (g_grad_path == GRAD_PATH_NATIVE && narrow_gd && hd == RT_F32) hd = gd;
         RT_TRY(rt_arena_empty(host->meta.ndim, host->meta.shape, hd, &hg));
         int rc = rt_tensor_set_grad(host, hg);
         rt_tensor_release(hg);
@@ -1312,6 +1362,23 @@ static int route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad
                           "%s: the host gradient must be a contiguous CPU float "
                           "tensor",
                           op);
+        if (hd == RT_BF16 || hd == RT_F16) {
+            /* accumulation happens in f32: the worker writes a new f32 host gradient =
+             * widen(this narrow one) + widen(the new gradient) in one pass */
+            rt_tensor *wide_hg;
+            int wd = host->meta.dtype == RT_F64 ? RT_F64 : RT_F32;
+            RT_TRY(rt_arena_empty(host->meta.ndim, host->meta.shape, wd, &wide_hg));
+            rt_tensor_retain(hg);
+            int rc = rt_tensor_set_grad(host, wide_hg);
+            rt_tensor_release(wide_hg);
+            if (rc < 0) {
+                rt_tensor_release(hg);
+                return rc;
+            }
+            base = hg;
+            hg = wide_hg; /* held by host->grad */
+            e->prof.promotions++;
+        }
     }
     /* measurement mode "device": widen a first narrow gradient on the device and copy it
      * straight into the host gradient (no host pass, twice the bytes on the bus) */
@@ -1323,7 +1390,7 @@ static int route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad
         pthread_mutex_unlock(&e->mu);
     }
     if (cast && !add && hg->meta.dtype == RT_F32 && (gd == RT_BF16 || gd == RT_F16)) {
-        RT_TRY(rt_to_dtype(grad, RT_F32, &wide));
+        RT_TRY(rt_to_dtype(grad, RT_F32, &wide)); /* (base is NULL: !add) */
         grad = wide;
         gd = RT_F32;
         e->prof.device_casts++;
@@ -1337,6 +1404,7 @@ static int route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad
         int rc = staging_get(e, nbytes, &stg);
         if (rc < 0) {
             rt_tensor_release(wide);
+            rt_tensor_release(base);
             return rc;
         }
         pthread_mutex_lock(&e->mu);
@@ -1404,6 +1472,7 @@ static int route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad
             pthread_mutex_unlock(&e->mu);
         }
         rt_tensor_release(wide);
+        rt_tensor_release(base);
         return rc;
     }
     tp_end(e, TP_D2H, e->d2h, tt);
@@ -1414,6 +1483,7 @@ static int route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad
     for (grad_task *t = first; t; t = t->next) {
         t->grad = grad;
         t->host_grad = hg;
+        t->base = base; /* the owner's reference (taken above) */
         t->param = p;
     }
     last->owner = 1;

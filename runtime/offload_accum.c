@@ -7,7 +7,11 @@
  * has it, non-temporal stores for a plain conversion (no read-for-ownership of a destination that
  * is overwritten anyway), split over OpenMP threads in blocks. Every element is computed the same
  * way on every path (a bf16 -> f32 widening is exact, one f32 add), so results do not depend on the
- * path or the thread count. */
+ * path or the thread count.
+ *
+ * A promotion (rt_offload_accumulate_from) writes dst = widen(base) + widen(src): the native
+ * gradient path lands a first micro-batch's gradient in its own (bf16) dtype, and the second
+ * gradient turns it into an f32 host gradient in this one pass (reads 2 + 2 bytes, writes 4). */
 #include "offload_internal.h"
 
 #include <string.h>
@@ -138,4 +142,73 @@ void rt_offload_accumulate(void *dst, int ddt, const void *src, int sdt, int64_t
         int64_t i0 = b * ACC_BLOCK, i1 = i0 + ACC_BLOCK < n ? i0 + ACC_BLOCK : n;
         acc_block(dst, ddt, src, sdt, i0, i1, add, simd);
     }
+}
+
+/* ---- promotion: dst (f32/f64) = widen(base) + widen(src) ---------------------------------------
+ */
+
+static inline double widen_at(const void *p, int dt, int64_t i) {
+    return dt == RT_F32    ? ((const float *)p)[i]
+           : dt == RT_BF16 ? rt_bf16_to_f32(((const uint16_t *)p)[i])
+           : dt == RT_F16  ? rt_f16_to_f32(((const uint16_t *)p)[i])
+                           : ((const double *)p)[i];
+}
+
+static void from_scalar(void *dst, int ddt, const void *base, int bdt, const void *src, int sdt,
+                        int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) {
+        if (ddt == RT_F64)
+            ((double *)dst)[i] = widen_at(base, bdt, i) + widen_at(src, sdt, i);
+        else /* one f32 add of two exactly widened values, as acc_avx2 does */
+            ((float *)dst)[i] = (float)widen_at(base, bdt, i) + (float)widen_at(src, sdt, i);
+    }
+}
+
+#ifdef ACC_X86
+T_AVX2 static inline __m256 widen8(const void *p, int dt, int64_t i) {
+    if (dt == RT_BF16) {
+        __m256i w =
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+    }
+    return _mm256_loadu_ps((const float *)p + i);
+}
+
+/* bf16/f32 base and src into an f32 dst; streaming stores when dst + i0 is 32-byte aligned */
+T_AVX2 static void from_avx2(float *d, const void *base, int bdt, const void *src, int sdt,
+                             int64_t i0, int64_t i1) {
+    int64_t i = i0, end8 = i0 + (i1 - i0) / 8 * 8;
+    int nt = ((uintptr_t)(d + i0) & 31) == 0;
+    for (; i < end8; i += 8) {
+        __m256 v = _mm256_add_ps(widen8(base, bdt, i), widen8(src, sdt, i));
+        if (nt)
+            _mm256_stream_ps(d + i, v);
+        else
+            _mm256_storeu_ps(d + i, v);
+    }
+    if (nt) _mm_sfence();
+    from_scalar(d, RT_F32, base, bdt, src, sdt, i, i1);
+}
+#endif
+
+void rt_offload_accumulate_from(void *dst, int ddt, const void *base, int bdt, const void *src,
+                                int sdt, int64_t n) {
+    int simd = 0;
+#ifdef ACC_X86
+    simd = ddt == RT_F32 && (bdt == RT_BF16 || bdt == RT_F32) &&
+           (sdt == RT_BF16 || sdt == RT_F32) && have_avx2();
+#endif
+    int64_t nb = (n + ACC_BLOCK - 1) / ACC_BLOCK;
+#pragma omp parallel for schedule(static) if (nb > 1)
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t i0 = b * ACC_BLOCK, i1 = i0 + ACC_BLOCK < n ? i0 + ACC_BLOCK : n;
+#ifdef ACC_X86
+        if (simd) {
+            from_avx2(dst, base, bdt, src, sdt, i0, i1);
+            continue;
+        }
+#endif
+        from_scalar(dst, ddt, base, bdt, src, sdt, i0, i1);
+    }
+    (void)simd;
 }

@@ -96,6 +96,10 @@ void rt_offload_param_reset_grad_counts(rt_offload_param *p);
  * f64), OpenMP-parallel. fast 0 runs the original scalar loop (for before/after measurements). */
 void rt_offload_accumulate(void *dst, int ddt, const void *src, int sdt, int64_t n, int add,
                            int fast);
+/* dst (n elements, f32 or f64) = widen(base) + widen(src) (base, src: f32/bf16/f16/f64), in f32
+ * (f64 for f64): the pass that promotes a narrow first gradient to an f32 host gradient. */
+void rt_offload_accumulate_from(void *dst, int ddt, const void *base, int bdt, const void *src,
+                                int sdt, int64_t n);
 /* Profiling (rt_offload_set_profiling): a timed span of the compute stream around a streamed op's
  * GEMM. begin leaves *t0 NULL when profiling is off; end(NULL) does nothing. */
 void rt_offload_prof_begin(rt_offload_engine *e, rt_event **t0);

@@ -79,7 +79,7 @@ int rt_host_optim_resolve_simd(int requested) {
 }
 
 /* ================================================================================================
- * Scalar path (also the tail of every tile and the bf16-parameter path)
+ * Scalar path (also the tail of every tile and the f16-gradient path)
  * ============================================================================================== */
 
 static void philox_block(uint64_t key, int64_t blk, uint32_t w[4][16]) {
@@ -89,6 +89,13 @@ static void philox_block(uint64_t key, int64_t blk, uint32_t w[4][16]) {
         for (int q = 0; q < 4; q++)
             w[q][k] = o[q];
     }
+}
+
+/* A gradient element in its landing dtype (f32, bf16 or f16), widened exactly to f32. */
+static inline float ld_grad(const void *g, int dt, int64_t i) {
+    return dt == RT_BF16  ? rt_bf16_to_f32(((const uint16_t *)g)[i])
+           : dt == RT_F16 ? rt_f16_to_f32(((const uint16_t *)g)[i])
+                          : ((const float *)g)[i];
 }
 
 static inline void store_shadow(void *shadow, int dt, int64_t i, float v) {
@@ -114,7 +121,7 @@ static void adamw_scalar(const rt_host_adamw_job *j, int64_t i0, int64_t i1) {
         }
         float pi =
             j->param_bf16 ? rt_bf16_to_f32(((const uint16_t *)j->p)[i]) : ((const float *)j->p)[i];
-        float gi = j->g[i];
+        float gi = ld_grad(j->g, j->grad_dtype, i);
         if (j->maximize) gi = -gi;
         float mi, vi;
         if (j->state_bf16) {
@@ -147,7 +154,7 @@ static void adamw_scalar(const rt_host_adamw_job *j, int64_t i0, int64_t i1) {
 
 static void sgd_scalar(const rt_host_sgd_job *j, int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) {
-        float p = j->p[i], d = j->g[i];
+        float p = j->p[i], d = ld_grad(j->g, j->grad_dtype, i);
         if (j->maximize) d = -d;
         if (j->do_wd) d = d + j->wd * p;
         if (j->buf) {
@@ -240,6 +247,8 @@ T_AVX2 static void adamw_avx2(const rt_host_adamw_job *j, int64_t b0, int64_t b1
     const __m256i lo16 = _mm256_set1_epi32(0xffff);
     float *P = j->p;
     const float *G = j->g;
+    const uint16_t *PB = j->p, *GB = j->g;
+    const int pbf = j->param_bf16, gbf = j->grad_dtype == RT_BF16;
     for (int64_t b = b0; b < b1; b++) {
         __m256i rw[2][4];
         if (j->state_bf16) {
@@ -248,7 +257,8 @@ T_AVX2 static void adamw_avx2(const rt_host_adamw_job *j, int64_t b0, int64_t b1
         }
         for (int q = 0; q < 8; q++) {
             int64_t i = b * BLK + q * 8;
-            __m256 p = _mm256_loadu_ps(P + i), g = _mm256_loadu_ps(G + i), m, v;
+            __m256 p = pbf ? ld_bf16_8(PB + i) : _mm256_loadu_ps(P + i);
+            __m256 g = gbf ? ld_bf16_8(GB + i) : _mm256_loadu_ps(G + i), m, v;
             if (j->maximize) g = _mm256_xor_ps(g, sign);
             if (j->state_bf16) {
                 m = ld_bf16_8((const uint16_t *)j->m + i);
@@ -265,7 +275,10 @@ T_AVX2 static void adamw_avx2(const rt_host_adamw_job *j, int64_t b0, int64_t b1
             v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_mul_ps(w2, g), g));
             __m256 den = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(v), bc2), eps);
             p = _mm256_add_ps(p, _mm256_div_ps(_mm256_mul_ps(nstep, m), den));
-            _mm256_storeu_ps(P + i, p);
+            if (pbf)
+                _mm_storeu_si128((__m128i *)((uint16_t *)j->p + i), to_bf16_8(p, rne_add8(p)));
+            else
+                _mm256_storeu_ps(P + i, p);
             if (j->state_bf16) {
                 /* element r = q * 8 + l: word (q * 8) / 16 = q / 2, lane (q % 2) * 8 + l */
                 __m256i bits = rw[q & 1][q >> 1];
@@ -288,7 +301,9 @@ T_AVX2 static void sgd_avx2(const rt_host_sgd_job *j, int64_t i0, int64_t i1) {
                  damp = _mm256_set1_ps(j->damp), nlr = _mm256_set1_ps(j->neg_lr),
                  sign = _mm256_set1_ps(-0.0f);
     for (int64_t i = i0; i < i1; i += 8) {
-        __m256 p = _mm256_loadu_ps(j->p + i), d = _mm256_loadu_ps(j->g + i);
+        __m256 p = _mm256_loadu_ps(j->p + i);
+        __m256 d = j->grad_dtype == RT_BF16 ? ld_bf16_8((const uint16_t *)j->g + i)
+                                            : _mm256_loadu_ps((const float *)j->g + i);
         if (j->maximize) d = _mm256_xor_ps(d, sign);
         if (j->do_wd) d = _mm256_add_ps(d, _mm256_mul_ps(wd, p));
         if (j->buf) {
@@ -375,12 +390,15 @@ T_AVX512 static void adamw_avx512(const rt_host_adamw_job *j, int64_t b0, int64_
     const __m512i lo16 = _mm512_set1_epi32(0xffff), sign = _mm512_set1_epi32((int)0x80000000u);
     float *P = j->p;
     const float *G = j->g;
+    const uint16_t *PB = j->p, *GB = j->g;
+    const int pbf = j->param_bf16, gbf = j->grad_dtype == RT_BF16;
     for (int64_t b = b0; b < b1; b++) {
         __m512i rw[4];
         if (j->state_bf16) philox16(j->key, (uint64_t)b * 16, rw);
         for (int q = 0; q < 4; q++) {
             int64_t i = b * BLK + q * 16;
-            __m512 p = _mm512_loadu_ps(P + i), g = _mm512_loadu_ps(G + i), m, v;
+            __m512 p = pbf ? ld_bf16_16(PB + i) : _mm512_loadu_ps(P + i);
+            __m512 g = gbf ? ld_bf16_16(GB + i) : _mm512_loadu_ps(G + i), m, v;
             if (j->maximize)
                 g = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(g), sign));
             if (j->state_bf16) {
@@ -398,7 +416,10 @@ T_AVX512 static void adamw_avx512(const rt_host_adamw_job *j, int64_t b0, int64_
             v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_mul_ps(w2, g), g));
             __m512 den = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(v), bc2), eps);
             p = _mm512_add_ps(p, _mm512_div_ps(_mm512_mul_ps(nstep, m), den));
-            _mm512_storeu_ps(P + i, p);
+            if (pbf)
+                _mm256_storeu_si256((__m256i *)((uint16_t *)j->p + i), to_bf16_16(p, rne_add16(p)));
+            else
+                _mm512_storeu_ps(P + i, p);
             if (j->state_bf16) {
                 _mm256_storeu_si256((__m256i *)((uint16_t *)j->m + i),
                                     to_bf16_16(m, _mm512_and_si512(rw[q], lo16)));
@@ -420,7 +441,9 @@ T_AVX512 static void sgd_avx512(const rt_host_sgd_job *j, int64_t i0, int64_t i1
                  damp = _mm512_set1_ps(j->damp), nlr = _mm512_set1_ps(j->neg_lr);
     const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
     for (int64_t i = i0; i < i1; i += 16) {
-        __m512 p = _mm512_loadu_ps(j->p + i), d = _mm512_loadu_ps(j->g + i);
+        __m512 p = _mm512_loadu_ps(j->p + i);
+        __m512 d = j->grad_dtype == RT_BF16 ? ld_bf16_16((const uint16_t *)j->g + i)
+                                            : _mm512_loadu_ps((const float *)j->g + i);
         if (j->maximize) d = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(d), sign));
         if (j->do_wd) d = _mm512_add_ps(d, _mm512_mul_ps(wd, p));
         if (j->buf) {
@@ -461,7 +484,7 @@ static void f16_shadow(void *shadow, const float *p, int64_t i0, int64_t i1) {
 
 int rt_host_adamw_run(const rt_host_adamw_job *j, int simd, int threads) {
     const int64_t n = j->n, ntiles = (n + TILE - 1) / TILE;
-    if (j->param_bf16) simd = SIMD_SCALAR;
+    if (j->grad_dtype == RT_F16) simd = SIMD_SCALAR; /* rare: no vector f16 widening here */
     int nt = team_size(threads);
     (void)nt;
 #pragma omp parallel for schedule(static) num_threads(nt) if (n > 2 * TILE)
@@ -489,6 +512,7 @@ int rt_host_adamw_run(const rt_host_adamw_job *j, int simd, int threads) {
 
 int rt_host_sgd_run(const rt_host_sgd_job *j, int simd, int threads) {
     const int64_t n = j->n, ntiles = (n + TILE - 1) / TILE;
+    if (j->grad_dtype == RT_F16) simd = SIMD_SCALAR;
     int nt = team_size(threads);
     (void)nt;
 #pragma omp parallel for schedule(static) num_threads(nt) if (n > 2 * TILE)

@@ -242,4 +242,8 @@ function M.scaled_dot_product_attention(q, k, v, opts, ...)
   return out
 end
 
+-- autocast: PyTorch's cast policies (linear and attention in the low dtype, losses and norms in float32;
+-- ramtorch/autocast.lua)
+require("ramtorch.autocast").install(M)
+
 return M

@@ -78,10 +78,22 @@ function M.reset_stats(device) check(C.rt_offload_reset_stats(engine_device(devi
 local profile_fields = { "h2d_ms", "d2h_ms", "gemm_fwd_ms", "gemm_bwd_ms", "worker_wait_ms", "worker_acc_ms",
                          "worker_cb_ms", "worker_tasks", "worker_bytes", "max_pending", "fetch_host_ms",
                          "route_host_ms", "sync_ms", "syncs", "end_sync_ms", "end_syncs", "shadow_ms",
-                         "slot_allocs", "staging_allocs", "direct_grads", "device_casts", "arena_chunks",
+                         "slot_allocs", "staging_allocs", "direct_grads", "promotions", "device_casts", "arena_chunks",
                          "arena_registers", "arena_register_ms" }
 M.profile_fields = profile_fields
 function M.set_profiling(flag) return C.rt_offload_set_profiling(flag == false and 0 or 1) ~= 0 end
+-- How gradients reach the host (rt_offload_set_grad_path): "native" (the default: a first gradient
+-- lands in its own dtype, a second turns the host gradient into float32), "host" (always float32),
+-- "device", "auto", "skip" (timing experiments). Returns the previous path.
+function M.set_grad_path(name)
+  if type(name) ~= "string" then
+    error(("set_grad_path: expected a path name (native, host, device, auto, skip), got %s"):format(type(name)), 2)
+  end
+  local old = ffi.string(C.rt_offload_grad_path())
+  if C.rt_offload_set_grad_path(name) ~= 0 then error(ffi.string(C.rt_last_error()), 2) end
+  return old
+end
+function M.grad_path() return ffi.string(C.rt_offload_grad_path()) end
 -- Piece size (bytes) of gradient copies that need a host pass (0: whole gradients); returns the old one.
 function M.set_grad_chunk_bytes(n)
   if type(n) ~= "number" or n < 0 or n ~= math.floor(n) then
@@ -257,6 +269,8 @@ end
 
 -- y = x @ w^T + b on x's device with w (out, in) and b (out, or nil) host tensors streamed through the
 -- engine. On the CPU it needs enable_cpu_streams(true).
+local autocast = require("ramtorch.autocast")
+
 function M.linear(x, w, b)
   if not torch.is_tensor(x) then error(("offload.linear: expected a Tensor input, got %s"):format(type(x)), 2) end
   if not torch.is_tensor(w) or (b ~= nil and not torch.is_tensor(b)) then
@@ -265,10 +279,17 @@ function M.linear(x, w, b)
   local wh = handle_of(w)
   local bh = b ~= nil and handle_of(b) or nil
   local wt, bt = carrier_for(w, wh), b ~= nil and carrier_for(b, bh) or nil
-  local rc = C.rt_offload_linear(x.p, wh, bh, wt and wt.p or nil, bt and bt.p or nil, core.box)
-  return core.result(rc, function()
-    return C.rt_offload_linear(x.p, wh, bh, wt and wt.p or nil, bt and bt.p or nil, core.box)
-  end)
+  local function call()
+    -- inside ramtorch.amp.autocast regions the compute dtype is the region's for x's device type
+    if autocast.depth() == 0 then
+      return C.rt_offload_linear(x.p, wh, bh, wt and wt.p or nil, bt and bt.p or nil, core.box)
+    end
+    local prev = C.rt_autocast_set_dtype(autocast.code_for_tensor(x))
+    local r = C.rt_offload_linear(x.p, wh, bh, wt and wt.p or nil, bt and bt.p or nil, core.box)
+    C.rt_autocast_set_dtype(prev)
+    return r
+  end
+  return core.result(call(), call)
 end
 
 return M

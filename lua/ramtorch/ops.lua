@@ -265,4 +265,7 @@ function Tensor.index_add_(t, dim, indices, src)
   return t
 end
 
+-- autocast: PyTorch's cast policies on the functions above (ramtorch/autocast.lua; one test when off)
+require("ramtorch.autocast").install(M, Tensor, mt)
+
 return M

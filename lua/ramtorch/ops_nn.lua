@@ -69,4 +69,7 @@ end
 Tensor.softmax = M.softmax
 Tensor.log_softmax = M.log_softmax
 
+-- autocast: softmax and log_softmax run in float32 (ramtorch/autocast.lua)
+require("ramtorch.autocast").install(M, Tensor)
+
 return M

@@ -499,9 +499,10 @@ int rt_arena_set_chunk_size(int64_t bytes);
  * streams and the compute stream (the caller's current stream), ordered by events; a pool of device
  * buffers under a byte budget; the access schedule learned on the first step and used to prefetch;
  * residency for what the budget holds beyond the streaming window. Gradients are computed on the
- * device and accumulated in f32 into the host gradient (param->grad) by a host worker after the D2H
- * copy. On the CPU backend the engine runs when CPU streams are enabled: the "device" buffers are
- * separate host allocations and each copy stream is a thread.
+ * device and copied to the host gradient (param->grad) on the D2H stream; from the second
+ * micro-batch on, a host worker accumulates them there in f32. On the CPU backend the engine runs
+ * when CPU streams are enabled: the "device" buffers are separate host allocations and each copy
+ * stream is a thread.
  * ---------------------------------------------------------------------------------------------- */
 
 typedef struct rt_offload_param rt_offload_param;
@@ -523,8 +524,17 @@ int rt_offload_refresh_shadow(rt_offload_param *p, int dtype);
  * rt_offload_grad_to_host. */
 int rt_offload_linear(rt_tensor *x, rt_offload_param *w, rt_offload_param *b, rt_tensor *w_hook,
                       rt_tensor *b_hook, rt_tensor **out);
-/* Send a device gradient of p (p's shape) to p's host gradient (accumulated in f32). */
+/* Send a device gradient of p (p's shape) to p's host gradient. On the default path ("native") a
+ * first gradient after zero_grad lands by D2H in its own dtype (a bf16 gradient gives a bf16 host
+ * gradient: no host pass); a second one turns the host gradient into f32 (widen(first) +
+ * widen(second)) and later ones accumulate into it in f32 (f64 for f64 masters). */
 int rt_offload_grad_to_host(rt_offload_param *p, rt_tensor *grad);
+/* How gradients reach the host: "native" (above, the default), "host" (host gradients always f32:
+ * staged and widened by a host pass), "device" (a first narrow gradient widened to f32 on the
+ * device), "auto" (device while the host pass lags), "skip" (no host pass: wrong gradients, for
+ * timing only). Also RAMTORCH_OFFLOAD_GRAD_PATH. Waits for pending gradients first. */
+int rt_offload_set_grad_path(const char *name);
+const char *rt_offload_grad_path(void);
 /* Wait until every engine's pending copies and host accumulations are done (the end of a backward
  * calls this before anyone reads a host gradient). */
 int rt_offload_synchronize(void);
@@ -604,12 +614,15 @@ typedef struct rt_sgd_hparams {
     int nesterov, first_step, maximize;
 } rt_sgd_hparams;
 
-/* param: contiguous CPU float32 (or bfloat16, scalar path) tensor; grad: float32 of its shape;
- * exp_avg, exp_avg_sq: both float32 or both bfloat16. shadow_of: NULL, or param's offload handle,
- * whose transfer shadow (if it has one) is rewritten in the same pass and marked fresh. */
+/* param: contiguous CPU float32 or bfloat16 tensor (bfloat16 rounded to nearest even on store);
+ * grad: its shape, float32, or the bfloat16/float16 a first micro-batch's gradient lands in
+ * (float16: scalar path); exp_avg, exp_avg_sq: both float32 or both bfloat16. shadow_of: NULL, or
+ * param's offload handle, whose transfer shadow (if it has one) is rewritten in the same pass and
+ * marked fresh. */
 int rt_host_adamw_step(rt_tensor *param, rt_tensor *grad, rt_tensor *exp_avg, rt_tensor *exp_avg_sq,
                        rt_offload_param *shadow_of, const rt_adamw_hparams *h);
-/* param, grad, momentum_buf (NULL when momentum is 0): contiguous CPU float32 of one shape. */
+/* param, momentum_buf (NULL when momentum is 0): contiguous CPU float32 of one shape; grad the
+ * same shape in float32, bfloat16 or float16. */
 int rt_host_sgd_step(rt_tensor *param, rt_tensor *grad, rt_tensor *momentum_buf,
                      rt_offload_param *shadow_of, const rt_sgd_hparams *h);
 
@@ -656,6 +669,7 @@ typedef struct rt_offload_profile {
     int64_t slot_allocs;    /* device buffers allocated for the pool */
     int64_t staging_allocs; /* host staging slices allocated */
     int64_t direct_grads;   /* gradients copied straight into the host gradient (no worker pass) */
+    int64_t promotions;     /* narrow host gradients turned into f32 by a second gradient */
     int64_t device_casts;   /* gradients widened to f32 on the device before the copy */
     int64_t arena_chunks;   /* arena chunks mapped so far (process-wide) */
     int64_t arena_registers;

@@ -1,5 +1,6 @@
--- host_adamw.lua: the fused host AdamW (DESIGN section 6; kernels/cpu/host_optim.c) alone on 2^LOG2 f32
--- parameters with f32 gradients, f32 states and bf16 states (stochastic rounding); the PyTorch twin is
+-- host_adamw.lua: the fused host AdamW (DESIGN section 6; kernels/cpu/host_optim.c) alone on 2^LOG2
+-- parameters: f32 parameters with f32 or bf16 gradients and f32 or bf16 states (stochastic rounding),
+-- and bf16 parameters with bf16 gradients and states (RamTorch's bf16-weight setup); the PyTorch twin is
 -- host_adamw.py (torch.optim.AdamW(fused=True) on CPU tensors). Prints parameters per second, the bytes
 -- each update moves per parameter and the host memory bandwidth that makes.
 --   ramtorch-lua scripts/bench/host_adamw.lua [log2 size = 27] [threads = 0: OpenMP default] [iters = 10]
@@ -19,20 +20,30 @@ local paths = { [1] = "scalar", [2] = "avx2", [3] = "avx512" }
 print(("host AdamW: 2^%d = %d parameters, threads %s, code path %s"):format(log2, n,
   threads > 0 and threads or "default", paths[C.rt_host_optim_simd()] or "?"))
 
--- bytes per parameter per update: read p, g, m, v; write p, m, v
-local BYTES = { f32 = 4 + 4 + 4 + 4 + 4 + 4 + 4, bf16 = 4 + 4 + 2 + 2 + 4 + 2 + 2 }
+-- Configurations: parameter dtype, gradient dtype (bf16 is how the offload engine lands a first
+-- micro-batch's gradient), state dtype. Bytes per parameter per update: read p, g, m, v; write p, m, v.
+local configs = {
+  { "f32", "f32", "f32" }, { "f32", "f32", "bf16" }, { "f32", "bf16", "f32" }, { "f32", "bf16", "bf16" },
+  { "bf16", "bf16", "bf16" },
+}
+local SIZE = { f32 = 4, bf16 = 2 }
+local DT = { f32 = torch.float32, bf16 = torch.bfloat16 }
 
-local p = torch.randn({ n }):requires_grad_(true)
-p.grad = torch.randn({ n })
-for _, sd in ipairs({ "f32", "bf16" }) do
+for _, c in ipairs(configs) do
+  local pd, gd, sd = c[1], c[2], c[3]
+  local bytes = 2 * SIZE[pd] + SIZE[gd] + 4 * SIZE[sd]
+  local p = torch.randn({ n }):to(DT[pd]):requires_grad_(true)
+  p.grad = torch.randn({ n }):to(DT[gd])
   local opt = optim.AdamW({ p }, { lr = 1e-4, state_dtype = sd })
   for _ = 1, 2 do opt:step() end -- warm-up (state allocation, page faults)
   local t0 = timer.now()
   for _ = 1, iters do opt:step() end
   local s = (timer.now() - t0) / iters
   local gps = n / s / 1e9
-  print(("RESULT host_adamw_%s_2^%d %.3f Gparam/s  %.2f ms/step  %d B/param  %.1f GB/s"):format(
-    sd, log2, gps, s * 1e3, BYTES[sd], gps * BYTES[sd]))
-  opt = nil
+  local name = pd == "f32" and gd == "f32" and ("host_adamw_%s"):format(sd)
+    or ("host_adamw_p%s_g%s_s%s"):format(pd, gd, sd)
+  print(("RESULT %s_2^%d %.3f Gparam/s  %.2f ms/step  %d B/param  %.1f GB/s"):format(
+    name, log2, gps, s * 1e3, bytes, gps * bytes))
+  p, opt = nil, nil
   collectgarbage()
 end

@@ -7,7 +7,9 @@
 --   ramtorch-lua scripts/bench/streamed_mlp.lua --autocast --dtype f32    -- f32 masters sent as bf16
 --   ramtorch-lua scripts/bench/streamed_mlp.lua --budget-frac 0.5         -- half the weights resident
 --   ramtorch-lua scripts/bench/streamed_mlp.lua --device cpu --layers 4 --dim 256 --tokens 64
--- Prints one "RESULT" line per token count.
+--   ramtorch-lua scripts/bench/streamed_mlp.lua --optim adamw --state-dtype bf16 --overlap  -- issue 6: whole step
+-- Prints one "RESULT" line per token count. With --optim, it also times the whole training step
+-- (forward, backward, optimizer step on the host, zero_grad) and prints the optimizer's share.
 local torch = require("ramtorch")
 local nn = require("ramtorch.nn")
 local flags = require("ramtorch.flags")
@@ -29,6 +31,10 @@ local opts = flags.parse(arg, {
   { "h2d-gbps", 55, "host-to-device bandwidth for the floor (GB/s; H200: 55)" },
   { "tflops", 800, "dense compute rate for the floor (TFLOP/s; H200 bf16: 800)" },
   { "profile", false, "print the engine's per-phase profile (stream busy times, host worker, syncs)" },
+  { "optim", "none", "also time whole training steps with this optimizer (none or adamw)" },
+  { "state-dtype", "f32", "AdamW state dtype with --optim adamw (f32 or bf16)" },
+  { "overlap", false, "with --optim: run each parameter's update on the host worker during the backward" },
+  { "lr", 1e-5, "learning rate with --optim" },
 }, "usage: ramtorch-lua scripts/bench/streamed_mlp.lua [options]")
 
 local dev = opts.device
@@ -67,11 +73,26 @@ local function run(fn)
   return fn()
 end
 
+local optimizer = nil
+if opts.optim == "adamw" then
+  local optim = require("ramtorch.optim")
+  optimizer = optim.AdamW(model:parameters(), { lr = opts.lr, state_dtype = opts.state_dtype })
+  if opts.overlap then optimizer:overlap_with_backward(true) end
+elseif opts.optim ~= "none" then
+  error("--optim: expected none or adamw, got " .. tostring(opts.optim), 0)
+end
+
 local host_split = nil
 local function time_it(T, backward)
   local x = torch.randn({ T, opts.dim }, { dtype = compute_dtype, device = dev })
   local function once()
-    if backward then
+    if backward == "step" then
+      if opts.overlap then optimizer:last_backward() end
+      local y = run(function() return model(x) end)
+      y:sum():backward()
+      optimizer:step()
+      optimizer:zero_grad()
+    elseif backward then
       local y = run(function() return model(x) end)
       y:sum():backward()
       model:zero_grad()
@@ -113,8 +134,8 @@ local function print_profile(tag, p, st, per)
   print(("  %s compute thread per step: in fetch %.2f ms, in grad routing %.2f ms, mid-step syncs %d (%.2f ms), end-of-backward sync %.2f ms (%d), shadow refresh %.2f ms (%d)")
     :format(tag, p.fetch_host_ms / per, p.route_host_ms / per, p.syncs, p.sync_ms / per, p.end_sync_ms / per,
             p.end_syncs, p.shadow_ms / per, st.shadow_refreshes))
-  print(("  %s allocations in the timed steps: device slots %d, staging slices %d, direct grads %d, device casts %d | arena: %d chunks, %d registrations (%.1f ms since start)")
-    :format(tag, p.slot_allocs, p.staging_allocs, p.direct_grads, p.device_casts, p.arena_chunks,
+  print(("  %s allocations in the timed steps: device slots %d, staging slices %d, direct grads %d, promotions %d, device casts %d | arena: %d chunks, %d registrations (%.1f ms since start)")
+    :format(tag, p.slot_allocs, p.staging_allocs, p.direct_grads, p.promotions, p.device_casts, p.arena_chunks,
             p.arena_registers, p.arena_register_ms))
 end
 
@@ -164,6 +185,16 @@ for tok in opts.tokens:gmatch("[^,]+") do
   end
   if not on_cpu then
     line = line .. (" peak_gpu=%s"):format(fmt_bytes(torch.cuda.max_memory_allocated()))
+  end
+  if optimizer then
+    local step_ms = time_it(T, "step")
+    local n = 0
+    for _, p in ipairs(model:parameters()) do n = n + p:numel() end
+    print(("T=%d whole step (forward, backward, AdamW %s states%s, zero_grad): %.2f ms, %.2f ms beyond forward+backward (%.2f Gparam/s if all of it were the update)")
+      :format(T, opts.state_dtype, opts.overlap and ", overlapped with the backward" or "", step_ms,
+              step_ms - (bwd_ms or 0), n / math.max(step_ms - (bwd_ms or 0), 1e-9) / 1e6))
+    line = line .. (" step_ms=%.2f"):format(step_ms)
+    if not on_cpu then line = line .. (" peak_gpu_step=%s"):format(fmt_bytes(torch.cuda.max_memory_allocated())) end
   end
   print(line)
   collectgarbage()

@@ -2,7 +2,9 @@
  * the scalar, AVX2 and AVX-512 paths agree bit for bit (f32 and bf16 state, both lerp branches,
  * weight decay on and off, maximize, SGD variants), results do not depend on the thread count,
  * the f32 path matches the generic CPU kernel (rt_adamw_step / rt_sgd_step) bit for bit,
- * stochastic rounding is deterministic and unbiased, and bad arguments give messages. */
+ * stochastic rounding is deterministic and unbiased, and bad arguments give messages. Gradients in
+ * the dtypes the offload engine lands them in (bf16, f16) give the same bits as their exact f32
+ * widening on every path, and a bf16 parameter is the f32 update rounded to nearest even. */
 #include "test_util.h"
 
 #include <stdint.h>
@@ -212,6 +214,89 @@ static void test_stochastic_rounding_unbiased(void) {
         rt_tensor_release(t[i]);
 }
 
+static rt_tensor *as_dtype(rt_tensor *t, int dtype) {
+    rt_tensor *c = NULL;
+    CHECK_OK(rt_to_dtype(t, dtype, &c));
+    return c;
+}
+
+/* Gradients of every landing dtype on every path, f32 and bf16 parameters and states. */
+static void test_adamw_landing_dtypes(void) {
+    rt_manual_seed(21);
+    rt_tensor *g32 = randn_t(RT_F32), *p32 = randn_t(RT_F32), *v0 = randn_t(RT_F32), *vsq = NULL;
+    CHECK_OK(rt_binary(RT_MUL, v0, v0, &vsq));
+    rt_adamw_hparams h = {1e-2, 0.9, 0.999, 1e-8, 1e-2, 1, 31, 0};
+    const int gdts[3] = {RT_F32, RT_BF16, RT_F16};
+    for (int pd = 0; pd < 2; pd++) {
+        int pdt = pd ? RT_BF16 : RT_F32;
+        for (int sd = 0; sd < 2; sd++) {
+            int sdt = sd ? RT_BF16 : RT_F32;
+            rt_tensor *p = as_dtype(p32, pdt), *m = as_dtype(g32, sdt), *v = as_dtype(vsq, sdt);
+            for (int gi = 0; gi < 3; gi++) {
+                rt_tensor *g = as_dtype(g32, gdts[gi]);
+                rt_tensor *gw = as_dtype(g, RT_F32); /* exact widening */
+                rt_tensor *ref[3], *alt[3];
+                adamw_run(p, gw, m, v, &h, RT_SIMD_SCALAR, 1, ref);
+                for (int level = RT_SIMD_SCALAR; level <= RT_SIMD_AVX512; level++) {
+                    if (!simd_available(level)) continue;
+                    adamw_run(p, g, m, v, &h, level, 2, alt);
+                    for (int i = 0; i < 3; i++)
+                        if (!bits_equal(ref[i], alt[i])) {
+                            fprintf(stderr,
+                                    "param %s, state %s, grad %s, simd %d: output %d differs\n",
+                                    rt_dtype_name(pdt), rt_dtype_name(sdt), rt_dtype_name(gdts[gi]),
+                                    level, i);
+                            CHECK(0);
+                        }
+                    release3(alt);
+                }
+                if (pdt == RT_BF16) { /* one step: the f32 update of the widened parameter,
+                                         rounded once */
+                    rt_tensor *pb = clone_t(p), *pw = as_dtype(p, RT_F32);
+                    rt_tensor *m1 = clone_t(m), *v1 = clone_t(v), *m2 = clone_t(m),
+                              *v2 = clone_t(v);
+                    CHECK_OK(rt_host_adamw_step(pb, g, m1, v1, NULL, &h));
+                    CHECK_OK(rt_host_adamw_step(pw, gw, m2, v2, NULL, &h));
+                    rt_tensor *rounded = as_dtype(pw, RT_BF16);
+                    CHECK(bits_equal(pb, rounded));
+                    rt_tensor *t[] = {pb, pw, m1, v1, m2, v2, rounded};
+                    for (int i = 0; i < 7; i++)
+                        rt_tensor_release(t[i]);
+                }
+                release3(ref);
+                rt_tensor_release(g);
+                rt_tensor_release(gw);
+            }
+            rt_tensor_release(p);
+            rt_tensor_release(m);
+            rt_tensor_release(v);
+        }
+    }
+    /* SGD: a bf16/f16 gradient is its f32 widening, on every path */
+    rt_sgd_hparams sh = {0.05, 0.9, 0.0, 1e-3, 1, 0, 0}; /* nesterov, not the first step */
+    for (int gi = 1; gi < 3; gi++) {
+        rt_tensor *g = as_dtype(g32, gdts[gi]), *gw = as_dtype(g, RT_F32);
+        for (int level = RT_SIMD_SCALAR; level <= RT_SIMD_AVX512; level++) {
+            if (!simd_available(level)) continue;
+            CHECK_OK(rt_host_optim_set_simd(level));
+            rt_tensor *pa = clone_t(p32), *pb = clone_t(p32), *ba = clone_t(v0), *bb = clone_t(v0);
+            CHECK_OK(rt_host_sgd_step(pa, g, ba, NULL, &sh));
+            CHECK_OK(rt_host_sgd_step(pb, gw, bb, NULL, &sh));
+            CHECK(bits_equal(pa, pb));
+            CHECK(bits_equal(ba, bb));
+            rt_tensor *t[] = {pa, pb, ba, bb};
+            for (int i = 0; i < 4; i++)
+                rt_tensor_release(t[i]);
+        }
+        rt_host_optim_set_simd(RT_SIMD_AUTO);
+        rt_tensor_release(g);
+        rt_tensor_release(gw);
+    }
+    rt_tensor *t[] = {g32, p32, v0, vsq};
+    for (int i = 0; i < 4; i++)
+        rt_tensor_release(t[i]);
+}
+
 static void test_errors(void) {
     rt_tensor *p, *g, *m, *v, *md;
     int64_t s2[1] = {3};
@@ -225,6 +310,8 @@ static void test_errors(void) {
     CHECK_MSG_HAS("exp_avg_sq has shape [3] but the parameter has shape [12365]");
     CHECK(rt_host_adamw_step(p, g, md, m, NULL, &h) == RT_ERR_DTYPE);
     CHECK_MSG_HAS("exp_avg has dtype float64; expected float32 or bfloat16");
+    CHECK(rt_host_adamw_step(p, md, m, m, NULL, &h) == RT_ERR_DTYPE);
+    CHECK_MSG_HAS("grad has dtype float64; expected float32 or bfloat16");
     h.step = 0;
     CHECK(rt_host_adamw_step(p, g, m, m, NULL, &h) == RT_ERR_INVALID);
     CHECK_MSG_HAS("step must be >= 1");
@@ -246,6 +333,7 @@ int main(void) {
     RUN(test_adamw_matches_generic_kernel);
     RUN(test_sgd_paths_agree);
     RUN(test_stochastic_rounding_unbiased);
+    RUN(test_adamw_landing_dtypes);
     RUN(test_errors);
     return test_summary();
 }

@@ -112,19 +112,68 @@ describe("offload engine on the CPU backend", function()
     end
   end
 
-  it("gives the same gradients in one micro-batch as plain bf16 layers (exact)", function()
-    local data = make_data(1, DIMS[1], DIMS[#DIMS], torch.bfloat16)
-    local sm, pm = make_pair(DIMS, torch.bfloat16)
-    local x, t = data[1][1], data[1][2]
-    for _, m in ipairs({ sm, pm }) do
-      local d = m(x):float() - t
-      ; (d * d):mean():backward()
+  for _, path in ipairs({ "native", "host" }) do
+    it("gives the same gradients in one micro-batch as plain bf16 layers (exact; " .. path .. " path)", function()
+      local old = offload.set_grad_path(path)
+      local data = make_data(1, DIMS[1], DIMS[#DIMS], torch.bfloat16)
+      local sm, pm = make_pair(DIMS, torch.bfloat16)
+      local x, t = data[1][1], data[1][2]
+      for _, m in ipairs({ sm, pm }) do
+        local d = m(x):float() - t
+        ; (d * d):mean():backward()
+      end
+      offload.set_grad_path(old)
+      local sp, pp = sm:parameters(), pm:parameters()
+      for i = 1, #sp do
+        -- native: a first gradient lands in the dtype the device computed it in (no host pass);
+        -- host: host gradients are always float32
+        assert.are.equal(path == "native" and torch.bfloat16 or torch.float32, sp[i].grad.dtype)
+        assert.are.same(pp[i].grad:float():totable(), sp[i].grad:float():totable())
+      end
+    end)
+  end
+
+  it("turns a bf16 first gradient into an f32 host gradient at the second micro-batch (exact sum)", function()
+    local was = offload.set_profiling(true)
+    torch.manual_seed(13)
+    local l = Linear(48, 40, { dtype = torch.bfloat16 })
+    local xs = { torch.randn({ 6, 48 }, { dtype = torch.bfloat16 }), torch.randn({ 6, 48 }, { dtype = torch.bfloat16 }),
+                 torch.randn({ 6, 48 }, { dtype = torch.bfloat16 }) }
+    -- the device gradients each micro-batch produces, from a plain bf16 layer with the same weights
+    local pl = nn.Linear(48, 40, { dtype = torch.bfloat16 })
+    torch.no_grad(function() pl.weight:copy_(l.weight); pl.bias:copy_(l.bias) end)
+    local dev = {}
+    for k = 1, 3 do
+      pl:zero_grad()
+      pl(xs[k]):sum():backward()
+      dev[k] = pl.weight.grad:clone()
     end
-    local sp, pp = sm:parameters(), pm:parameters()
-    for i = 1, #sp do
-      assert.are.equal(torch.float32, sp[i].grad.dtype) -- host gradients accumulate in f32
-      assert.are.same(pp[i].grad:float():totable(), sp[i].grad:totable())
+    offload.synchronize()
+    offload.reset_stats("cpu")
+    l(xs[1]):sum():backward()
+    assert.are.equal(torch.bfloat16, l.weight.grad.dtype)
+    assert.are.same(dev[1]:totable(), l.weight.grad:totable())
+    local first = l.weight.grad
+    l(xs[2]):sum():backward()
+    assert.are.equal(torch.float32, l.weight.grad.dtype) -- accumulation happens in f32
+    -- every element is one f32 add of two exactly widened bf16 values
+    assert.are.same((dev[1]:float() + dev[2]:float()):totable(), l.weight.grad:totable())
+    assert.are.same(dev[1]:totable(), first:totable()) -- the old tensor is left as it was
+    l(xs[3]):sum():backward()
+    assert.are.same((dev[1]:float() + dev[2]:float() + dev[3]:float()):totable(), l.weight.grad:totable())
+    local prof = offload.profile("cpu")
+    if prof.device_casts == 0 and offload.grad_path() == "native" then
+      assert.are.equal(2, prof.promotions) -- weight and bias, once each
+      assert.are.equal(2, prof.direct_grads)
     end
+    offload.set_profiling(was)
+  end)
+
+  it("rejects an unknown gradient path by name", function()
+    local ok, err = pcall(offload.set_grad_path, "sideways")
+    assert.is_false(ok)
+    assert.matches("unknown gradient path 'sideways' %(expected native, host, device, auto or skip%)", err)
+    assert.are.equal("native", offload.grad_path())
   end)
 
   it("sends an f32 master as its bf16 shadow under autocast, computing in bf16", function()
@@ -265,33 +314,41 @@ describe("offload engine on the CPU backend", function()
     testing.assert_close(grads_with(false, x2), ref_grad(x2), 1e-5, 1e-5, "with the wait again")
   end)
 
-  it("sends gradients down in pieces that the host worker converts and accumulates one by one", function()
-    local old = offload.set_grad_chunk_bytes(1024) -- 512 bf16 or 256 f32 elements a piece
-    local was = offload.set_profiling(true)
-    for _, dt in ipairs({ torch.float32, torch.bfloat16 }) do
-      torch.manual_seed(9)
-      local l = Linear(64, 64, { dtype = dt })
-      local x1, x2 = torch.randn({ 5, 64 }, { dtype = dt }), torch.randn({ 5, 64 }, { dtype = dt })
-      offload.synchronize()
-      offload.reset_stats("cpu")
-      l(x1):sum():backward()
-      l(x2):sum():backward() -- accumulates (+=) piece by piece into the f32 host gradient
-      local prof = offload.profile("cpu")
-      -- bf16: 8 weight pieces + 1 bias task per backward; f32: the first weight and bias gradients go
-      -- straight into the host gradient (1 task each), the second in 16 pieces + 1
-      if prof.device_casts == 0 then -- (RAMTORCH_OFFLOAD_GRAD_PATH=device/auto widen on the device instead)
-        assert.are.equal(dt == torch.bfloat16 and 18 or 19, prof.worker_tasks)
-        assert.are.equal(dt == torch.float32 and 2 or 0, prof.direct_grads)
+  for _, path in ipairs({ "native", "host" }) do
+    it("sends gradients down in pieces that the host worker converts and accumulates one by one (" .. path .. ")", function()
+      local old = offload.set_grad_chunk_bytes(1024) -- 512 bf16 or 256 f32 elements a piece
+      local old_path = offload.set_grad_path(path)
+      local was = offload.set_profiling(true)
+      for _, dt in ipairs({ torch.float32, torch.bfloat16 }) do
+        torch.manual_seed(9)
+        local l = Linear(64, 64, { dtype = dt })
+        local x1, x2 = torch.randn({ 5, 64 }, { dtype = dt }), torch.randn({ 5, 64 }, { dtype = dt })
+        offload.synchronize()
+        offload.reset_stats("cpu")
+        l(x1):sum():backward()
+        l(x2):sum():backward() -- accumulates (+=) piece by piece into the f32 host gradient
+        local prof = offload.profile("cpu")
+        -- first gradients that land in their own dtype go straight into the host gradient (1 task
+        -- each: f32 always, bf16 on the native path); a second gradient goes in pieces (16 of f32,
+        -- 8 of bf16) + 1 for the bias; on the host path a first bf16 gradient is 8 pieces + 1 too
+        if prof.device_casts == 0 then
+          local bf = dt == torch.bfloat16
+          local expect_tasks = not bf and 19 or path == "native" and 11 or 18
+          assert.are.equal(expect_tasks, prof.worker_tasks)
+          assert.are.equal((not bf or path == "native") and 2 or 0, prof.direct_grads)
+          assert.are.equal((bf and path == "native") and 2 or 0, prof.promotions)
+        end
+        local g = torch.ones({ 64, 5 }):matmul(x1:float()) + torch.ones({ 64, 5 }):matmul(x2:float())
+        assert.are.equal(torch.float32, l.weight.grad.dtype)
+        local tol = dt == torch.bfloat16 and 2e-2 or 1e-5
+        testing.assert_close(l.weight.grad, g, tol, tol, tostring(dt))
+        testing.assert_close(l.bias.grad, torch.full({ 64 }, 10.0), tol, tol, tostring(dt) .. " bias")
       end
-      local g = torch.ones({ 64, 5 }):matmul(x1:float()) + torch.ones({ 64, 5 }):matmul(x2:float())
-      assert.are.equal(torch.float32, l.weight.grad.dtype)
-      local tol = dt == torch.bfloat16 and 2e-2 or 1e-5
-      testing.assert_close(l.weight.grad, g, tol, tol, tostring(dt))
-      testing.assert_close(l.bias.grad, torch.full({ 64 }, 10.0), tol, tol, tostring(dt) .. " bias")
-    end
-    offload.set_profiling(was)
-    offload.set_grad_chunk_bytes(old)
-  end)
+      offload.set_profiling(was)
+      offload.set_grad_path(old_path)
+      offload.set_grad_chunk_bytes(old)
+    end)
+  end
 
   it("runs gradient hooks on the device gradient before it goes to the host", function()
     local x = torch.randn({ 3, 8 })

@@ -57,13 +57,15 @@ function AdamW:_check_group(g, level)
   if g.amsgrad then error("AdamW: amsgrad is not supported", level) end
 end
 
--- Host parameters (CPU float32 or bfloat16 with a float32 gradient) take the fused host kernel
+-- Host parameters (CPU float32 or bfloat16, with a float32 gradient or the bfloat16/float16 one
+-- the offload engine lands a first micro-batch's gradient in) take the fused host kernel
 -- (rt_host_adamw_step: SIMD, threads, the transfer shadow written in the same pass); the rest
 -- (device, float64) take rt_adamw_step where they live.
 local function host_path(p, grad)
-  local d = p.dtype
+  local d, gd = p.dtype, grad.dtype
   return p.device == "cpu" and (d == torch.float32 or d == torch.bfloat16)
-    and grad.dtype == torch.float32 and grad:is_contiguous() and p:is_contiguous()
+    and (gd == torch.float32 or gd == torch.bfloat16 or gd == torch.float16)
+    and grad.device == "cpu" and grad:is_contiguous() and p:is_contiguous()
 end
 
 local hp = ffi.new("rt_adamw_hparams")
@@ -130,7 +132,7 @@ function AdamW:step(closure)
                                      fill_hparams(g, step, st.seed)))
         else
           if st.exp_avg.dtype == torch.bfloat16 then
-            error("AdamW: bfloat16 state needs a host parameter with a float32 gradient", 2)
+            error("AdamW: bfloat16 state needs a host parameter (float32 or bfloat16) with a contiguous host gradient", 2)
           end
           if g.maximize then grad = torch.no_grad(function() return -grad end) end
           if not grad:is_contiguous() then grad = grad:contiguous() end

@@ -49,10 +49,15 @@ local function fill_hparams(g, first)
   return hp
 end
 
--- Host float32 parameters with float32 gradients take the fused host kernel (rt_host_sgd_step).
+-- Host float32 parameters take the fused host kernel (rt_host_sgd_step) with a float32 gradient
+-- or the bfloat16/float16 one the offload engine lands a first micro-batch's gradient in.
+local function host_grad_dtype(d)
+  return d == torch.float32 or d == torch.bfloat16 or d == torch.float16
+end
+
 local function host_path(p, grad)
-  return p.device == "cpu" and p.dtype == torch.float32 and grad.dtype == torch.float32
-    and grad:is_contiguous() and p:is_contiguous()
+  return p.device == "cpu" and p.dtype == torch.float32 and host_grad_dtype(grad.dtype)
+    and grad.device == "cpu" and grad:is_contiguous() and p:is_contiguous()
 end
 
 -- Overlap (Optimizer.last_backward): armed once the momentum buffer exists.

@@ -11,6 +11,7 @@
 -- fn must return one Tensor. Non-tensor arguments are passed through unchanged.
 local torch = require("ramtorch")
 local autograd = require("ramtorch.autograd")
+local autocast = require("ramtorch.autocast")
 
 local M = {}
 
@@ -18,6 +19,7 @@ local Checkpoint = autograd.Function({
   forward = function(ctx, fn, ...)
     ctx.fn = fn
     ctx.rng = torch.get_rng_state()
+    ctx.autocast = autocast.snapshot() -- the recompute casts as the forward did (amp.autocast)
     ctx.n = select("#", ...)
     ctx.args = { ... }
     return fn(...)
@@ -37,7 +39,8 @@ local Checkpoint = autograd.Function({
     -- recompute from the forward's generator state, then put the current state back
     local now = torch.get_rng_state()
     torch.set_rng_state(ctx.rng)
-    local ok, out = pcall(torch.enable_grad, function() return ctx.fn(unpack(args, 1, ctx.n)) end)
+    local ok, out = pcall(autocast.run_with, ctx.autocast, torch.enable_grad,
+                          function() return ctx.fn(unpack(args, 1, ctx.n)) end)
     torch.set_rng_state(now)
     if not ok then error(out, 0) end
     if not torch.is_tensor(out) then error("checkpoint: fn must return one Tensor", 0) end

@@ -9,12 +9,16 @@
  *
  * Fast path (bf16/f16, head dim 64 or 128 for both q/k and v, unit stride on the head dim, 16-byte
  * aligned rows): tensor cores through mma.sync m16n8k16 with f32 accumulation, ldmatrix from
- * padded shared-memory tiles filled by cp.async (K/V, resp. Q/dO, double-buffered). Each warp owns
- * 16 rows; the probabilities go from the score accumulators straight into the A operand of the next
- * product (the register layouts coincide). Forward: a block of 64 queries walks the key tiles.
- * Backward: Dl_i = dO_i . O_i first, then a key-tile kernel (dK, dV, and the mask gradient) and a
- * query-tile kernel (dQ), each output element summed by one thread in a fixed order: no atomics, so
- * results are deterministic (at the price of recomputing the scores in both kernels).
+ * padded shared-memory tiles filled by cp.async (double-buffered). Each warp owns 16 or 32 rows;
+ * the probabilities go from the score accumulators straight into the A operand of the next product
+ * (the register layouts coincide). Causal blocks stop at the diagonal and only tiles crossing it
+ * (or the sequence end, or with a user mask) pay for masking; the scale is folded into exp2.
+ * Forward: a block of 128 queries walks the key tiles with an online softmax.
+ * Backward: Dl_i = dO_i . O_i first, then a key-tile kernel for dK, dV (and the mask gradient).
+ * dQ comes either from the same kernel, each block adding its part in f32 with atomics into a
+ * scratch buffer that a last kernel scales and casts (FlashAttention-2's scheme; the summation
+ * order varies between runs), or, in the deterministic mode (RAMTORCH_ATTN_DETERMINISTIC=1), from
+ * a query-tile kernel that recomputes the scores and sums each element in a fixed order.
  * Generic path (any float dtype, any head dims, any strides): one warp per row in the compute type
  * (f32 for f32/bf16/f16, f64 for f64), the same passes as the CPU kernel. */
 #include "rowops.cuh"
@@ -290,6 +294,14 @@ __device__ __forceinline__ void mma16816<__half>(float *c, const uint32_t *a, ui
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+/* 2^x in one MUFU.EX2 (flush-to-zero; 2^-inf = 0): exp2f adds range handling for denormal results,
+ * which probabilities below 2^-126 do not need */
+__device__ __forceinline__ float ex2f(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 __device__ __forceinline__ void ldsm4(uint32_t *r, const void *p) {
     uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -314,17 +326,20 @@ template <int N> __device__ __forceinline__ void cp_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-#define FT 128 /* threads per block of the fast kernels (4 warps, 16 rows each) */
+/* ---- fast-path building blocks ------------------------------------------------------------------
+ * A warp owns 16 * WM rows of the row side of its products (queries in the forward, keys in the
+ * dK/dV kernel). Each B fragment that ldmatrix brings from shared memory feeds 2 * WM mma, so
+ * WM = 2 halves the shared-memory traffic per mma, which is what bounds these kernels. */
 
-/* rows [r0, r0 + R) of a (b, h) slice of a view into a padded tile (pitch D + 8); rows at or past
- * nrows are zero-filled */
-template <typename T, int D, int R>
+/* rows [r0, r0 + R) of a (b, h) slice of a view into a padded tile (pitch D + 8), by NT threads;
+ * rows at or past nrows are zero-filled */
+template <typename T, int D, int R, int NT>
 __device__ __forceinline__ void load_tile(T *sm, const av4 &v, int64_t b, int64_t h, int64_t r0,
                                           int64_t nrows) {
     constexpr int CPR = D / 8, P = D + 8;
     const T *base = (const T *)v.p + b * v.s[0] + h * v.s[1];
 #pragma unroll
-    for (int c = threadIdx.x; c < R * CPR; c += FT) {
+    for (int c = threadIdx.x; c < R * CPR; c += NT) {
         int r = c / CPR, col = (c % CPR) * 8;
         bool ok = r0 + r < nrows;
         const T *src = ok ? base + (r0 + r) * v.s[2] + col : base;
@@ -342,11 +357,10 @@ __device__ __forceinline__ void ld_a(uint32_t (*f)[4], const T *sm, int row0) {
         ldsm4(f[kk], sm + (row0 + (lane & 15)) * P + kk * 16 + (lane >> 4) * 8);
 }
 
-/* acc[NR/8][4] += A (16 x K, fragments af) times B^T where B is NR rows x K of a padded tile
- * (pitch K + 8) starting at row brow0: the "row-major [n][k]" operand (K in S = Q K^T). */
+/* acc[NR/8][4] += A (16 x K, fragments af) times B^T where B is the first NR rows x K of a padded
+ * tile (pitch K + 8): the "row-major [n][k]" operand (K in S = Q K^T). */
 template <typename T, int K, int NR>
-__device__ __forceinline__ void mma_abt(float (*acc)[4], const uint32_t (*af)[4], const T *sm,
-                                        int brow0) {
+__device__ __forceinline__ void mma_abt(float (*acc)[4], const uint32_t (*af)[4], const T *sm) {
     constexpr int P = K + 8;
     int lane = threadIdx.x & 31, mi = lane >> 3, r = lane & 7;
 #pragma unroll
@@ -354,32 +368,77 @@ __device__ __forceinline__ void mma_abt(float (*acc)[4], const uint32_t (*af)[4]
 #pragma unroll
         for (int np = 0; np < NR / 16; np++) {
             uint32_t b[4];
-            ldsm4(b, sm + (brow0 + np * 16 + (mi >> 1) * 8 + r) * P + kk * 16 + (mi & 1) * 8);
+            ldsm4(b, sm + (np * 16 + (mi >> 1) * 8 + r) * P + kk * 16 + (mi & 1) * 8);
             mma16816<T>(acc[2 * np], af[kk], b[0], b[1]);
             mma16816<T>(acc[2 * np + 1], af[kk], b[2], b[3]);
         }
 }
 
-/* acc[N/8][4] += P (16 x KR, from score accumulators s[KR/8][4]) times B, B a KR x N block of a
- * padded tile (pitch N + 8) starting at row brow0: the "row-major [k][n]" operand (V in P V). */
-template <typename T, int KR, int N>
-__device__ __forceinline__ void mma_pb(float (*acc)[4], const float (*s)[4], const T *sm,
-                                       int brow0) {
+/* The same for WM row blocks of 16 whose A fragments are read from a padded tile (rows arow0 +
+ * 16 mt) one k-step at a time: holding them in registers would not fit beside the accumulators. */
+template <typename T, int K, int NR, int WM>
+__device__ __forceinline__ void mma_abt_s(float (*acc)[NR / 8][4], const T *sa, int arow0,
+                                          const T *sm) {
+    constexpr int P = K + 8;
+    int lane = threadIdx.x & 31, mi = lane >> 3, r = lane & 7;
+#pragma unroll
+    for (int kk = 0; kk < K / 16; kk++) {
+        uint32_t a[WM][4];
+#pragma unroll
+        for (int mt = 0; mt < WM; mt++)
+            ldsm4(a[mt], sa + (arow0 + mt * 16 + (lane & 15)) * P + kk * 16 + (lane >> 4) * 8);
+#pragma unroll
+        for (int np = 0; np < NR / 16; np++) {
+            uint32_t b[4];
+            ldsm4(b, sm + (np * 16 + (mi >> 1) * 8 + r) * P + kk * 16 + (mi & 1) * 8);
+#pragma unroll
+            for (int mt = 0; mt < WM; mt++) {
+                mma16816<T>(acc[mt][2 * np], a[mt], b[0], b[1]);
+                mma16816<T>(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
+            }
+        }
+    }
+}
+
+/* A fragments of score accumulators s[KR/8][4] (16 x KR), packed to T: the layouts coincide */
+template <typename T, int KR>
+__device__ __forceinline__ void pack_a(uint32_t (*a)[4], const float (*s)[4]) {
+#pragma unroll
+    for (int kk = 0; kk < KR / 16; kk++) {
+        a[kk][0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+        a[kk][1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+        a[kk][2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        a[kk][3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    }
+}
+
+/* acc[mt][N/8][4] += A_mt (16 x KR, packed fragments pa[mt]) times B, B the first KR rows x N of a
+ * padded tile (pitch N + 8): the "row-major [k][n]" operand (V in P V). */
+template <typename T, int KR, int N, int WM>
+__device__ __forceinline__ void mma_ab(float (*acc)[N / 8][4], const uint32_t (*pa)[KR / 16][4],
+                                       const T *sm) {
     constexpr int P = N + 8;
     int lane = threadIdx.x & 31, mi = lane >> 3, r = lane & 7;
 #pragma unroll
-    for (int kk = 0; kk < KR / 16; kk++) {
-        uint32_t a[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
-                         pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                         pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+    for (int kk = 0; kk < KR / 16; kk++)
 #pragma unroll
         for (int dp = 0; dp < N / 16; dp++) {
             uint32_t b[4];
-            ldsm4t(b, sm + (brow0 + kk * 16 + (mi & 1) * 8 + r) * P + dp * 16 + (mi >> 1) * 8);
-            mma16816<T>(acc[2 * dp], a, b[0], b[1]);
-            mma16816<T>(acc[2 * dp + 1], a, b[2], b[3]);
+            ldsm4t(b, sm + (kk * 16 + (mi & 1) * 8 + r) * P + dp * 16 + (mi >> 1) * 8);
+#pragma unroll
+            for (int mt = 0; mt < WM; mt++) {
+                mma16816<T>(acc[mt][2 * dp], pa[mt][kk], b[0], b[1]);
+                mma16816<T>(acc[mt][2 * dp + 1], pa[mt][kk], b[2], b[3]);
+            }
         }
-    }
+}
+
+/* the same with A the probabilities in score accumulators s (16 x KR) */
+template <typename T, int KR, int N>
+__device__ __forceinline__ void mma_pb(float (*acc)[N / 8][4], const float (*s)[4], const T *sm) {
+    uint32_t a[1][KR / 16][4];
+    pack_a<T, KR>(a[0], s);
+    mma_ab<T, KR, N, 1>(acc, a, sm);
 }
 
 /* Mask (causal, bounds, user mask) applied to a 16 x NC score block in log2 units. Rows are
@@ -436,12 +495,15 @@ __device__ __forceinline__ void drop_block(const attn_p &p, float (*z)[4], int64
         }
 }
 
-/* ---- forward ----------------------------------------------------------------------------------
- */
+/* ---- forward ------------------------------------------------------------------------------------
+ * A block of BM = 16 WM NW queries walks the key tiles of BN keys (K, V double-buffered); causal
+ * blocks stop at the diagonal, and a warp whose rows all precede a key tile skips it. Only tiles
+ * that cross the diagonal or the sequence end (or any tile with a user mask) go through
+ * mask_block; the others just take the scale (folded with log2 e into the exp2 argument). */
 
-template <typename T, int D, int BN, bool EXTRA>
-__global__ void __launch_bounds__(FT) k_fa_fwd(attn_p p, int nqt) {
-    constexpr int BM = 64, P = D + 8;
+template <typename T, int D, int BN, int WM, int NW, bool EXTRA>
+__global__ void __launch_bounds__(32 * NW) k_fa_fwd(attn_p p, int nqt) {
+    constexpr int NT = 32 * NW, BM = 16 * WM * NW, P = D + 8;
     extern __shared__ __align__(16) char fsm[];
     T *sQ = (T *)fsm, *sK = sQ + BM * P, *sV = sK + 2 * BN * P;
     int64_t BH = p.B * p.H;
@@ -450,102 +512,121 @@ __global__ void __launch_bounds__(FT) k_fa_fwd(attn_p p, int nqt) {
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     int64_t kend = p.causal ? (i0 + BM < p.S ? i0 + BM : p.S) : p.S;
     int nt = (int)((kend + BN - 1) / BN);
-    load_tile<T, D, BM>(sQ, p.q, b, h, i0, p.T);
+    load_tile<T, D, BM, NT>(sQ, p.q, b, h, i0, p.T);
     if (nt > 0) {
-        load_tile<T, D, BN>(sK, p.k, b, h, 0, p.S);
-        load_tile<T, D, BN>(sV, p.v, b, h, 0, p.S);
+        load_tile<T, D, BN, NT>(sK, p.k, b, h, 0, p.S);
+        load_tile<T, D, BN, NT>(sV, p.v, b, h, 0, p.S);
     }
     cp_commit();
-    float acc[D / 8][4];
+    float acc[WM][D / 8][4], m[WM][2], l[WM][2];
 #pragma unroll
-    for (int d = 0; d < D / 8; d++)
-        acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-    uint32_t qf[D / 16][4];
+    for (int mt = 0; mt < WM; mt++) {
+#pragma unroll
+        for (int d = 0; d < D / 8; d++)
+            acc[mt][d][0] = acc[mt][d][1] = acc[mt][d][2] = acc[mt][d][3] = 0.f;
+        m[mt][0] = m[mt][1] = -INFINITY;
+        l[mt][0] = l[mt][1] = 0.f;
+    }
     float sl2 = (float)p.scale * LOG2E_F;
-    int64_t ra = i0 + w * 16 + g;
+    int64_t w0 = i0 + w * 16 * WM; /* first query row of this warp */
     for (int it = 0; it < nt; it++) {
         int64_t j0 = (int64_t)it * BN;
         if (it + 1 < nt) {
-            load_tile<T, D, BN>(sK + ((it + 1) & 1) * BN * P, p.k, b, h, j0 + BN, p.S);
-            load_tile<T, D, BN>(sV + ((it + 1) & 1) * BN * P, p.v, b, h, j0 + BN, p.S);
+            load_tile<T, D, BN, NT>(sK + ((it + 1) & 1) * BN * P, p.k, b, h, j0 + BN, p.S);
+            load_tile<T, D, BN, NT>(sV + ((it + 1) & 1) * BN * P, p.v, b, h, j0 + BN, p.S);
             cp_commit();
             cp_wait<1>();
         } else {
             cp_wait<0>();
         }
         __syncthreads();
-        if (it == 0) ld_a<D>(qf, sQ, w * 16);
         const T *cK = sK + (it & 1) * BN * P, *cV = sV + (it & 1) * BN * P;
-        float s[BN / 8][4];
+        if (!(p.causal && j0 > w0 + 16 * WM - 1)) {
+            float s[WM][BN / 8][4];
+            uint32_t pa[WM][BN / 16][4];
 #pragma unroll
-        for (int n = 0; n < BN / 8; n++)
-            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-        mma_abt<T, D, BN>(s, qf, cK, 0);
-        bool edge = j0 + BN > p.S || (p.causal && j0 + BN - 1 > i0 + w * 16);
-        if (EXTRA || edge) {
-            mask_block<true, EXTRA, BN>(p, s, b, h, ra, j0, sl2);
-        } else {
+            for (int mt = 0; mt < WM; mt++)
 #pragma unroll
-            for (int n = 0; n < BN / 8; n++)
+                for (int n = 0; n < BN / 8; n++)
+                    s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
+            mma_abt_s<T, D, BN, WM>(s, sQ, w * 16 * WM, cK);
 #pragma unroll
-                for (int e = 0; e < 4; e++)
-                    s[n][e] *= sl2;
-        }
-        float mx[2] = {m[0], m[1]};
+            for (int mt = 0; mt < WM; mt++) {
+                int64_t r0 = w0 + mt * 16;
+                bool edge = j0 + BN > p.S || (p.causal && j0 + BN - 1 > r0);
+                if (EXTRA || edge) {
+                    mask_block<true, EXTRA, BN>(p, s[mt], b, h, r0 + g, j0, sl2);
+                } else {
 #pragma unroll
-        for (int n = 0; n < BN / 8; n++) {
-            mx[0] = fmaxf(mx[0], fmaxf(s[n][0], s[n][1]));
-            mx[1] = fmaxf(mx[1], fmaxf(s[n][2], s[n][3]));
-        }
-        float alpha[2], mu[2];
+                    for (int n = 0; n < BN / 8; n++)
 #pragma unroll
-        for (int r = 0; r < 2; r++) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            mu[r] = mx[r] == -INFINITY ? 0.f : mx[r];
-            alpha[r] = exp2f(m[r] - mu[r]);
-            m[r] = mx[r];
-        }
-        float ls[2] = {0.f, 0.f};
+                        for (int e = 0; e < 4; e++)
+                            s[mt][n][e] *= sl2;
+                }
+                float mx[2] = {m[mt][0], m[mt][1]};
 #pragma unroll
-        for (int n = 0; n < BN / 8; n++)
+                for (int n = 0; n < BN / 8; n++) {
+                    mx[0] = fmaxf(mx[0], fmaxf(s[mt][n][0], s[mt][n][1]));
+                    mx[1] = fmaxf(mx[1], fmaxf(s[mt][n][2], s[mt][n][3]));
+                }
+                float alpha[2], mu[2];
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                s[n][e] = exp2f(s[n][e] - mu[e >> 1]);
-                ls[e >> 1] += s[n][e];
+                for (int r = 0; r < 2; r++) {
+                    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+                    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+                    mu[r] = mx[r] == -INFINITY ? 0.f : mx[r];
+                    alpha[r] = ex2f(m[mt][r] - mu[r]);
+                    m[mt][r] = mx[r];
+                }
+                float ls[2] = {0.f, 0.f};
+#pragma unroll
+                for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        s[mt][n][e] = ex2f(s[mt][n][e] - mu[e >> 1]);
+                        ls[e >> 1] += s[mt][n][e];
+                    }
+                l[mt][0] = l[mt][0] * alpha[0] + ls[0];
+                l[mt][1] = l[mt][1] * alpha[1] + ls[1];
+                if (EXTRA && p.dp > 0) drop_block<true, BN>(p, s[mt], bh, r0 + g, j0);
+                pack_a<T, BN>(pa[mt], s[mt]); /* frees the f32 scores before acc is rescaled */
+#pragma unroll
+                for (int d = 0; d < D / 8; d++) {
+                    acc[mt][d][0] *= alpha[0], acc[mt][d][1] *= alpha[0];
+                    acc[mt][d][2] *= alpha[1], acc[mt][d][3] *= alpha[1];
+                }
             }
-        l[0] = l[0] * alpha[0] + ls[0];
-        l[1] = l[1] * alpha[1] + ls[1];
-#pragma unroll
-        for (int d = 0; d < D / 8; d++) {
-            acc[d][0] *= alpha[0], acc[d][1] *= alpha[0];
-            acc[d][2] *= alpha[1], acc[d][3] *= alpha[1];
+            mma_ab<T, BN, D, WM>(acc, pa, cV);
         }
-        if (EXTRA && p.dp > 0) drop_block<true, BN>(p, s, bh, ra, j0);
-        mma_pb<T, BN, D>(acc, s, cV, 0);
         __syncthreads();
     }
     if (nt == 0) cp_wait<0>();
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-        int64_t i = ra + r * 8;
-        if (i >= p.T) continue;
-        float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
-        T *orow = (T *)p.o.p + b * p.o.s[0] + h * p.o.s[1] + i * p.o.s[2];
+    for (int mt = 0; mt < WM; mt++)
 #pragma unroll
-        for (int d = 0; d < D / 8; d++)
-            *(uint32_t *)(orow + d * 8 + 2 * t) =
-                pack2<T>(acc[d][2 * r] * inv, acc[d][2 * r + 1] * inv);
-        if (t == 0)
-            ((float *)p.lse)[bh * p.T + i] = l[r] > 0.f ? (m[r] + log2f(l[r])) * LN2_F : -INFINITY;
-    }
+        for (int r = 0; r < 2; r++) {
+            float lr = l[mt][r];
+            lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+            lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+            int64_t i = w0 + mt * 16 + g + r * 8;
+            if (i >= p.T) continue;
+            float inv = lr > 0.f ? 1.f / lr : 0.f;
+            T *orow = (T *)p.o.p + b * p.o.s[0] + h * p.o.s[1] + i * p.o.s[2];
+#pragma unroll
+            for (int d = 0; d < D / 8; d++)
+                *(uint32_t *)(orow + d * 8 + 2 * t) =
+                    pack2<T>(acc[mt][d][2 * r] * inv, acc[mt][d][2 * r + 1] * inv);
+            if (t == 0)
+                ((float *)p.lse)[bh * p.T + i] =
+                    lr > 0.f ? (m[mt][r] + log2f(lr)) * LN2_F : -INFINITY;
+        }
 }
 
-/* ---- backward: dQ over query tiles ------------------------------------------------------------
- */
+/* ---- backward, deterministic mode: dQ over query tiles ------------------------------------------
+ * A block of 64 queries (4 warps of 16 rows) walks the key tiles, recomputing the scores and dP,
+ * so that each dQ element is summed by one thread in a fixed order. */
+
+#define FT 128 /* threads per block of the dQ kernel */
 
 template <typename T, int D, int BN, bool EXTRA>
 __global__ void __launch_bounds__(FT) k_fa_dq(attn_p p, int nqt) {
@@ -558,11 +639,11 @@ __global__ void __launch_bounds__(FT) k_fa_dq(attn_p p, int nqt) {
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     int64_t kend = p.causal ? (i0 + BM < p.S ? i0 + BM : p.S) : p.S;
     int nt = (int)((kend + BN - 1) / BN);
-    load_tile<T, D, BM>(sQ, p.q, b, h, i0, p.T);
-    load_tile<T, D, BM>(sO, p.go, b, h, i0, p.T);
+    load_tile<T, D, BM, FT>(sQ, p.q, b, h, i0, p.T);
+    load_tile<T, D, BM, FT>(sO, p.go, b, h, i0, p.T);
     if (nt > 0) {
-        load_tile<T, D, BN>(sK, p.k, b, h, 0, p.S);
-        load_tile<T, D, BN>(sV, p.v, b, h, 0, p.S);
+        load_tile<T, D, BN, FT>(sK, p.k, b, h, 0, p.S);
+        load_tile<T, D, BN, FT>(sV, p.v, b, h, 0, p.S);
     }
     cp_commit();
     int64_t ra = i0 + w * 16 + g;
@@ -583,8 +664,8 @@ __global__ void __launch_bounds__(FT) k_fa_dq(attn_p p, int nqt) {
     for (int it = 0; it < nt; it++) {
         int64_t j0 = (int64_t)it * BN;
         if (it + 1 < nt) {
-            load_tile<T, D, BN>(sK + ((it + 1) & 1) * BN * P, p.k, b, h, j0 + BN, p.S);
-            load_tile<T, D, BN>(sV + ((it + 1) & 1) * BN * P, p.v, b, h, j0 + BN, p.S);
+            load_tile<T, D, BN, FT>(sK + ((it + 1) & 1) * BN * P, p.k, b, h, j0 + BN, p.S);
+            load_tile<T, D, BN, FT>(sV + ((it + 1) & 1) * BN * P, p.v, b, h, j0 + BN, p.S);
             cp_commit();
             cp_wait<1>();
         } else {
@@ -602,8 +683,8 @@ __global__ void __launch_bounds__(FT) k_fa_dq(attn_p p, int nqt) {
 #pragma unroll
             for (int e = 0; e < 4; e++)
                 s[n][e] = dp[n][e] = 0.f;
-        mma_abt<T, D, BN>(s, qf, cK, 0);
-        mma_abt<T, D, BN>(dp, of, cV, 0);
+        mma_abt<T, D, BN>(s, qf, cK);
+        mma_abt<T, D, BN>(dp, of, cV);
         bool edge = j0 + BN > p.S || (p.causal && j0 + BN - 1 > i0 + w * 16);
         if (EXTRA || edge) {
             mask_block<true, EXTRA, BN>(p, s, b, h, ra, j0, sl2);
@@ -625,10 +706,10 @@ __global__ void __launch_bounds__(FT) k_fa_dq(attn_p p, int nqt) {
         for (int n = 0; n < BN / 8; n++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                float pr = exp2f(s[n][e] - lse2[e >> 1]);
+                float pr = ex2f(s[n][e] - lse2[e >> 1]);
                 s[n][e] = pr * (dp[n][e] * z[n][e] - dl[e >> 1]);
             }
-        mma_pb<T, BN, D>(acc, s, cK, 0);
+        mma_pb<T, BN, D>(&acc, s, cK);
         __syncthreads();
     }
     if (nt == 0) cp_wait<0>();
@@ -645,29 +726,85 @@ __global__ void __launch_bounds__(FT) k_fa_dq(attn_p p, int nqt) {
     }
 }
 
-/* ---- backward: dK, dV (and the mask gradient) over key tiles ----------------------------------
- */
+/* ---- backward: dK, dV (the mask gradient, and in atomic mode dQ) over key tiles -----------------
+ * A block of BN = 16 NW keys (one 16-row block per warp) walks the query tiles of BM queries (Q,
+ * dO, lse and Dl double-buffered), computing S^T and dP^T with the keys as rows, so that P^T and
+ * dS^T go from the accumulators straight into the A operand of dV += P^T dO and dK += dS^T Q.
+ * ATOMIC (FlashAttention-2's scheme): dS also goes through shared memory to form this tile's part
+ * of dQ = dS K, which the warps add into an f32 buffer with atomics (summation order varies between
+ * runs); otherwise k_fa_dq computes dQ separately. */
 
-template <typename T, int D, int BM, bool EXTRA>
-__global__ void __launch_bounds__(FT) k_fa_dkdv(attn_p p, int nkt) {
-    constexpr int BN = 64, P = D + 8;
+/* dqa rows [0, nrows) += dS^T K over this block's BN keys (sS: dS as [key][query], pitch BM + 8);
+ * the warps split the BM x D product into WQ x WD pieces of QR x 32 */
+template <typename T, int D, int BM, int NW>
+__device__ __forceinline__ void dq_atomic(float *dqa, int64_t nrows, const T *sS, const T *sK) {
+    constexpr int BN = 16 * NW, WD = D / 32, WQ = NW / WD, QR = BM / WQ, PS = BM + 8, P = D + 8;
+    static_assert(WQ * WD == NW && QR % 16 == 0, "dQ warp layout");
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, mi = lane >> 3, r = lane & 7;
+    int g = lane >> 2, t = lane & 3, q0 = (w / WD) * QR, c0 = (w % WD) * 32;
+    float acc[QR / 16][4][4];
+#pragma unroll
+    for (int mt = 0; mt < QR / 16; mt++)
+#pragma unroll
+        for (int n = 0; n < 4; n++)
+            acc[mt][n][0] = acc[mt][n][1] = acc[mt][n][2] = acc[mt][n][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; kk++) {
+        uint32_t a[QR / 16][4];
+#pragma unroll
+        for (int mt = 0; mt < QR / 16; mt++) /* dS^T fragments: transposed loads of [key][query] */
+            ldsm4t(a[mt], sS + (kk * 16 + (mi >> 1) * 8 + r) * PS + q0 + mt * 16 + (mi & 1) * 8);
+#pragma unroll
+        for (int dp = 0; dp < 2; dp++) {
+            uint32_t bb[4];
+            ldsm4t(bb, sK + (kk * 16 + (mi & 1) * 8 + r) * P + c0 + dp * 16 + (mi >> 1) * 8);
+#pragma unroll
+            for (int mt = 0; mt < QR / 16; mt++) {
+                mma16816<T>(acc[mt][2 * dp], a[mt], bb[0], bb[1]);
+                mma16816<T>(acc[mt][2 * dp + 1], a[mt], bb[2], bb[3]);
+            }
+        }
+    }
+#pragma unroll
+    for (int mt = 0; mt < QR / 16; mt++)
+#pragma unroll
+        for (int hr = 0; hr < 2; hr++) {
+            int64_t i = q0 + mt * 16 + g + hr * 8;
+            if (i >= nrows) continue;
+            float *row = dqa + i * D + c0 + 2 * t;
+#pragma unroll
+            for (int n = 0; n < 4; n++) {
+#if __CUDA_ARCH__ >= 900
+                atomicAdd((float2 *)(row + n * 8),
+                          make_float2(acc[mt][n][2 * hr], acc[mt][n][2 * hr + 1]));
+#else
+                atomicAdd(row + n * 8, acc[mt][n][2 * hr]);
+                atomicAdd(row + n * 8 + 1, acc[mt][n][2 * hr + 1]);
+#endif
+            }
+        }
+}
+
+template <typename T, int D, int BM, int NW, bool ATOMIC, bool EXTRA>
+__global__ void __launch_bounds__(32 * NW) k_fa_dkdv(attn_p p, float *dqa) {
+    constexpr int NT = 32 * NW, BN = 16 * NW, P = D + 8, PS = BM + 8;
     extern __shared__ __align__(16) char fsm[];
     T *sK = (T *)fsm, *sV = sK + BN * P, *sQ = sV + BN * P, *sO = sQ + 2 * BM * P;
-    float *sL = (float *)(sO + 2 * BM * P), *sD = sL + 2 * BM;
+    T *sS = sO + 2 * BM * P; /* dS staging for dq_atomic (ATOMIC only) */
+    float *sL = (float *)(sS + (ATOMIC ? BN * PS : 0)), *sD = sL + 2 * BM;
     int64_t BH = p.B * p.H;
     int64_t kt = blockIdx.x / BH, bh = blockIdx.x % BH, b = bh / p.H, h = bh % p.H;
-    (void)nkt;
     int64_t j0 = kt * BN;
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2;
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     int64_t nq = (p.T + BM - 1) / BM, q0 = p.causal ? j0 / BM : 0;
     int nt = (int)(nq > q0 ? nq - q0 : 0);
     const float *lse = (const float *)p.lse + bh * p.T, *Dl = (const float *)p.dl + bh * p.T;
-    load_tile<T, D, BN>(sK, p.k, b, h, j0, p.S);
-    load_tile<T, D, BN>(sV, p.v, b, h, j0, p.S);
+    load_tile<T, D, BN, NT>(sK, p.k, b, h, j0, p.S);
+    load_tile<T, D, BN, NT>(sV, p.v, b, h, j0, p.S);
     if (nt > 0) {
-        load_tile<T, D, BM>(sQ, p.q, b, h, q0 * BM, p.T);
-        load_tile<T, D, BM>(sO, p.go, b, h, q0 * BM, p.T);
-        for (int c = threadIdx.x; c < BM; c += FT) {
+        load_tile<T, D, BM, NT>(sQ, p.q, b, h, q0 * BM, p.T);
+        load_tile<T, D, BM, NT>(sO, p.go, b, h, q0 * BM, p.T);
+        for (int c = threadIdx.x; c < BM; c += NT) {
             int64_t i = q0 * BM + c;
             float lv = i < p.T ? lse[i] : -INFINITY;
             sL[c] = lv == -INFINITY ? INFINITY : lv * LOG2E_F;
@@ -688,10 +825,10 @@ __global__ void __launch_bounds__(FT) k_fa_dkdv(attn_p p, int nkt) {
         int64_t i0 = (q0 + it) * BM;
         if (it + 1 < nt) {
             int nb = (it + 1) & 1;
-            load_tile<T, D, BM>(sQ + nb * BM * P, p.q, b, h, i0 + BM, p.T);
-            load_tile<T, D, BM>(sO + nb * BM * P, p.go, b, h, i0 + BM, p.T);
+            load_tile<T, D, BM, NT>(sQ + nb * BM * P, p.q, b, h, i0 + BM, p.T);
+            load_tile<T, D, BM, NT>(sO + nb * BM * P, p.go, b, h, i0 + BM, p.T);
             cp_commit();
-            for (int c = threadIdx.x; c < BM; c += FT) {
+            for (int c = threadIdx.x; c < BM; c += NT) {
                 int64_t i = i0 + BM + c;
                 float lv = i < p.T ? lse[i] : -INFINITY;
                 sL[nb * BM + c] = lv == -INFINITY ? INFINITY : lv * LOG2E_F;
@@ -704,26 +841,23 @@ __global__ void __launch_bounds__(FT) k_fa_dkdv(attn_p p, int nkt) {
         __syncthreads();
         const T *cQ = sQ + (it & 1) * BM * P, *cO = sO + (it & 1) * BM * P;
         const float *cL = sL + (it & 1) * BM, *cD = sD + (it & 1) * BM;
-        uint32_t af[D / 16][4];
-        float s[BM / 8][4], dp[BM / 8][4];
+        float s[1][BM / 8][4], dp[1][BM / 8][4];
 #pragma unroll
         for (int n = 0; n < BM / 8; n++)
 #pragma unroll
             for (int e = 0; e < 4; e++)
-                s[n][e] = dp[n][e] = 0.f;
-        ld_a<D>(af, sK, w * 16);
-        mma_abt<T, D, BM>(s, af, cQ, 0);
-        ld_a<D>(af, sV, w * 16);
-        mma_abt<T, D, BM>(dp, af, cO, 0);
+                s[0][n][e] = dp[0][n][e] = 0.f;
+        mma_abt_s<T, D, BM, 1>(s, sK, w * 16, cQ);
+        mma_abt_s<T, D, BM, 1>(dp, sV, w * 16, cO);
         bool edge = j0 + BN > p.S || i0 + BM > p.T || (p.causal && j0 + w * 16 + 15 > i0);
         if (EXTRA || edge) {
-            mask_block<false, EXTRA, BM>(p, s, b, h, ra, i0, sl2);
+            mask_block<false, EXTRA, BM>(p, s[0], b, h, ra, i0, sl2);
         } else {
 #pragma unroll
             for (int n = 0; n < BM / 8; n++)
 #pragma unroll
                 for (int e = 0; e < 4; e++)
-                    s[n][e] *= sl2;
+                    s[0][n][e] *= sl2;
         }
         float z[BM / 8][4];
 #pragma unroll
@@ -732,28 +866,38 @@ __global__ void __launch_bounds__(FT) k_fa_dkdv(attn_p p, int nkt) {
             for (int e = 0; e < 4; e++)
                 z[n][e] = 1.f;
         if (EXTRA && p.dp > 0) drop_block<false, BM>(p, z, bh, ra, i0);
-        int t = lane & 3;
 #pragma unroll
         for (int n = 0; n < BM / 8; n++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int c = n * 8 + 2 * t + (e & 1);
-                float pr = exp2f(s[n][e] - cL[c]);
-                float ds = pr * (dp[n][e] * z[n][e] - cD[c]);
-                s[n][e] = pr * z[n][e]; /* P o Z for dV */
-                dp[n][e] = ds;          /* dS for dK */
+                float pr = ex2f(s[0][n][e] - cL[c]);
+                float ds = pr * (dp[0][n][e] * z[n][e] - cD[c]);
+                s[0][n][e] = pr * z[n][e]; /* P o Z for dV */
+                dp[0][n][e] = ds;          /* dS for dK */
                 if (EXTRA && gm) {
                     int64_t i = i0 + c, j = ra + (e >> 1) * 8;
                     if (i < p.T && j < p.S) gm[(bh * p.T + i) * p.S + j] = ds;
                 }
             }
-        mma_pb<T, BM, D>(dv, s, cO, 0);
-        mma_pb<T, BM, D>(dk, dp, cQ, 0);
+        if constexpr (ATOMIC) {
+#pragma unroll
+            for (int n = 0; n < BM / 8; n++)
+#pragma unroll
+                for (int hr = 0; hr < 2; hr++)
+                    *(uint32_t *)(sS + (w * 16 + g + hr * 8) * PS + n * 8 + 2 * t) =
+                        pack2<T>(dp[0][n][2 * hr], dp[0][n][2 * hr + 1]);
+        }
+        mma_pb<T, BM, D>(&dv, s[0], cO);
+        mma_pb<T, BM, D>(&dk, dp[0], cQ);
+        if constexpr (ATOMIC) {
+            __syncthreads();
+            dq_atomic<T, D, BM, NW>(dqa + (bh * p.T + i0) * D, p.T - i0, sS, sK);
+        }
         __syncthreads();
     }
     if (nt == 0) cp_wait<0>();
     float sc = (float)p.scale;
-    int t = lane & 3;
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         int64_t j = ra + r * 8;
@@ -767,6 +911,52 @@ __global__ void __launch_bounds__(FT) k_fa_dkdv(attn_p p, int nkt) {
             *(uint32_t *)(vrow + d * 8 + 2 * t) = pack2<T>(dv[d][2 * r], dv[d][2 * r + 1]);
         }
     }
+}
+
+/* gq = scale * dqa (the f32 sums of the atomic mode), two elements per thread */
+template <typename T> __global__ void k_dq_store(attn_p p, const float *dqa) {
+    int64_t half = p.D / 2, n = p.B * p.H * p.T * half;
+    float sc = (float)p.scale;
+    for (int64_t x = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; x < n;
+         x += (int64_t)gridDim.x * blockDim.x) {
+        int64_t d = (x % half) * 2, row = x / half, i = row % p.T, bh = row / p.T;
+        float2 v = ((const float2 *)dqa)[x];
+        T *dst = (T *)p.gq.p + (bh / p.H) * p.gq.s[0] + (bh % p.H) * p.gq.s[1] + i * p.gq.s[2] + d;
+        *(uint32_t *)dst = pack2<T>(v.x * sc, v.y * sc);
+    }
+}
+
+/* Dl = rowsum(dO o O) for the fast path: D / 8 threads per row, 16-byte loads */
+template <typename T> __device__ __forceinline__ float2 unpack2(uint32_t u);
+template <> __device__ __forceinline__ float2 unpack2<__nv_bfloat16>(uint32_t u) {
+    return __bfloat1622float2(*(__nv_bfloat162 *)&u);
+}
+template <> __device__ __forceinline__ float2 unpack2<__half>(uint32_t u) {
+    return __half22float2(*(__half2 *)&u);
+}
+template <typename T, int D> __global__ void k_fa_dl(attn_p p) {
+    constexpr int G = D / 8;
+    int64_t rows = p.B * p.H * p.T;
+    int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / G;
+    int c = threadIdx.x % G;
+    float s = 0.f;
+    if (r < rows) {
+        int64_t i = r % p.T, bh = r / p.T, b = bh / p.H, h = bh % p.H;
+        uint4 x = *(const uint4 *)((const T *)p.go.p + b * p.go.s[0] + h * p.go.s[1] +
+                                   i * p.go.s[2] + c * 8);
+        uint4 y =
+            *(const uint4 *)((const T *)p.o.p + b * p.o.s[0] + h * p.o.s[1] + i * p.o.s[2] + c * 8);
+        uint32_t xs[4] = {x.x, x.y, x.z, x.w}, ys[4] = {y.x, y.y, y.z, y.w};
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float2 a = unpack2<T>(xs[k]), o = unpack2<T>(ys[k]);
+            s += a.x * o.x + a.y * o.y;
+        }
+    }
+#pragma unroll
+    for (int o = G / 2; o > 0; o >>= 1)
+        s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (r < rows && c == 0) ((float *)p.dl)[r] = s;
 }
 
 /* ================================================================================================
@@ -833,33 +1023,82 @@ static int gen_smem(const char *op, size_t bytes, size_t *out) {
     return RT_OK;
 }
 
+/* RAMTORCH_ATTN_DETERMINISTIC=1 (read once): dQ by the query-tile kernel instead of atomics, for
+ * results that repeat bit for bit (forward + backward took 13% longer on the H200 benchmark) */
+static bool fa_deterministic(void) {
+    static const bool det = [] {
+        const char *e = getenv("RAMTORCH_ATTN_DETERMINISTIC");
+        return e && *e && strcmp(e, "0") != 0;
+    }();
+    return det;
+}
+
+/* 128 queries per block, 4 warps of 32 rows, key tiles of 64: on the H200 benchmark this beat 64
+ * queries of 4 x 16 rows by 1.2x, and 128 queries of 8 x 16 rows or with key tiles of 32 too */
 template <typename T, int D, bool EXTRA> static int fa_fwd(const attn_p &p) {
-    constexpr int BN = 64;
-    size_t smem = (size_t)(64 + 4 * BN) * (D + 8) * sizeof(T);
-    RTC_TRY(set_smem(k_fa_fwd<T, D, BN, EXTRA>, smem));
-    int nqt = (int)((p.T + 63) / 64);
+    constexpr int BN = 64, WM = 2, NW = 4, BM = 16 * WM * NW;
+    size_t smem = (size_t)(BM + 4 * BN) * (D + 8) * sizeof(T);
+    RTC_TRY(set_smem(k_fa_fwd<T, D, BN, WM, NW, EXTRA>, smem));
+    int nqt = (int)((p.T + BM - 1) / BM);
     unsigned grid = (unsigned)(nqt * p.B * p.H);
-    k_fa_fwd<T, D, BN, EXTRA><<<grid, FT, smem, rtc_stream()>>>(p, nqt);
+    k_fa_fwd<T, D, BN, WM, NW, EXTRA><<<grid, 32 * NW, smem, rtc_stream()>>>(p, nqt);
     RTC_LAUNCH_CHECK("scaled_dot_product_attention");
     return RT_OK;
 }
 
-template <typename T, int D, bool EXTRA> static int fa_bwd(const attn_p &p) {
+template <typename T, int D, int BM, int NW, bool ATOMIC, bool EXTRA>
+static int fa_dkdv(const attn_p &p, float *dqa) {
+    constexpr int BN = 16 * NW;
+    size_t smem = (size_t)(2 * BN + 4 * BM) * (D + 8) * sizeof(T) + 4 * BM * sizeof(float) +
+                  (ATOMIC ? (size_t)BN * (BM + 8) * sizeof(T) : 0);
+    RTC_TRY(set_smem(k_fa_dkdv<T, D, BM, NW, ATOMIC, EXTRA>, smem));
+    int nkt = (int)((p.S + BN - 1) / BN);
+    k_fa_dkdv<T, D, BM, NW, ATOMIC, EXTRA>
+        <<<(unsigned)(nkt * p.B * p.H), 32 * NW, smem, rtc_stream()>>>(p, dqa);
+    RTC_LAUNCH_CHECK("scaled_dot_product_attention backward");
+    return RT_OK;
+}
+
+/* deterministic mode: dK/dV over key tiles, then dQ over query tiles */
+template <typename T, int D, bool EXTRA> static int fa_bwd_det(const attn_p &p) {
     constexpr int BN = D == 128 ? 32 : 64; /* keys per step of the dQ kernel */
     constexpr int BM = D == 128 ? 32 : 64; /* queries per step of the dK/dV kernel */
-    const char *op = "scaled_dot_product_attention backward";
+    RTC_TRY((fa_dkdv<T, D, BM, 4, false, EXTRA>(p, NULL)));
     size_t s1 = (size_t)(2 * 64 + 4 * BN) * (D + 8) * sizeof(T);
-    size_t s2 = (size_t)(2 * 64 + 4 * BM) * (D + 8) * sizeof(T) + 4 * BM * sizeof(float);
     RTC_TRY(set_smem(k_fa_dq<T, D, BN, EXTRA>, s1));
-    RTC_TRY(set_smem(k_fa_dkdv<T, D, BM, EXTRA>, s2));
-    cudaStream_t st = rtc_stream();
-    int nkt = (int)((p.S + 63) / 64);
-    k_fa_dkdv<T, D, BM, EXTRA><<<(unsigned)(nkt * p.B * p.H), FT, s2, st>>>(p, nkt);
-    RTC_LAUNCH_CHECK(op);
     int nqt = (int)((p.T + 63) / 64);
-    k_fa_dq<T, D, BN, EXTRA><<<(unsigned)(nqt * p.B * p.H), FT, s1, st>>>(p, nqt);
-    RTC_LAUNCH_CHECK(op);
+    k_fa_dq<T, D, BN, EXTRA><<<(unsigned)(nqt * p.B * p.H), FT, s1, rtc_stream()>>>(p, nqt);
+    RTC_LAUNCH_CHECK("scaled_dot_product_attention backward");
     return RT_OK;
+}
+
+/* atomic mode: one pass over key tiles adds dQ into an f32 buffer, then gq = scale * buffer */
+template <typename T, int D, bool EXTRA> static int fa_bwd_atomic(const attn_p &p) {
+    const char *op = "scaled_dot_product_attention backward";
+    size_t bytes = (size_t)(p.B * p.H * p.T) * D * sizeof(float);
+    void *dqa;
+    RTC_TRY(rtc_scratch_alloc(bytes, &dqa));
+    cudaStream_t st = rtc_stream();
+    int rc = RT_OK;
+    cudaError_t e = cudaMemsetAsync(dqa, 0, bytes, st);
+    if (e != cudaSuccess)
+        rc = RTC_ERR(RT_ERR_BACKEND, "%s: CUDA error %s: %s (clearing the dQ buffer)", op,
+                     cudaGetErrorName(e), cudaGetErrorString(e));
+    if (rc == RT_OK) rc = fa_dkdv<T, D, 64, 4, true, EXTRA>(p, (float *)dqa);
+    if (rc == RT_OK) {
+        k_dq_store<T>
+            <<<rtc_grid(p.B * p.H * p.T * D / 2, 256), 256, 0, st>>>(p, (const float *)dqa);
+        e = cudaGetLastError();
+        if (e != cudaSuccess)
+            rc = RTC_ERR(RT_ERR_BACKEND, "%s: CUDA error %s: %s (storing dQ)", op,
+                         cudaGetErrorName(e), cudaGetErrorString(e));
+    }
+    rtc_scratch_free(dqa, bytes);
+    return rc;
+}
+
+template <typename T, int D, bool EXTRA> static int fa_bwd(const attn_p &p) {
+    return fa_deterministic() ? fa_bwd_det<T, D, EXTRA>(p) : fa_bwd_atomic<T, D, EXTRA>(p);
 }
 
 template <typename T> static int fa_fwd_d(const attn_p &p, bool extra) {
@@ -931,21 +1170,31 @@ extern "C" int rtc_sdpa_backward(const rtc_view *grad_q, const rtc_view *grad_k,
     p.dl = dl;
     cudaStream_t st = rtc_stream();
     int rc = RT_OK;
+    const rtc_view *more[5] = {grad_out, grad_q, grad_k, grad_v, out};
+    bool fast = fast_ok(q, k, v, more, 5) && p.B * p.H * ((p.S + 63) / 64) < (1ll << 31) &&
+                p.B * p.H * ((p.T + 63) / 64) < (1ll << 31);
     if (rows > 0) {
-        unsigned grid = rtc_grid(rows * 32, 256);
-        if (f64)
-            k_attn_dl<double><<<grid, 256, 0, st>>>(p);
-        else
-            k_attn_dl<float><<<grid, 256, 0, st>>>(p);
+        if (fast) {
+            unsigned grid = (unsigned)((rows * (p.D / 8) + 255) / 256);
+            bool bf = q->dtype == RT_BF16;
+            if (p.D == 64 && bf) k_fa_dl<__nv_bfloat16, 64><<<grid, 256, 0, st>>>(p);
+            if (p.D == 128 && bf) k_fa_dl<__nv_bfloat16, 128><<<grid, 256, 0, st>>>(p);
+            if (p.D == 64 && !bf) k_fa_dl<__half, 64><<<grid, 256, 0, st>>>(p);
+            if (p.D == 128 && !bf) k_fa_dl<__half, 128><<<grid, 256, 0, st>>>(p);
+        } else {
+            unsigned grid = rtc_grid(rows * 32, 256);
+            if (f64)
+                k_attn_dl<double><<<grid, 256, 0, st>>>(p);
+            else
+                k_attn_dl<float><<<grid, 256, 0, st>>>(p);
+        }
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess)
             rc = RTC_ERR(RT_ERR_BACKEND, "%s: CUDA error %s: %s (in the Dl kernel)", op,
                          cudaGetErrorName(e), cudaGetErrorString(e));
     }
-    const rtc_view *more[4] = {grad_out, grad_q, grad_k, grad_v};
     if (rc == RT_OK) {
-        if (fast_ok(q, k, v, more, 4) && p.B * p.H * ((p.S + 63) / 64) < (1ll << 31) &&
-            p.B * p.H * ((p.T + 63) / 64) < (1ll << 31)) {
+        if (fast) {
             bool extra = mask != NULL || dropout_p > 0;
             rc = q->dtype == RT_BF16 ? fa_bwd_d<__nv_bfloat16>(p, extra)
                                      : fa_bwd_d<__half>(p, extra);

@@ -184,7 +184,8 @@ static int permute_named(rt_tensor *t, int ndim, const int *dims, const char *na
         return RT_ERR(RT_ERR_SHAPE, "permute: got %d dims for a tensor of shape %s (%d dims)", ndim,
                       rt_shape_str(b, sizeof b, t->meta.ndim, t->meta.shape), t->meta.ndim);
     }
-    int64_t shape[RT_MAX_DIMS], strides[RT_MAX_DIMS];
+    /* zeroed: gcc -O2 cannot see that a 0-d permute reads none of them */
+    int64_t shape[RT_MAX_DIMS] = {0}, strides[RT_MAX_DIMS] = {0};
     int seen[RT_MAX_DIMS] = {0}, wrapped[RT_MAX_DIMS];
     for (int i = 0; i < ndim; i++) {
         int d;

@@ -3,10 +3,12 @@
  * and losses (N, S); per row (n, s), with lse = logsumexp over classes and eps = label_smoothing:
  *   loss = lse - (1 - eps) * x[target] - eps / C * sum_c x[c]      (0 and valid 0 where ignored)
  *   grad[c] = g * (softmax_c - eps / C - (1 - eps) * [c == target])  (0 where ignored)
- * The forward reads the logits once (an online log-sum-exp); when classes are contiguous a warp
- * takes a row (with 16-byte loads when aligned: k_ce_fwd_pipe, a persistent software-pipelined
- * stream, whose comment says why it reaches the copy bandwidth), otherwise a thread takes a row
- * (then neighbouring rows are neighbouring addresses).
+ * The forward reads the logits once; when classes are contiguous a warp takes a row, otherwise a
+ * thread takes a row (then neighbouring rows are neighbouring addresses). With 16-byte loads
+ * (aligned rows) a row of at most 8 vectors per lane (1024 f32, 2048 bf16/f16, 512 f64) is held in
+ * registers and folded in two passes (k_ce_fwd_reg, the fastest measured: its comment has the
+ * numbers); longer rows stream through k_ce_fwd_pipe (an online log-sum-exp over double-buffered
+ * chunks); unaligned rows use scalar loads (k_ce_fwd).
  *
  * One launch per forward: for reduction mean/sum each block sums its rows' losses and valid counts
  * (in double) into a per-block partial, and the last block to finish (a ticket counter in the
@@ -135,24 +137,49 @@ __device__ void ce_report(const ce_geo &g, const int64_t *tgt, unsigned long lon
     s->flag = 1;
 }
 
+/* Row r's (n, s): no 64-bit division in the common 2-d case (S == 1). */
+__device__ __forceinline__ void ce_split(const ce_geo &g, int64_t r, int64_t &n, int64_t &s) {
+    if (g.S == 1) {
+        n = r;
+        s = 0;
+    } else {
+        n = r / g.S;
+        s = r - n * g.S;
+    }
+}
+
 /* The end of a forward launch: the block sums its threads' losses and valid counts into its
- * partial, and the last block to take a ticket (the threadfence reduction) adds the partials in
- * block order, writes the 0-d results, publishes the first bad target and leaves the workspace
- * ready for the next launch. Every thread of the block calls it. */
+ * partial (warp sums, then thread 0 over the warps in order: one barrier, not a tree of them), and
+ * the last block to take a ticket (the threadfence reduction) adds the partials in block order,
+ * writes the 0-d results, publishes the first bad target and leaves the workspace ready for the
+ * next launch. Every thread of the block calls it. The last block reads the partials CE_FIN_U per
+ * thread at a time, so a grid of thousands of blocks costs a few L2 round trips, not one per 256
+ * blocks. The order of every sum is fixed for a given grid, so the result is deterministic. */
+#define CE_FIN_U 8
 __device__ __forceinline__ void ce_finish(double acc, double nvalid, const ce_geo &g,
                                           const int64_t *tgt, const ce_out &o, int64_t ignore_index,
                                           const ce_fin &f) {
-    __shared__ double sm[32];
+    __shared__ double sa[32], sc[32];
     __shared__ bool last;
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
     if (o.red) {
-        acc = block_sum(acc, sm);
-        nvalid = block_sum(nvalid, sm);
+        acc = warp_sum(acc);
+        nvalid = warp_sum(nvalid);
+        if (lane == 0) {
+            sa[wid] = acc;
+            sc[wid] = nvalid;
+        }
     }
     __syncthreads();
     if (threadIdx.x == 0) {
         if (o.red) {
-            f.part[2 * blockIdx.x] = acc;
-            f.part[2 * blockIdx.x + 1] = nvalid;
+            double a = 0, c = 0;
+            for (int w = 0; w < (int)(blockDim.x >> 5); w++) {
+                a += sa[w];
+                c += sc[w];
+            }
+            f.part[2 * blockIdx.x] = a;
+            f.part[2 * blockIdx.x + 1] = c;
         }
         __threadfence();
         last = atomicAdd(&f.hdr->counter, 1u) == gridDim.x - 1;
@@ -162,12 +189,22 @@ __device__ __forceinline__ void ce_finish(double acc, double nvalid, const ce_ge
     __threadfence();
     if (o.red) {
         double a = 0, c = 0;
-        for (unsigned b = threadIdx.x; b < gridDim.x; b += blockDim.x) {
-            a += __ldcg(&f.part[2 * b]);
-            c += __ldcg(&f.part[2 * b + 1]);
+        for (unsigned b0 = threadIdx.x; b0 < gridDim.x; b0 += CE_FIN_U * blockDim.x) {
+            double pa[CE_FIN_U], pc[CE_FIN_U];
+#pragma unroll
+            for (int u = 0; u < CE_FIN_U; u++) {
+                unsigned b = b0 + u * blockDim.x;
+                pa[u] = b < gridDim.x ? __ldcg(&f.part[2 * b]) : 0.0;
+                pc[u] = b < gridDim.x ? __ldcg(&f.part[2 * b + 1]) : 0.0;
+            }
+#pragma unroll
+            for (int u = 0; u < CE_FIN_U; u++) {
+                a += pa[u];
+                c += pc[u];
+            }
         }
-        a = block_sum(a, sm);
-        c = block_sum(c, sm);
+        a = block_sum(a, sa);
+        c = block_sum(c, sc);
         if (threadIdx.x == 0) {
             rtc_std(o.red, o.rdt, o.mean ? a / c : a); /* mean over no valid row: NaN, as 0/0 */
             if (o.cnt) rtc_std(o.cnt, o.cdt, c);
@@ -181,7 +218,8 @@ __device__ __forceinline__ void ce_finish(double acc, double nvalid, const ce_ge
     }
 }
 
-/* MODE 0: thread per row, 1: warp per row (scalar loads); the 16-byte case is k_ce_fwd_pipe */
+/* MODE 0: thread per row, 1: warp per row (scalar loads); the 16-byte cases are k_ce_fwd_reg and
+ * k_ce_fwd_pipe */
 template <typename T, int MODE>
 __global__ void __launch_bounds__(256, 6) /* 40 registers: 48 warps per SM in flight */
     k_ce_fwd(ce_geo g, const T *__restrict__ x, const int64_t *__restrict__ tgt, ce_out o,
@@ -229,7 +267,8 @@ __global__ void __launch_bounds__(256, 6) /* 40 registers: 48 warps per SM in fl
     ce_finish(acc, nvalid, g, tgt, o, ignore_index, f);
 }
 
-/* ---- the streaming forward (classes contiguous, 16-byte vectors) --------------------------------
+/* ---- the streaming forward (classes contiguous, 16-byte vectors, rows longer than
+ * k_ce_fwd_reg holds) -----------------------------------------------------------------------------
  *
  * Why this shape streams: HBM only reaches its bandwidth when enough bytes are in flight per SM
  * to cover the DRAM latency (Little's law: ~4.8 TB/s x ~0.7 us is ~3.4 MB over 132 SMs, ~26 KB
@@ -250,7 +289,10 @@ __global__ void __launch_bounds__(256, 6) /* 40 registers: 48 warps per SM in fl
  *    final per-block reduction touches shared memory;
  *  - the math per element (max, add, sub, ex2, add, a compare-select for the target) is a few
  *    instructions against ~3 elements per clock per SM that the bandwidth delivers, so the SM
- *    stays memory-bound. */
+ *    stays memory-bound.
+ * In practice (H200, 2026-11-28) it reached 2790 GB/s on 1024-float rows, where k_ce_fwd_reg
+ * reaches ~3390: at 113 registers only 16 warps fit per SM, and each warp's fold is a latency
+ * chain that the double buffer does not hide. It stays for rows longer than registers hold. */
 #define CE_U 8
 
 /* 16 bytes as V values of the accumulation type (bit operations; no memory round trip). */
@@ -316,7 +358,8 @@ __global__ void __launch_bounds__(32 * CE_WARPS, 2)
     int64_t t = 0, tn = 0;
     const T *xr = NULL, *xn = NULL;
     if (r < rows) {
-        int64_t n = r / g.S, s = r - n * g.S;
+        int64_t n, s;
+        ce_split(g, r, n, s);
         t = tgt[n * g.ts0 + s * g.ts1];
         xr = x + n * g.xs0 + s * g.xs2;
         ce_chunk_load<T>(xr, (int64_t)lane * V, C, cur);
@@ -331,7 +374,8 @@ __global__ void __launch_bounds__(32 * CE_WARPS, 2)
             jn = 0;
             rn = r + nw;
             if (rn < rows) {
-                int64_t n = rn / g.S, s = rn - n * g.S;
+                int64_t n, s;
+                ce_split(g, rn, n, s);
                 tn = tgt[n * g.ts0 + s * g.ts1];
                 xn = x + n * g.xs0 + s * g.xs2;
             }
@@ -384,7 +428,8 @@ __global__ void __launch_bounds__(32 * CE_WARPS, 2)
                 __threadfence(); /* before this block's ticket */
             }
             if (lane == 0) {
-                int64_t n = r / g.S, sp = r - n * g.S;
+                int64_t n, sp;
+                ce_split(g, r, n, sp);
                 if (o.loss)
                     rst<A>(o.loss + (n * g.ls0 + sp * g.ls1) * rtc_dtype_size(o.ldt), o.ldt, v);
                 if (o.valid)
@@ -420,6 +465,155 @@ template <typename T> static int ce_pipe_per_sm(void) {
         nb = 2;
     }
     return nb;
+}
+
+/* ---- the register forward (classes contiguous, 16-byte vectors, a row of at most 8 vectors per
+ * lane: 1024 f32, 2048 bf16/f16, 512 f64) -------------------------------------------------------
+ *
+ * A warp takes a row held in registers (IT 16-byte vectors per lane) and folds it in two passes
+ * over the registers: the row max (one warp_max), then the sum of exp(x - max), the sum of x and
+ * x[target] (picked out of the registers by a compile-time position compare). No online
+ * rescaling. ce_row_reg is that fold plus the row's bookkeeping (loss, valid, bad target, lane 0's
+ * running sums); k_ce_fwd_reg below brings the rows to it. */
+template <typename T, int IT>
+__device__ __forceinline__ void ce_row_reg(const uint4 *buf, const ce_geo &g, int64_t r, int64_t t,
+                                           const ce_out &o, int64_t ignore_index,
+                                           typename racc<T>::type eps, const ce_fin &f, int lane,
+                                           double &acc, double &nvalid) {
+    typedef typename racc<T>::type A;
+    constexpr int V = 16 / sizeof(T), W = 32 * V;
+    const int64_t C = g.C;
+    A m = A(-INFINITY);
+#pragma unroll
+    for (int it = 0; it < IT; it++) {
+        if ((int64_t)(it * 32 + lane) * V < C) {
+            A v[V];
+            ce_dec<T>::run(buf[it], v);
+#pragma unroll
+            for (int k = 0; k < V; k++)
+                m = nmax(m, v[k]);
+        }
+    }
+    m = warp_max(m);
+    /* m = -inf only when every value is -inf (or NaN): exp(v - 0) is then 0 for -inf and NaN for
+     * NaN, as the online rule gives */
+    const A mz = m == A(-INFINITY) ? A(0) : m;
+    const int64_t d64 = t - (int64_t)lane * V; /* x[t] is (it, k) when d == it * W + k */
+    const int d = d64 >= 0 && d64 < (int64_t)IT * W ? (int)d64 : -1;
+    A s = 0, sx = 0, xt = 0;
+#pragma unroll
+    for (int it = 0; it < IT; it++) {
+        if ((int64_t)(it * 32 + lane) * V < C) {
+            A v[V];
+            ce_dec<T>::run(buf[it], v);
+#pragma unroll
+            for (int k = 0; k < V; k++) {
+                s += ce_exp(v[k] - mz);
+                sx += v[k];
+                xt = d == it * W + k ? v[k] : xt;
+            }
+        }
+    }
+    s = warp_sum(s);
+    sx = warp_sum(sx);
+    xt = warp_sum(xt); /* one lane holds x[t] (none if t is bad) */
+    const bool ignored = t == ignore_index, ok = !ignored && t >= 0 && t < C;
+    A v = 0;
+    if (ok) {
+        v = (m + log(s)) - (A(1) - eps) * xt;
+        if (eps != A(0)) v -= eps / (A)C * sx;
+    } else if (!ignored && lane == 0) {
+        atomicMin(&f.hdr->bad, (unsigned long long)r);
+        __threadfence(); /* before this block's ticket */
+    }
+    if (lane == 0) {
+        int64_t n, sp;
+        ce_split(g, r, n, sp);
+        if (o.loss) rst<A>(o.loss + (n * g.ls0 + sp * g.ls1) * rtc_dtype_size(o.ldt), o.ldt, v);
+        if (o.valid)
+            rst<A>(o.valid + (n * g.vs0 + sp * g.vs1) * rtc_dtype_size(o.vdt), o.vdt,
+                   ok ? A(1) : A(0));
+        acc += (double)v;
+        nvalid += ok ? 1.0 : 0.0;
+    }
+}
+
+/* k_ce_fwd_reg: softmax.cu's shape on a persistent grid (the blocks resident at once, never
+ * more; one block reduction and ticket per block). A warp issues a row's loads (and its target)
+ * at once, then folds it; the bytes in flight come from occupancy (64 registers for a 1024-float
+ * row: 32 warps per SM x 4 KB), not from prefetching. Warp w takes rows w, w + nwarps, ...
+ * Measured on the H200 (2026-11-28, 65536 x 1024 f32, mean): 3369-3397 GB/s, against 2790 for
+ * k_ce_fwd_pipe (16 warps per SM at 113 registers), 2340-3306 for the same kernel with 2 rows per
+ * warp or a non-persistent grid, and 2130-2922 for a cp.async ring in shared memory (2 to 6
+ * stages, 4 or 8 warps per block: fewer warps, and the fold's latency is what binds). */
+template <typename T, int IT>
+__global__ void __launch_bounds__(32 * CE_WARPS)
+    k_ce_fwd_reg(ce_geo g, const T *__restrict__ x, const int64_t *__restrict__ tgt, ce_out o,
+                 int64_t ignore_index, double eps_d, ce_fin f) {
+    typedef typename racc<T>::type A;
+    constexpr int V = 16 / sizeof(T);
+    const int64_t rows = g.N * g.S, C = g.C;
+    const int lane = threadIdx.x & 31;
+    const int64_t nw = (int64_t)gridDim.x * CE_WARPS;
+    double acc = 0, nvalid = 0; /* lane 0's rows */
+    for (int64_t r = (int64_t)blockIdx.x * CE_WARPS + (threadIdx.x >> 5); r < rows; r += nw) {
+        int64_t n, s;
+        ce_split(g, r, n, s);
+        const int64_t t = tgt[n * g.ts0 + s * g.ts1];
+        const T *xr = x + n * g.xs0 + s * g.xs2;
+        uint4 buf[IT];
+#pragma unroll
+        for (int it = 0; it < IT; it++) {
+            const int64_t e = (int64_t)(it * 32 + lane) * V;
+            buf[it] = e < C ? __ldcs((const uint4 *)(xr + e)) : make_uint4(0, 0, 0, 0);
+        }
+        ce_row_reg<T, IT>(buf, g, r, t, o, ignore_index, (A)eps_d, f, lane, acc, nvalid);
+    }
+    ce_finish(acc, nvalid, g, tgt, o, ignore_index, f);
+}
+
+/* Blocks of k_ce_fwd_reg<T, IT> resident at once on one SM (asked of the occupancy calculator once
+ * per instance; 4 if it cannot say). */
+template <typename T, int IT> static int ce_reg_per_sm(void) {
+    int nb = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, k_ce_fwd_reg<T, IT>, 32 * CE_WARPS, 0) !=
+            cudaSuccess ||
+        nb < 1) {
+        cudaGetLastError();
+        nb = 4;
+    }
+    return nb;
+}
+
+template <typename T, int IT>
+static void ce_launch_reg(const ce_geo &g, const T *xp, const int64_t *tp, const ce_out &o,
+                          int64_t ignore_index, double eps, const ce_fin &f, int64_t cap,
+                          cudaStream_t st) {
+    static const int per_sm = ce_reg_per_sm<T, IT>();
+    const int64_t rows = g.N * g.S, need = (rows + CE_WARPS - 1) / CE_WARPS;
+    int64_t nb = (int64_t)rtc_sm_count() * per_sm;
+    if (nb > need) nb = need;
+    if (nb > cap) nb = cap;
+    k_ce_fwd_reg<T, IT><<<(unsigned)nb, 32 * CE_WARPS, 0, st>>>(g, xp, tp, o, ignore_index, eps, f);
+}
+
+/* The register forward when the row fits in 8 vectors per lane (false: take the pipe). */
+template <typename T>
+static bool ce_try_reg(const ce_geo &g, const T *xp, const int64_t *tp, const ce_out &o,
+                       int64_t ignore_index, double eps, const ce_fin &f, int64_t cap,
+                       cudaStream_t st) {
+    constexpr int64_t W = 32 * (16 / sizeof(T));
+    if (g.C <= W)
+        ce_launch_reg<T, 1>(g, xp, tp, o, ignore_index, eps, f, cap, st);
+    else if (g.C <= 2 * W)
+        ce_launch_reg<T, 2>(g, xp, tp, o, ignore_index, eps, f, cap, st);
+    else if (g.C <= 4 * W)
+        ce_launch_reg<T, 4>(g, xp, tp, o, ignore_index, eps, f, cap, st);
+    else if (g.C <= 8 * W)
+        ce_launch_reg<T, 8>(g, xp, tp, o, ignore_index, eps, f, cap, st);
+    else
+        return false;
+    return true;
 }
 
 template <typename T, int MODE>
@@ -500,12 +694,16 @@ static int ce_fwd_t(const ce_geo &g, const rtc_view *logits, const rtc_view *tar
         int64_t grid = rtc_grid(rows, RTC_BLOCK);
         k_ce_fwd<T, 0><<<(unsigned)(grid < cap ? grid : cap), RTC_BLOCK, 0, st>>>(
             g, xp, tp, o, ignore_index, eps, f);
-    } else if (mode == 2) { /* persistent: the blocks resident at once, never more */
-        static const int per_sm = ce_pipe_per_sm<T>();
-        int64_t nb = (rows + CE_WARPS - 1) / CE_WARPS, lim = (int64_t)rtc_sm_count() * per_sm;
-        if (lim > cap) lim = cap;
-        unsigned grid = (unsigned)(nb < lim ? nb : lim);
-        k_ce_fwd_pipe<T><<<grid, 32 * CE_WARPS, 0, st>>>(g, xp, tp, o, ignore_index, eps, f);
+    } else if (mode == 2) {
+        /* rows of at most 8 vectors per lane in registers; longer ones through the pipe, on a
+         * persistent grid (the blocks resident at once, never more) */
+        if (!ce_try_reg<T>(g, xp, tp, o, ignore_index, eps, f, cap, st)) {
+            static const int per_sm = ce_pipe_per_sm<T>();
+            int64_t nb = (rows + CE_WARPS - 1) / CE_WARPS, lim = (int64_t)rtc_sm_count() * per_sm;
+            if (lim > cap) lim = cap;
+            unsigned grid = (unsigned)(nb < lim ? nb : lim);
+            k_ce_fwd_pipe<T><<<grid, 32 * CE_WARPS, 0, st>>>(g, xp, tp, o, ignore_index, eps, f);
+        }
     } else {
         int64_t nb = (rows + CE_WARPS - 1) / CE_WARPS, lim = (int64_t)rtc_sm_count() * 64;
         if (lim > cap) lim = cap;

@@ -95,10 +95,13 @@ describe("cuda nn kernels", function()
       end)
 
       it("cross_entropy with ignore_index, label smoothing and reductions, forward and backward", function()
-        -- {logits shape, classes}: warp + vectors, warp scalar, thread per row (N, C, S); the
-        -- streaming 16-byte path also with many rows per warp of its persistent grid (20000 x 8)
-        -- and rows of several chunks with a partial last one (6 x 5000)
-        for _, shape in ipairs({ { 32, 1024 }, { 64, 10 }, { 4, 7, 5 }, { 10 }, { 20000, 8 }, { 6, 5000 } }) do
+        -- {logits shape, classes}: 16-byte rows held in registers (k_ce_fwd_reg: 32 x 1024, also
+        -- with many rows per warp of its persistent grid, 20000 x 8, and a partial last vector
+        -- step, 300 x 200 and 40 x 1000, where lanes past the row's end load nothing), warp
+        -- scalar, thread per row (N, C, S), and rows too long for registers through the streaming
+        -- path, of several chunks with a partial last one (6 x 5000; f64 also 40 x 1000)
+        for _, shape in ipairs({ { 32, 1024 }, { 64, 10 }, { 4, 7, 5 }, { 10 }, { 20000, 8 }, { 6, 5000 },
+                                 { 300, 200 }, { 40, 1000 } }) do
           local C = #shape == 1 and shape[1] or shape[2]
           local tshape = {}
           for i, s in ipairs(shape) do if i ~= (#shape == 1 and 1 or 2) then tshape[#tshape + 1] = s end end
@@ -201,8 +204,8 @@ describe("cuda nn kernels", function()
         check_close("after the report grad", xc2.grad, xg2.grad, ctol)
       end)
 
-      -- the streaming forward (kernels/cuda/cross_entropy.cu k_ce_fwd_pipe: 16-byte rows, many
-      -- rows per warp): a bad target in a late row is left out and reported, a target in the
+      -- the 16-byte forward (kernels/cuda/cross_entropy.cu k_ce_fwd_reg: many rows per warp of a
+      -- persistent grid): a bad target in a late row is left out and reported, a target in the
       -- last element of a row is picked out of the registers
       it("cross_entropy streaming path: bad target reported late, last-class targets", function()
         local ctol = math.max(tol, 1e-5) * 4

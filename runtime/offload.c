@@ -399,6 +399,7 @@ typedef struct grad_task {
     int owner;       /* the last piece: holds the references above and reports the gradient; earlier
                         pieces (queued before it, finished before it) borrow them */
     int64_t backlog; /* host gradient bytes this task's host pass writes */
+    int64_t dev_bytes; /* owner: bytes of the device gradient it keeps alive */
 } grad_task;
 
 /* Timing event pairs of one kind, summed into a profile field when folded. */
@@ -447,7 +448,9 @@ struct rt_offload_engine {
     int nev_free, ev_free_cap;
     staging *stg;
     int nstg, stg_cap;
-    int64_t host_backlog; /* host gradient bytes queued for a conversion pass */
+    int64_t host_backlog;   /* host gradient bytes queued for a conversion pass */
+    int64_t grad_dev_bytes; /* device gradients routed whose D2H copy is not done yet */
+    int64_t grad_dev_max;   /* the largest device gradient routed so far */
     /* statistics (compute thread) */
     rt_offload_stats st;
     /* profile: compute-thread fields written by it, worker fields under mu; timing event pairs
@@ -726,6 +729,10 @@ static void *worker_main(void *arg) {
             pthread_cond_broadcast(&e->idle_cv); /* staging_get may wait for a slice */
         }
         e->host_backlog -= t->backlog;
+        if (t->owner && t->dev_bytes) {
+            e->grad_dev_bytes -= t->dev_bytes;
+            pthread_cond_broadcast(&e->idle_cv); /* route_grad may wait for device memory */
+        }
         free(t);
         e->pending--;
         e->prof.worker_wait_ms += t1 - t0;
@@ -1398,6 +1405,24 @@ static int route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad
     int64_t numel = grad->meta.numel;
     size_t gs = rt_dtype_size(gd), nbytes = (size_t)numel * gs;
     int direct = !add && hg->meta.dtype == gd;
+    /* Backpressure: a device gradient stays allocated until its D2H copy is done, and a backward
+     * makes them faster than the bus drains them (a GEMM per layer against a copy per layer), so
+     * without a limit they pile up and peak device memory grows with depth. Routing waits while
+     * the gradients in flight would exceed three of the largest (which still overlaps one copy
+     * with the next gradient's compute). */
+    pthread_mutex_lock(&e->mu);
+    if ((int64_t)nbytes > e->grad_dev_max) e->grad_dev_max = (int64_t)nbytes;
+    int64_t cap = 3 * e->grad_dev_max;
+    double tw = -1;
+    while (e->grad_dev_bytes > 0 && e->grad_dev_bytes + (int64_t)nbytes > cap) {
+        if (tw < 0) tw = now_ms();
+        pthread_cond_wait(&e->idle_cv, &e->mu);
+    }
+    if (tw >= 0) {
+        e->prof.grad_waits++;
+        e->prof.grad_wait_ms += now_ms() - tw;
+    }
+    pthread_mutex_unlock(&e->mu);
     int stg = -1;
     char *dst = rt_tensor_data_ptr(hg);
     if (!direct) {
@@ -1487,6 +1512,7 @@ static int route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad
         t->param = p;
     }
     last->owner = 1;
+    last->dev_bytes = (int64_t)nbytes;
     rt_tensor_release(wide); /* the task holds it now */
     pthread_mutex_lock(&g_ov_lock);
     p->routed++;
@@ -1498,6 +1524,8 @@ static int route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad
         e->head = first;
     e->tail = last;
     e->pending += ntask;
+    e->grad_dev_bytes += (int64_t)nbytes;
+    if (e->grad_dev_bytes > e->prof.grad_dev_peak) e->prof.grad_dev_peak = e->grad_dev_bytes;
     if (!direct) e->host_backlog += numel * (int64_t)rt_dtype_size(hg->meta.dtype);
     if (e->pending > e->prof.max_pending) e->prof.max_pending = e->pending;
     pthread_cond_signal(&e->cv);

@@ -238,7 +238,10 @@ T_AVX2 static inline __m256i rne_add8(__m256 x) {
 }
 
 /* whole blocks [b0, b1) */
-T_AVX2 static void adamw_avx2(const rt_host_adamw_job *j, int64_t b0, int64_t b1) {
+/* pbf, gbf: bf16 parameter / gradient; constants in each instantiation below, so the loop has no
+ * per-element dtype branches */
+T_AVX2 static inline __attribute__((always_inline)) void
+adamw_avx2_body(const rt_host_adamw_job *j, int64_t b0, int64_t b1, const int pbf, const int gbf) {
     const __m256 decay = _mm256_set1_ps(j->decay), w1 = _mm256_set1_ps(j->w1),
                  omw1 = _mm256_set1_ps(j->one_minus_w1), beta2 = _mm256_set1_ps(j->beta2),
                  w2 = _mm256_set1_ps(j->w2), bc2 = _mm256_set1_ps(j->bc2_sqrt),
@@ -248,7 +251,8 @@ T_AVX2 static void adamw_avx2(const rt_host_adamw_job *j, int64_t b0, int64_t b1
     float *P = j->p;
     const float *G = j->g;
     const uint16_t *PB = j->p, *GB = j->g;
-    const int pbf = j->param_bf16, gbf = j->grad_dtype == RT_BF16;
+    /* the shadow is only written: streaming stores spare the read-for-ownership of its lines */
+    const int nt_shadow = j->shadow_dtype == RT_BF16 && ((uintptr_t)j->shadow & 15) == 0;
     for (int64_t b = b0; b < b1; b++) {
         __m256i rw[2][4];
         if (j->state_bf16) {
@@ -290,10 +294,29 @@ T_AVX2 static void adamw_avx2(const rt_host_adamw_job *j, int64_t b0, int64_t b1
                 _mm256_storeu_ps((float *)j->m + i, m);
                 _mm256_storeu_ps((float *)j->v + i, v);
             }
-            if (j->shadow_dtype == RT_BF16)
-                _mm_storeu_si128((__m128i *)((uint16_t *)j->shadow + i), to_bf16_8(p, rne_add8(p)));
+            if (j->shadow_dtype == RT_BF16) {
+                __m128i sh = to_bf16_8(p, rne_add8(p));
+                __m128i *dst = (__m128i *)((uint16_t *)j->shadow + i);
+                if (nt_shadow)
+                    _mm_stream_si128(dst, sh);
+                else
+                    _mm_storeu_si128(dst, sh);
+            }
         }
     }
+    if (nt_shadow) _mm_sfence();
+}
+
+T_AVX2 static void adamw_avx2(const rt_host_adamw_job *j, int64_t b0, int64_t b1) {
+    const int pbf = j->param_bf16, gbf = j->grad_dtype == RT_BF16;
+    if (pbf && gbf)
+        adamw_avx2_body(j, b0, b1, 1, 1);
+    else if (pbf)
+        adamw_avx2_body(j, b0, b1, 1, 0);
+    else if (gbf)
+        adamw_avx2_body(j, b0, b1, 0, 1);
+    else
+        adamw_avx2_body(j, b0, b1, 0, 0);
 }
 
 T_AVX2 static void sgd_avx2(const rt_host_sgd_job *j, int64_t i0, int64_t i1) {
@@ -382,7 +405,11 @@ T_AVX512 static inline __m512i rne_add16(__m512 x) {
     return _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd);
 }
 
-T_AVX512 static void adamw_avx512(const rt_host_adamw_job *j, int64_t b0, int64_t b1) {
+/* pbf, gbf: bf16 parameter / gradient; constants in each instantiation below, so the loop has no
+ * per-element dtype branches */
+T_AVX512 static inline __attribute__((always_inline)) void
+adamw_avx512_body(const rt_host_adamw_job *j, int64_t b0, int64_t b1, const int pbf,
+                  const int gbf) {
     const __m512 decay = _mm512_set1_ps(j->decay), w1 = _mm512_set1_ps(j->w1),
                  omw1 = _mm512_set1_ps(j->one_minus_w1), beta2 = _mm512_set1_ps(j->beta2),
                  w2 = _mm512_set1_ps(j->w2), bc2 = _mm512_set1_ps(j->bc2_sqrt),
@@ -391,7 +418,8 @@ T_AVX512 static void adamw_avx512(const rt_host_adamw_job *j, int64_t b0, int64_
     float *P = j->p;
     const float *G = j->g;
     const uint16_t *PB = j->p, *GB = j->g;
-    const int pbf = j->param_bf16, gbf = j->grad_dtype == RT_BF16;
+    /* the shadow is only written: streaming stores spare the read-for-ownership of its lines */
+    const int nt_shadow = j->shadow_dtype == RT_BF16 && ((uintptr_t)j->shadow & 31) == 0;
     for (int64_t b = b0; b < b1; b++) {
         __m512i rw[4];
         if (j->state_bf16) philox16(j->key, (uint64_t)b * 16, rw);
@@ -429,11 +457,29 @@ T_AVX512 static void adamw_avx512(const rt_host_adamw_job *j, int64_t b0, int64_
                 _mm512_storeu_ps((float *)j->m + i, m);
                 _mm512_storeu_ps((float *)j->v + i, v);
             }
-            if (j->shadow_dtype == RT_BF16)
-                _mm256_storeu_si256((__m256i *)((uint16_t *)j->shadow + i),
-                                    to_bf16_16(p, rne_add16(p)));
+            if (j->shadow_dtype == RT_BF16) {
+                __m256i sh = to_bf16_16(p, rne_add16(p));
+                __m256i *dst = (__m256i *)((uint16_t *)j->shadow + i);
+                if (nt_shadow)
+                    _mm256_stream_si256(dst, sh);
+                else
+                    _mm256_storeu_si256(dst, sh);
+            }
         }
     }
+    if (nt_shadow) _mm_sfence();
+}
+
+T_AVX512 static void adamw_avx512(const rt_host_adamw_job *j, int64_t b0, int64_t b1) {
+    const int pbf = j->param_bf16, gbf = j->grad_dtype == RT_BF16;
+    if (pbf && gbf)
+        adamw_avx512_body(j, b0, b1, 1, 1);
+    else if (pbf)
+        adamw_avx512_body(j, b0, b1, 1, 0);
+    else if (gbf)
+        adamw_avx512_body(j, b0, b1, 0, 1);
+    else
+        adamw_avx512_body(j, b0, b1, 0, 0);
 }
 
 T_AVX512 static void sgd_avx512(const rt_host_sgd_job *j, int64_t i0, int64_t i1) {

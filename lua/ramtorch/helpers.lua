@@ -1,6 +1,9 @@
 -- ramtorch/helpers.lua: RamTorch's helpers. replace_linear_with_ramtorch(model, rank) swaps every
 -- nn.Linear of a model, in place and under the same names, for a ramtorch.Linear that adopts the same
--- weight and bias tensors (no copy when they are already in host memory).
+-- weight and bias tensors (no copy when they are already in host memory). A Linear whose weight or
+-- bias is shared with another module (a GPT's lm_head tied to its token embedding) stays a plain
+-- Linear, with a note on stderr: streaming it would split the tie into a host copy and a device copy
+-- that train apart.
 local torch = require("ramtorch")
 local nn = require("ramtorch.nn")
 local rlinear = require("ramtorch.linear")
@@ -28,6 +31,29 @@ end
 
 local function is_plain_linear(m) return m:is_a(nn.Linear) and not m.is_ramtorch end
 
+-- How many times each parameter tensor (by C handle) is registered across the model's modules.
+local function param_uses(model)
+  local uses = {}
+  for _, m in ipairs(model:modules()) do
+    local reg = m._parameters
+    for _, k in ipairs(reg.keys) do
+      local t = reg.map[k]
+      if t ~= nil then
+        local key = tostring(t.p)
+        uses[key] = (uses[key] or 0) + 1
+      end
+    end
+  end
+  return uses
+end
+
+local function is_tied(lin, uses)
+  for _, t in ipairs({ lin.weight, lin.bias }) do
+    if t ~= nil and (uses[tostring(t.p)] or 0) > 1 then return true end
+  end
+  return false
+end
+
 -- Returns the model (the replacement itself when the model is an nn.Linear).
 function M.replace_linear_with_ramtorch(model, rank)
   if not nn.is_module(model) then
@@ -37,19 +63,25 @@ function M.replace_linear_with_ramtorch(model, rank)
     error(("replace_linear_with_ramtorch: rank must be a non-negative integer, got %s"):format(tostring(rank)), 2)
   end
   if is_plain_linear(model) then return convert(model, rank) end
-  local function walk(m)
+  local uses = param_uses(model)
+  local function walk(m, prefix)
     local names = {}
     for name in m:named_children() do names[#names + 1] = name end
     for _, name in ipairs(names) do
-      local child = m._modules.map[name]
+      local child, path = m._modules.map[name], prefix == "" and name or (prefix .. "." .. name)
       if is_plain_linear(child) then
-        m:register_module(name, convert(child, rank))
+        if is_tied(child, uses) then
+          io.stderr:write(("replace_linear_with_ramtorch: %s stays a plain Linear: its parameters are shared "
+            .. "with another module (tied weights), which keeps them where that module lives\n"):format(path))
+        else
+          m:register_module(name, convert(child, rank))
+        end
       else
-        walk(child)
+        walk(child, path)
       end
     end
   end
-  walk(model)
+  walk(model, "")
   return model
 end
 

@@ -78,7 +78,8 @@ function M.reset_stats(device) check(C.rt_offload_reset_stats(engine_device(devi
 local profile_fields = { "h2d_ms", "d2h_ms", "gemm_fwd_ms", "gemm_bwd_ms", "worker_wait_ms", "worker_acc_ms",
                          "worker_cb_ms", "worker_tasks", "worker_bytes", "max_pending", "fetch_host_ms",
                          "route_host_ms", "sync_ms", "syncs", "end_sync_ms", "end_syncs", "shadow_ms",
-                         "slot_allocs", "staging_allocs", "direct_grads", "promotions", "device_casts", "arena_chunks",
+                         "slot_allocs", "staging_allocs", "direct_grads", "promotions", "grad_waits", "grad_wait_ms", "grad_dev_peak",
+                         "device_casts", "arena_chunks",
                          "arena_registers", "arena_register_ms" }
 M.profile_fields = profile_fields
 function M.set_profiling(flag) return C.rt_offload_set_profiling(flag == false and 0 or 1) ~= 0 end

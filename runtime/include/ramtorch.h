@@ -670,6 +670,9 @@ typedef struct rt_offload_profile {
     int64_t staging_allocs; /* host staging slices allocated */
     int64_t direct_grads;   /* gradients copied straight into the host gradient (no worker pass) */
     int64_t promotions;     /* narrow host gradients turned into f32 by a second gradient */
+    int64_t grad_waits;     /* gradient routings that waited for device memory (backpressure) */
+    double grad_wait_ms;    /* compute thread waiting there */
+    int64_t grad_dev_peak;  /* most device gradient bytes waiting for their D2H copy at once */
     int64_t device_casts;   /* gradients widened to f32 on the device before the copy */
     int64_t arena_chunks;   /* arena chunks mapped so far (process-wide) */
     int64_t arena_registers;

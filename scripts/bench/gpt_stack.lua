@@ -1,11 +1,11 @@
 -- gpt_stack.lua: issue 7's block-stack benchmark: training tokens per second of a GPT (12 layers,
 -- width 1024, 16 heads, sequence 1024, batch 16 by default) with every weight resident, or with every
 -- Linear streamed from host RAM (--streamed, through helpers.replace_linear_with_ramtorch), plus peak
--- GPU memory. Weights are in --dtype (bf16 by default: ramtorch's autocast covers streamed ops only so
--- far, so the resident run uses bf16 weights; the PyTorch twin scripts/bench/gpt_stack.py reports both
--- its bf16-weight and its f32+autocast runs). Prints "RESULT gpt_stack_<mode> <tokens/s> tokens/s".
+-- GPU memory. Weights are in --dtype (bf16 by default), or f32 masters under ramtorch.amp.autocast("bf16")
+-- with --autocast (the issue's setting); the PyTorch twin scripts/bench/gpt_stack.py reports both its
+-- bf16-weight and its f32+autocast runs. Prints "RESULT gpt_stack_<mode> <tokens/s> tokens/s".
 --
---   ramtorch-lua scripts/bench/gpt_stack.lua [--streamed] [--steps 5]
+--   ramtorch-lua scripts/bench/gpt_stack.lua [--streamed] [--autocast] [--steps 5]
 --   ramtorch-lua scripts/bench/gpt_stack.lua --device cpu --n-layer 2 --n-embd 64 --block-size 32 --batch 2
 local torch = require("ramtorch")
 local flags = require("ramtorch.flags")
@@ -23,11 +23,14 @@ local opts = flags.parse(arg, {
   { "vocab", 50304, "vocabulary size" },
   { "dtype", "bf16", "weight dtype (bf16 or f32)" },
   { "streamed", false, "stream every Linear from host RAM (ramtorch.Linear)" },
+  { "autocast", false, "f32 weights, forward and loss under ramtorch.amp.autocast(\"bf16\")" },
   { "steps", 5, "timed training steps" },
+  { "breakdown", false, "also time forward, loss, backward and optimizer step apart (synchronizing between)" },
   { "warmup", 2, "untimed steps first" },
 }, "usage: ramtorch-lua scripts/bench/gpt_stack.lua [options]")
 
-local dtype = (opts.dtype == "f32" or opts.dtype == "float32") and torch.float32 or torch.bfloat16
+local dtype = (opts.dtype == "f32" or opts.dtype == "float32" or opts.autocast) and torch.float32 or torch.bfloat16
+local amp = require("ramtorch.amp")
 local dev = opts.device
 if dev == "cpu" and opts.streamed then require("ramtorch.offload").enable_cpu_streams(true) end
 torch.manual_seed(0)
@@ -40,9 +43,13 @@ local B, T = opts.batch, opts.block_size
 local idx = torch.randint(0, opts.vocab, { B, T }, { device = dev })
 local tgt = torch.randint(0, opts.vocab, { B, T }, { device = dev })
 
-local function step()
+local function forward_loss()
   local logits = model(idx)
-  local loss = F.cross_entropy(logits:view(B * T, -1):float(), tgt:view(B * T))
+  return F.cross_entropy(logits:view(B * T, -1):float(), tgt:view(B * T))
+end
+
+local function step()
+  local loss = opts.autocast and amp.autocast("bf16", forward_loss) or forward_loss()
   model:zero_grad()
   loss:backward()
   opt:step()
@@ -58,7 +65,30 @@ for _ = 1, opts.steps do loss = step() end
 local l = loss:item() -- waits for the last step
 if cuda then cuda.synchronize() end
 local dt = (timer.now() - t0) / opts.steps
-local mode = (opts.streamed and "streamed_" or "resident_") .. (dtype == torch.bfloat16 and "bf16" or "f32")
+if opts.breakdown and cuda then
+  local acc = { 0, 0, 0, 0 }
+  local function mark() cuda.synchronize(); return timer.now() end
+  for _ = 1, opts.steps do
+    local a = mark()
+    local logits
+    local function fwd() logits = model(idx) end
+    if opts.autocast then amp.autocast("bf16", fwd) else fwd() end
+    local b = mark()
+    local function lossf() return F.cross_entropy(logits:view(B * T, -1):float(), tgt:view(B * T)) end
+    local loss_t = opts.autocast and amp.autocast("bf16", lossf) or lossf()
+    local c = mark()
+    model:zero_grad()
+    loss_t:backward()
+    local d = mark()
+    opt:step()
+    local e = mark()
+    acc[1], acc[2], acc[3], acc[4] = acc[1] + b - a, acc[2] + c - b, acc[3] + d - c, acc[4] + e - d
+  end
+  print(("gpt_stack breakdown (ms, synchronized apart): forward %.1f, loss %.1f, backward %.1f, optimizer %.1f")
+    :format(acc[1] / opts.steps * 1e3, acc[2] / opts.steps * 1e3, acc[3] / opts.steps * 1e3, acc[4] / opts.steps * 1e3))
+end
+local mode = (opts.streamed and "streamed_" or "resident_")
+  .. (opts.autocast and "f32_autocast" or dtype == torch.bfloat16 and "bf16" or "f32")
 local peak = cuda and cuda.max_memory_allocated() / 2 ^ 30 or 0
 print(("gpt_stack: %d layers x %d, T=%d, batch %d, %s: %.1f ms/step, loss %.3f, peak GPU %.2f GiB")
   :format(opts.n_layer, opts.n_embd, T, B, mode, dt * 1e3, l, peak))

@@ -131,8 +131,8 @@ local function print_profile(tag, p, st, per)
   print(("  %s host worker per step: waiting on D2H %.2f ms, host pass %.2f ms (%.1f GB/s written, %.1f MiB), callbacks %.2f ms, %d tasks, max queue %d")
     :format(tag, p.worker_wait_ms / per, p.worker_acc_ms / per, gbps(p.worker_bytes, p.worker_acc_ms),
             p.worker_bytes / per / 2 ^ 20, p.worker_cb_ms / per, p.worker_tasks / per, p.max_pending))
-  print(("  %s compute thread per step: in fetch %.2f ms, in grad routing %.2f ms, mid-step syncs %d (%.2f ms), end-of-backward sync %.2f ms (%d), shadow refresh %.2f ms (%d)")
-    :format(tag, p.fetch_host_ms / per, p.route_host_ms / per, p.syncs, p.sync_ms / per, p.end_sync_ms / per,
+  print(("  %s compute thread per step: in fetch %.2f ms, in grad routing %.2f ms (backpressure waits %d, %.2f ms), mid-step syncs %d (%.2f ms), end-of-backward sync %.2f ms (%d), shadow refresh %.2f ms (%d)")
+    :format(tag, p.fetch_host_ms / per, p.route_host_ms / per, p.grad_waits, p.grad_wait_ms / per, p.syncs, p.sync_ms / per, p.end_sync_ms / per,
             p.end_syncs, p.shadow_ms / per, st.shadow_refreshes))
   print(("  %s allocations in the timed steps: device slots %d, staging slices %d, direct grads %d, promotions %d, device casts %d | arena: %d chunks, %d registrations (%.1f ms since start)")
     :format(tag, p.slot_allocs, p.staging_allocs, p.direct_grads, p.promotions, p.device_casts, p.arena_chunks,

@@ -169,6 +169,41 @@ describe("offload engine on the CPU backend", function()
     offload.set_profiling(was)
   end)
 
+  it("keeps at most three of the largest device gradients waiting for their copy (backpressure)", function()
+    local was = offload.set_profiling(true)
+    torch.manual_seed(3)
+    local n, d = 8, 64
+    local layers, plain = {}, {}
+    for i = 1, n do
+      layers[i] = Linear(d, d, { bias = false })
+      plain[i] = nn.Linear(d, d, { bias = false })
+      torch.no_grad(function() plain[i].weight:copy_(layers[i].weight) end)
+    end
+    local x = torch.randn({ 4, d })
+    local function run(ls)
+      local h = x
+      for i = 1, n do h = ls[i](h):relu() end
+      h:sum():backward()
+    end
+    offload.set_memory_budget(10 * n * d * d * 4, "cpu") -- every weight resident: no copies gate the backward
+    run(layers) -- learns the schedule and the plan
+    for i = 1, n do layers[i].weight.grad = nil end
+    offload.synchronize()
+    offload.reset_stats("cpu")
+    offload.set_copy_delay_us(2000) -- slow D2H copies: the backward outruns them
+    local ok, err = pcall(run, layers)
+    offload.set_copy_delay_us(0)
+    offload.set_memory_budget(0, "cpu")
+    offload.set_profiling(was)
+    assert(ok, err)
+    local prof, gbytes = offload.profile("cpu"), d * d * 4
+    assert.is_true(prof.grad_dev_peak <= 3 * gbytes, "peak " .. prof.grad_dev_peak)
+    assert.is_true(prof.grad_dev_peak >= 2 * gbytes, "copies overlapped")
+    assert.is_true(prof.grad_waits > 0)
+    run(plain)
+    for i = 1, n do assert.are.same(plain[i].weight.grad:totable(), layers[i].weight.grad:totable()) end
+  end)
+
   it("rejects an unknown gradient path by name", function()
     local ok, err = pcall(offload.set_grad_path, "sideways")
     assert.is_false(ok)

@@ -199,16 +199,31 @@ describe("models.gpt", function()
     assert.is_true(r.transformer.h[1].attn.c_attn.weight.grad:abs():sum():item() > 0)
   end)
 
-  it("every Linear can be streamed by replace_linear_with_ramtorch with the same logits", function()
-    torch.manual_seed(9)
-    local m = gpt.GPT(cfg)
-    local idx = torch.randint(0, 17, { 2, 8 })
-    local before = m(idx)
-    local helpers = require("ramtorch.helpers")
-    helpers.replace_linear_with_ramtorch(m)
-    local n = 0
-    for _, mod in ipairs(m:modules()) do if mod.is_ramtorch then n = n + 1 end end
-    assert.are.equal(2 * 4 + 1, n)
-    assert_close(m(idx), before, 1e-6, 1e-6)
-  end)
+  for _, tie in ipairs({ true, false }) do
+    it(("every Linear can be streamed by replace_linear_with_ramtorch with the same logits (tie_weights %s)")
+      :format(tostring(tie)), function()
+      torch.manual_seed(9)
+      local c = {}
+      for k, v in pairs(cfg) do c[k] = v end
+      c.tie_weights = tie
+      local m = gpt.GPT(c)
+      local idx = torch.randint(0, 17, { 2, 8 })
+      local before = m(idx)
+      local helpers = require("ramtorch.helpers")
+      helpers.replace_linear_with_ramtorch(m)
+      local n = 0
+      for _, mod in ipairs(m:modules()) do if mod.is_ramtorch then n = n + 1 end end
+      -- a tied lm_head stays a plain Linear sharing wte's weight (streaming it would split the tie)
+      assert.are.equal(2 * 4 + (tie and 0 or 1), n)
+      assert.are.equal(tie, tostring(m.lm_head.weight.p) == tostring(m.transformer.wte.weight.p))
+      local out = m(idx)
+      assert_close(out, before, 1e-6, 1e-6)
+      out:sum():backward()
+      if tie then -- the shared weight's gradient has both uses (embedding rows and the output projection)
+        local g = m.transformer.wte.weight.grad
+        assert.is_true(g ~= nil and g:abs():sum():item() > 0)
+        assert.are.equal(tostring(g.p), tostring(m.lm_head.weight.grad.p))
+      end
+    end)
+  end
 end)

@@ -16,6 +16,10 @@ T0=$(date +%s)
 step() { echo "== engine [$(($(date +%s) - T0))s]: $*"; }
 mlp() { timeout 150 $RTLUA scripts/bench/streamed_mlp.lua --steps 3 --warmup 2 "$@" 2>&1 |
         grep -E "^T=|RESULT|profile|worker|rror" | sed "s/^/[$*] /"; }
+if has specall; then
+  step "ctest -L gpu (poisoned allocations)"
+  (cd build-gpu && RAMTORCH_CUDA_POISON=1 timeout 200 ctest -L gpu --output-on-failure 2>&1 | tail -12)
+fi
 if has spec; then
   step "offload_cuda_spec + cuda_linear_spec (poisoned allocations)"
   (cd build-gpu && RAMTORCH_CUDA_POISON=1 timeout 200 ctest -R "offload_cuda|cuda_linear" --output-on-failure 2>&1 | tail -6)
@@ -64,11 +68,18 @@ if has adamw; then
   timeout 150 $RTLUA scripts/bench/host_adamw.lua 27 2>&1 | tail -6
   timeout 150 $PY scripts/bench/host_adamw.py 27 2>&1 | tail -3
 fi
+if has adamwvar; then
+  step "host AdamW code paths and threads (bf16 parameters, gradients and states)"
+  for v in "16 10 3" "16 10 2" "8 10 3"; do
+    timeout 100 $RTLUA scripts/bench/host_adamw.lua 27 $v 2>&1 | grep -E "RESULT|path" | sed "s/^/[threads,iters,path $v] /"
+  done
+fi
 if has gpt; then
   step "GPT block stack (12 x 1024, T=1024, batch 16)"
-  for a in "--autocast --breakdown" "" "--streamed --autocast --breakdown"; do
-    timeout 150 $RTLUA scripts/bench/gpt_stack.lua $a --steps 4 2>&1 | tail -8 | sed "s/^/[gpt $a] /"
-  done
-  timeout 200 $PY scripts/bench/gpt_stack.py --steps 4 2>&1 | tail -4
+  gpt() { timeout 150 $RTLUA scripts/bench/gpt_stack.lua $1 --steps 4 2>&1 | tail -8 | sed "s/^/[gpt $1] /"; }
+  gpt "--autocast --breakdown"
+  [ -z "${GPT_SHORT:-}" ] && gpt ""
+  timeout 200 $PY scripts/bench/gpt_stack.py --steps 4 2>&1 | tail -6
+  gpt "--streamed --autocast --breakdown"
 fi
 step "done"

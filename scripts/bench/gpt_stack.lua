@@ -65,9 +65,9 @@ for _ = 1, opts.steps do loss = step() end
 local l = loss:item() -- waits for the last step
 if cuda then cuda.synchronize() end
 local dt = (timer.now() - t0) / opts.steps
-if opts.breakdown and cuda then
+if opts.breakdown then
   local acc = { 0, 0, 0, 0 }
-  local function mark() cuda.synchronize(); return timer.now() end
+  local function mark() if cuda then cuda.synchronize() end return timer.now() end
   for _ = 1, opts.steps do
     local a = mark()
     local logits
@@ -86,6 +86,30 @@ if opts.breakdown and cuda then
   end
   print(("gpt_stack breakdown (ms, synchronized apart): forward %.1f, loss %.1f, backward %.1f, optimizer %.1f")
     :format(acc[1] / opts.steps * 1e3, acc[2] / opts.steps * 1e3, acc[3] / opts.steps * 1e3, acc[4] / opts.steps * 1e3))
+  -- forward self time per module class (each module's forward synchronized apart; children subtracted)
+  local self_ms, calls, stack = {}, {}, {}
+  for _, m in ipairs(model:modules()) do
+    local f, name = m.forward, m:_get_name()
+    rawset(m, "forward", function(selfm, ...)
+      local t0 = mark()
+      stack[#stack + 1] = 0
+      local r = f(selfm, ...)
+      local incl = mark() - t0
+      local child = table.remove(stack)
+      if #stack > 0 then stack[#stack] = stack[#stack] + incl end
+      self_ms[name] = (self_ms[name] or 0) + (incl - child) * 1e3
+      calls[name] = (calls[name] or 0) + 1
+      return r
+    end)
+  end
+  local function fwd() return model(idx) end
+  torch.no_grad(function() if opts.autocast then amp.autocast("bf16", fwd) else fwd() end end)
+  local names = {}
+  for k in pairs(self_ms) do names[#names + 1] = k end
+  table.sort(names, function(a, b) return self_ms[a] > self_ms[b] end)
+  local parts = {}
+  for _, k in ipairs(names) do parts[#parts + 1] = ("%s %.2f (%d)"):format(k, self_ms[k], calls[k]) end
+  print("gpt_stack forward self time by module, ms (calls), no_grad: " .. table.concat(parts, ", "))
 end
 local mode = (opts.streamed and "streamed_" or "resident_")
   .. (opts.autocast and "f32_autocast" or dtype == torch.bfloat16 and "bf16" or "f32")

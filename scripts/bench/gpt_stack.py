@@ -79,6 +79,29 @@ def run(a, mode):
     peak = torch.cuda.max_memory_allocated() / 2**30
     print(f"gpt_stack pytorch {torch.__version__} {mode}: {dt * 1e3:.1f} ms/step, peak GPU {peak:.2f} GiB")
     print(f"RESULT gpt_stack_resident_{mode} {B * T / dt:.0f} tokens/s")
+    # the same split as gpt_stack.lua --breakdown: each phase synchronized apart
+    acc = [0.0, 0.0, 0.0, 0.0]
+
+    def mark():
+        torch.cuda.synchronize()
+        return time.perf_counter()
+
+    for _ in range(a.steps):
+        t_a = mark()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=(mode == "autocast")):
+            logits = model(idx)
+            t_b = mark()
+            loss = F.cross_entropy(logits.view(B * T, -1).float(), tgt.view(B * T))
+        t_c = mark()
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        t_d = mark()
+        opt.step()
+        t_e = mark()
+        for i, v in enumerate((t_b - t_a, t_c - t_b, t_d - t_c, t_e - t_d)):
+            acc[i] += v
+    print("gpt_stack pytorch %s breakdown (ms, synchronized apart): forward %.1f, loss %.1f, backward %.1f, "
+          "optimizer %.1f" % ((mode,) + tuple(x / a.steps * 1e3 for x in acc)))
 
 
 def main():

@@ -1,10 +1,14 @@
 -- ramtorch/train_state.lua: resumable training. torch.save_checkpoint(path, {model=, optimizer=,
--- scheduler=, step=, data_position=, extra=}) writes one safetensors file (atomically, through
--- io.save): tensors under "model.<name>", "optimizer.<param index>.<key>" and "extra.<key>", and
--- everything else (optimizer param groups and scalar state, scheduler state, step, data position,
--- the generator state as strings, JSON-able extra values) as JSON in the metadata key
--- "ramtorch.checkpoint". torch.load_checkpoint(path, {model=, optimizer=, scheduler=,
--- restore_rng=true}) restores them in place and returns {step=, data_position=, extra=}.
+-- scheduler=, scaler=, step=, data_position=, extra=}) writes one safetensors file (atomically,
+-- through io.save): tensors under "model.<name>", "optimizer.<param index>.<key>" and "extra.<key>",
+-- and everything else (optimizer param groups and scalar state, scheduler state, the GradScaler's
+-- state and enabled flag, step, data position, the generator state as strings, JSON-able extra
+-- values) as JSON in the metadata key "ramtorch.checkpoint". torch.load_checkpoint(path, {model=,
+-- optimizer=, scheduler=, scaler=, restore_rng=true}) restores them in place and returns {step=,
+-- data_position=, extra=}.
+--
+-- GradScaler mismatches are refused before anything is restored (see check_scaler_load): a resumed
+-- float16 run that silently restarted from the initial scale would not continue the saved run.
 --
 -- A run stopped after a checkpoint and resumed from it (fresh objects, load_checkpoint) continues
 -- bit for bit as if it had not stopped, provided the data order depends only on data_position and
@@ -170,6 +174,49 @@ end
 
 -- ---- save / load -----------------------------------------------------------------------------------
 
+-- opts.scaler must be an amp.GradScaler (anything with is_enabled/state_dict/load_state_dict).
+local function as_scaler(sc, fname, level)
+  if type(sc) ~= "table" or type(sc.is_enabled) ~= "function" or type(sc.state_dict) ~= "function"
+     or type(sc.load_state_dict) ~= "function" then
+    error(("%s: scaler must be an amp.GradScaler (or false), got %s"):format(fname, tostring(sc)), level + 1)
+  end
+  return sc
+end
+
+-- What a PyTorch user would expect of scaler.load_state_dict(ckpt["scaler"]), made explicit:
+--  * an enabled scaler and a checkpoint without scaler state: error (PyTorch: KeyError), as for an
+--    optimizer; an enabled scaler and a checkpoint saved from a disabled one: error (PyTorch: "the
+--    source state dict is empty").
+--  * a disabled scaler: nothing to restore, whatever the checkpoint holds (PyTorch's load_state_dict
+--    of a disabled scaler is a no-op; GradScaler({enabled = use_amp}) is the usual pattern).
+--  * no scaler= while resuming training (optimizer= given) from a checkpoint of an enabled scaler:
+--    error, since the run would silently restart from the initial scale; scaler=false drops the state
+--    on purpose. Loading a model alone (no optimizer=) never needs the scaler.
+local function check_scaler_load(path, opts, saved)
+  local sc = opts.scaler
+  if sc == false then return nil end
+  if sc ~= nil then
+    as_scaler(sc, "load_checkpoint", 3)
+    if not sc:is_enabled() then return nil end
+    if saved == nil then
+      error(("load_checkpoint: %s holds no GradScaler state (saved without scaler=); leave scaler= out to "
+             .. "start this scaler from its initial scale"):format(path), 3)
+    end
+    if saved.enabled == false then
+      error(("load_checkpoint: %s holds the state of a disabled GradScaler (enabled=false) but the given "
+             .. "scaler is enabled; the checkpoint has no scale to restore (leave scaler= out to start from the "
+             .. "initial scale)"):format(path), 3)
+    end
+    return sc
+  end
+  if saved ~= nil and saved.enabled ~= false and opts.optimizer ~= nil then
+    error(("load_checkpoint: %s holds GradScaler state (scale %s) but no scaler= was given; the resumed run "
+           .. "would restart from the initial scale. Pass scaler= to restore it, or scaler=false to drop it")
+          :format(path, tostring(saved.scale)), 3)
+  end
+  return nil
+end
+
 function M.save_checkpoint(path, opts)
   if type(path) ~= "string" or path == "" then
     error(("save_checkpoint: expected a file path string, got %s"):format(tostring(path)), 2)
@@ -195,6 +242,14 @@ function M.save_checkpoint(path, opts)
     meta.optimizer = { param_groups = sd.param_groups, state = scalars }
   end
   if opts.scheduler ~= nil then meta.scheduler = opts.scheduler:state_dict() end
+  if opts.scaler ~= nil and opts.scaler ~= false then
+    local sc = as_scaler(opts.scaler, "save_checkpoint", 2)
+    -- PyTorch's keys (scale, growth_factor, backoff_factor, growth_interval, _growth_tracker; none when
+    -- disabled) plus the flag, so that a load can tell "saved disabled" from "saved without a scaler"
+    local m = { enabled = sc:is_enabled() }
+    for k, v in pairs(sc:state_dict()) do m[k] = v end
+    meta.scaler = m
+  end
   if opts.extra ~= nil then
     local e = {}
     for k, v in pairs(opts.extra) do
@@ -219,6 +274,14 @@ function M.load_checkpoint(path, opts)
   if meta.format ~= FORMAT then
     error(("load_checkpoint: %s has checkpoint format %s, this version reads %d"):format(path, tostring(meta.format), FORMAT), 2)
   end
+  -- every "this file lacks what you asked for" check runs before anything is restored
+  local scaler = check_scaler_load(path, opts, meta.scaler)
+  if opts.optimizer ~= nil and meta.optimizer == nil then
+    error(("load_checkpoint: %s holds no optimizer state"):format(path), 2)
+  end
+  if opts.scheduler ~= nil and meta.scheduler == nil then
+    error(("load_checkpoint: %s holds no scheduler state"):format(path), 2)
+  end
   local groups = { model = {}, optimizer = {}, extra = {} }
   for k, t in pairs(sd) do
     local g, rest = k:match("^(%a+)%.(.*)$")
@@ -226,7 +289,6 @@ function M.load_checkpoint(path, opts)
   end
   if opts.model ~= nil then opts.model:load_state_dict(groups.model) end
   if opts.optimizer ~= nil then
-    if meta.optimizer == nil then error(("load_checkpoint: %s holds no optimizer state"):format(path), 2) end
     local state = {}
     for idx, s in pairs(meta.optimizer.state or {}) do
       local st = {}
@@ -242,8 +304,12 @@ function M.load_checkpoint(path, opts)
     opts.optimizer:load_state_dict({ state = state, param_groups = meta.optimizer.param_groups })
   end
   if opts.scheduler ~= nil then
-    if meta.scheduler == nil then error(("load_checkpoint: %s holds no scheduler state"):format(path), 2) end
     opts.scheduler:load_state_dict(meta.scheduler)
+  end
+  if scaler ~= nil then
+    local st = {}
+    for k, v in pairs(meta.scaler) do if k ~= "enabled" then st[k] = v end end
+    scaler:load_state_dict(st)
   end
   if opts.restore_rng ~= false and meta.rng then torch.set_rng_state(meta.rng) end
   local extra = meta.extra or {}

@@ -41,12 +41,23 @@ int rt_unary(int op, rt_tensor *a, rt_tensor **out) {
     rt_kview vo = rt_kview_of(*out), va = rt_kview_of(a);
     int rc = a->meta.numel ? RT_BE_CALL(a->storage->backend, unary, "unary", op, &vo, &va) : RT_OK;
     if (rc == RT_OK && rt_needs_grad1(a)) {
+        /* relu's backward needs only where x > 0, which is where y > 0 (and NaN gives 0 either
+         * way): it keeps the output, through a view (so the output does not own its own node),
+         * and the input can die with the forward. A Linear + ReLU stack then keeps one activation
+         * per layer alive for the backward instead of two. */
+        rt_tensor *keep = a, *y = NULL;
+        if (op == RT_RELU && rt_dtype_is_float(dtype)) {
+            rc = rt_tensor_new_view(*out, (*out)->meta.ndim, (*out)->meta.shape,
+                                    (*out)->meta.strides, (*out)->meta.offset, &y);
+            keep = y;
+        }
         rt_node *node;
-        rc = rt_node_attach(*out, name, unary_backward, 1, &a, &node);
+        if (rc == RT_OK) rc = rt_node_attach(*out, name, unary_backward, 1, &a, &node);
         if (rc == RT_OK) {
             node->iargs[0] = op;
-            rt_node_save(node, a);
+            rt_node_save(node, keep);
         }
+        rt_tensor_release(y);
     }
     if (rc < 0) {
         rt_tensor_release(*out);

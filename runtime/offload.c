@@ -54,9 +54,10 @@ static _Thread_local int tl_autocast = -1;
 static atomic_int g_profiling;
 
 /* How a gradient reaches its host gradient (RAMTORCH_OFFLOAD_GRAD_PATH or
- * rt_offload_set_grad_path). "native" (default): a first gradient after zero_grad lands by D2H
- * straight into a host gradient of its own dtype (bf16/f16 as computed; no staging, no host pass,
- * the bus bytes the device computed); a second one promotes it: the host worker writes an f32 host
+ * rt_offload_set_grad_path). "native" (default): a first bf16 gradient after zero_grad lands by
+ * D2H straight into a bf16 host gradient (no staging, no host pass, the bus bytes the device
+ * computed; an f16 gradient is widened to f32 as on the host path, since a GradScaler must unscale
+ * it in f32); a second one promotes it: the host worker writes an f32 host
  * gradient = widen(first) + widen(second), and later ones accumulate into that f32 gradient.
  * "host": host gradients are always f32 (f64 for f64 masters); a narrow gradient is copied into a
  * staging slice and widened by the host worker. "device": like host, but a first narrow gradient
@@ -1333,6 +1334,15 @@ void rt_offload_release(rt_offload_engine *e, int lease) {
  * Gradients to the host
  * ============================================================================================== */
 
+/* Undo a promotion (route_grad) whose gradient could not be queued: the narrow host gradient of
+ * the earlier micro-batches becomes the parameter's gradient again (the f32 one was never written),
+ * and route_grad's reference to it is dropped. */
+static void unpromote(rt_tensor *host, rt_tensor *base) {
+    if (!base) return;
+    (void)rt_tensor_set_grad(host, base); /* same shape and device as before: cannot fail */
+    rt_tensor_release(base);
+}
+
 static int route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad) {
     static const char *op = "offload.grad_to_host";
     pthread_once(&g_env_once, read_env); /* g_grad_path */
@@ -1351,12 +1361,13 @@ static int route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad
         return RT_ERR(RT_ERR_INVALID, "%s: the device gradient must be contiguous", op);
     rt_tensor *hg = host->grad;
     int add = hg != NULL;
-    int narrow_gd = gd == RT_BF16 || gd == RT_F16;
     rt_tensor *base = NULL; /* a narrow host gradient promoted to f32 by this one (owned) */
     if (!hg) { /* sliced from the arena: f32 (f64 for f64 masters), or on the native path a
-                  narrow first gradient's own dtype, so that it lands with no host pass */
+                  bf16 first gradient's own dtype, so that it lands with no host pass */
         int hd = host->meta.dtype == RT_F64 ? RT_F64 : RT_F32;
-        if (g_grad_path == GRAD_PATH_NATIVE && narrow_gd && hd == RT_F32) hd = gd;
+        /* bf16 only: an f16 gradient (f16 autocast) is scaled by a GradScaler, and unscaling it in
+         * f16 would flush small values to zero, so it is widened to f32 as on the host path */
+        if (g_grad_path == GRAD_PATH_NATIVE && gd == RT_BF16 && hd == RT_F32) hd = gd;
         RT_TRY(rt_arena_empty(host->meta.ndim, host->meta.shape, hd, &hg));
         int rc = rt_tensor_set_grad(host, hg);
         rt_tensor_release(hg);
@@ -1429,7 +1440,7 @@ static int route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad
         int rc = staging_get(e, nbytes, &stg);
         if (rc < 0) {
             rt_tensor_release(wide);
-            rt_tensor_release(base);
+            unpromote(host, base);
             return rc;
         }
         pthread_mutex_lock(&e->mu);
@@ -1497,7 +1508,7 @@ static int route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad
             pthread_mutex_unlock(&e->mu);
         }
         rt_tensor_release(wide);
-        rt_tensor_release(base);
+        unpromote(host, base);
         return rc;
     }
     tp_end(e, TP_D2H, e->d2h, tt);

@@ -243,9 +243,16 @@ function GradScaler:unscale_(opt)
   local flags = {}   -- device -> scalar tensor: 0 when all finite, NaN otherwise
   local ndev, seen = {}, 0
   require("ramtorch.autograd").no_grad(function()
-    each_grad(opt, function(_, g)
+    each_grad(opt, function(p, g)
       seen = seen + 1
       if g:numel() == 0 then return end
+      if g.dtype == core.float16 and p.dtype ~= core.float16 then
+        -- a streamed parameter's first gradient lands in its compute dtype (offload's native path):
+        -- divided by the scale in float16, small values would flush to zero (PyTorch refuses to unscale
+        -- float16 gradients), so it becomes the float32 gradient PyTorch would have had
+        g = g:float()
+        p.grad = g
+      end
       g:mul_(inv)
       -- max and min propagate NaN and reach +-inf: x * 0 is 0 exactly when both are finite
       local f = g:max() * 0 + g:min() * 0

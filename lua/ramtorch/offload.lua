@@ -83,8 +83,8 @@ local profile_fields = { "h2d_ms", "d2h_ms", "gemm_fwd_ms", "gemm_bwd_ms", "work
                          "arena_registers", "arena_register_ms" }
 M.profile_fields = profile_fields
 function M.set_profiling(flag) return C.rt_offload_set_profiling(flag == false and 0 or 1) ~= 0 end
--- How gradients reach the host (rt_offload_set_grad_path): "native" (the default: a first gradient
--- lands in its own dtype, a second turns the host gradient into float32), "host" (always float32),
+-- How gradients reach the host (rt_offload_set_grad_path): "native" (the default: a first bf16 gradient
+-- lands as bf16, a second turns the host gradient into float32), "host" (always float32),
 -- "device", "auto", "skip" (timing experiments). Returns the previous path.
 function M.set_grad_path(name)
   if type(name) ~= "string" then

@@ -525,9 +525,10 @@ int rt_offload_refresh_shadow(rt_offload_param *p, int dtype);
 int rt_offload_linear(rt_tensor *x, rt_offload_param *w, rt_offload_param *b, rt_tensor *w_hook,
                       rt_tensor *b_hook, rt_tensor **out);
 /* Send a device gradient of p (p's shape) to p's host gradient. On the default path ("native") a
- * first gradient after zero_grad lands by D2H in its own dtype (a bf16 gradient gives a bf16 host
- * gradient: no host pass); a second one turns the host gradient into f32 (widen(first) +
- * widen(second)) and later ones accumulate into it in f32 (f64 for f64 masters). */
+ * first bf16 gradient after zero_grad lands by D2H as a bf16 host gradient (no host pass); a second
+ * one turns the host gradient into f32 (widen(first) + widen(second)) and later ones accumulate
+ * into it in f32 (f64 for f64 masters). f16 gradients are widened to f32 from the first (a
+ * GradScaler unscales them, which f16's range does not survive). */
 int rt_offload_grad_to_host(rt_offload_param *p, rt_tensor *grad);
 /* How gradients reach the host: "native" (above, the default), "host" (host gradients always f32:
  * staged and widened by a host pass), "device" (a first narrow gradient widened to f32 on the

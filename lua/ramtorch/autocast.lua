@@ -43,6 +43,20 @@ local function clear_cache()
 end
 M.clear_cache = clear_cache
 
+-- Called by autograd.run_backward after a backward that freed its graph (no retain_graph): a cached
+-- cast made in grad mode is a node of that graph (ToCopyBackward), now released, and a later forward
+-- in the same region (gradient accumulation, a training loop inside one region) that reused it would
+-- fail in its backward ("backward through the graph a second time"; PyTorch's ToCopyBackward saves
+-- nothing, so PyTorch allows it). Those entries are dropped and the next forward casts afresh, which
+-- also picks up an optimizer step made since (PyTorch would serve the stale cast).
+function M.on_graph_freed()
+  for _, c in pairs(cache) do
+    for k, e in pairs(c) do
+      if e.grad ~= 0 then c[k] = nil end
+    end
+  end
+end
+
 -- Enter a region: cpu / cuda are the dtype codes for each device type (-1 off, nil: unchanged).
 -- Returns the token exit() restores.
 function M.enter(cpu, cuda, use_cache)

@@ -55,6 +55,11 @@ function M.run_backward(t, grad, retain_graph)
   local task = task_box[0]
   local ok, err = pcall(drive, task)
   C.rt_autograd_task_free(task)
+  -- the graph is freed: casts the autocast cache holds from it cannot serve another backward
+  if not retain_graph then
+    local ac = package.loaded["ramtorch.autocast"]
+    if ac then ac.on_graph_freed() end
+  end
   -- gradients of offloaded parameters land on the host asynchronously (runtime/offload.c): wait for
   -- them here, so that .grad is complete when backward returns
   C.rt_offload_synchronize()

@@ -64,17 +64,24 @@ function M.replace_linear_with_ramtorch(model, rank)
   end
   if is_plain_linear(model) then return convert(model, rank) end
   local uses = param_uses(model)
+  -- one replacement per Linear instance: a layer registered under two names (or reached through a
+  -- shared parent) is the same module twice, as in PyTorch; converting it once per name would make two
+  -- layers and, for a device model, two host copies of its weight that train apart
+  local converted = {}
   local function walk(m, prefix)
     local names = {}
     for name in m:named_children() do names[#names + 1] = name end
     for _, name in ipairs(names) do
       local child, path = m._modules.map[name], prefix == "" and name or (prefix .. "." .. name)
       if is_plain_linear(child) then
-        if is_tied(child, uses) then
+        if converted[child] then
+          m:register_module(name, converted[child])
+        elseif is_tied(child, uses) then
           io.stderr:write(("replace_linear_with_ramtorch: %s stays a plain Linear: its parameters are shared "
             .. "with another module (tied weights), which keeps them where that module lives\n"):format(path))
         else
-          m:register_module(name, convert(child, rank))
+          converted[child] = convert(child, rank)
+          m:register_module(name, converted[child])
         end
       else
         walk(child, path)

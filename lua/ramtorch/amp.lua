@@ -246,10 +246,13 @@ function GradScaler:unscale_(opt)
     each_grad(opt, function(p, g)
       seen = seen + 1
       if g:numel() == 0 then return end
-      if g.dtype == core.float16 and p.dtype ~= core.float16 then
-        -- a streamed parameter's first gradient lands in its compute dtype (offload's native path):
-        -- divided by the scale in float16, small values would flush to zero (PyTorch refuses to unscale
-        -- float16 gradients), so it becomes the float32 gradient PyTorch would have had
+      if g.dtype == core.float16 then
+        -- divided by the scale in float16, small gradients would flush to zero: PyTorch refuses float16
+        -- gradients here; a float16 gradient of a wider parameter becomes the float32 one it stands for
+        if p.dtype == core.float16 then
+          error("GradScaler.unscale_: attempting to unscale float16 gradients (a float16 parameter): keep float32 "
+                .. "master parameters and let autocast(\"f16\") cast them, as in PyTorch", 0)
+        end
         g = g:float()
         p.grad = g
       end

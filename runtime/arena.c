@@ -244,8 +244,10 @@ void rt_arena_free(int64_t offset, size_t nbytes) {
     pthread_mutex_lock(&g.mu);
     g.used -= (int64_t)size;
     chunk *last = g.nchunks ? &g.chunks[g.nchunks - 1] : NULL;
-    if (last && offset + (int64_t)size == last->off + (int64_t)g.tail_used)
-        g.tail_used -= size; /* the newest slice of the newest chunk: give back the tail */
+    /* the newest slice of the newest chunk: give back the tail (a slice of the chunk before can end
+     * where an empty newest chunk begins: it goes to the free list) */
+    if (last && offset >= last->off && offset + (int64_t)size == last->off + (int64_t)g.tail_used)
+        g.tail_used -= size;
     else
         free_insert(offset, size);
     pthread_mutex_unlock(&g.mu);

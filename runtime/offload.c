@@ -432,6 +432,9 @@ struct rt_offload_engine {
     sched_entry *sched;
     int nsched, sched_cap, learned, pos;
     int last_phase; /* of the latest request */
+    /* recording: a repeat of the first request is not a step boundary (the program trains, and a
+     * schedule cut at such a repeat missed its backward) */
+    int ignore_repeat;
     plan_entry *plan;
     int nplan;
     int64_t planned_resident;
@@ -941,9 +944,11 @@ static int sched_note(rt_offload_engine *e, rt_offload_param *p, int dtype, int 
     int starts = e->nsched > 0 && e->sched[0].p == p && e->sched[0].dtype == dtype &&
                  e->sched[0].phase == phase;
     if (!e->learned) {
-        if (e->nsched > 0 && phase == RT_OFFLOAD_FWD && (after_bwd || starts)) {
+        if (e->nsched > 0 && phase == RT_OFFLOAD_FWD &&
+            (after_bwd || (starts && !e->ignore_repeat))) {
             if (starts && e->sched[0].phase == RT_OFFLOAD_FWD) {
                 e->learned = 1;
+                e->ignore_repeat = 0;
                 RT_TRY(make_plan(e));
                 e->pos = 1;
                 return RT_OK;
@@ -970,7 +975,14 @@ static int sched_note(rt_offload_engine *e, rt_offload_param *p, int dtype, int 
                 return RT_OK;
             }
     }
+    /* A backward request that a schedule without any backward never saw: the schedule was cut at
+     * a forward that uses its first parameter again (a layer applied twice), so the next recording
+     * runs to the step boundary after the backward. */
+    int cut = phase == RT_OFFLOAD_BWD;
+    for (int i = 0; cut && i < e->nsched; i++)
+        if (e->sched[i].phase == RT_OFFLOAD_BWD) cut = 0;
     sched_clear(e); /* a request the schedule never saw: learn again */
+    e->ignore_repeat = cut;
     e->last_phase = phase;
     return sched_push(e, p, dtype, phase);
 }
@@ -1251,6 +1263,7 @@ static int prefetch(rt_offload_engine *e) {
 static int fetch(rt_offload_engine *e, rt_offload_param *p, int dtype, int phase, int *lease,
                  void **dev_ptr) {
     static const char *op = "offload.fetch";
+    *lease = -1;
     size_t n = transfer_bytes(p, dtype);
     char b1[32], b2[32], b3[32], d[16];
     if (e->budget > 0 && (int64_t)n > e->budget)
@@ -1287,8 +1300,6 @@ static int fetch(rt_offload_engine *e, rt_offload_param *p, int dtype, int phase
         RT_TRY(load(e, i, p, dtype));
     }
     slot *s = &e->slots[i];
-    s->users++;
-    s->last_use = ++e->tick;
     const rt_device_api *a = e->api;
     if (!(debug_flags() & RT_OFFLOAD_SKIP_H2D_WAIT) && a->event_query(s->ready) != 1) {
         /* the compute stream has to wait for the copy: time it */
@@ -1307,10 +1318,19 @@ static int fetch(rt_offload_engine *e, rt_offload_param *p, int dtype, int phase
         }
         e->st.stalls++;
     }
+    s->users++; /* after the waits above: a failed wait leaves no lease behind */
+    s->last_use = ++e->tick;
     *lease = i;
     *dev_ptr = s->ptr;
     /* slot indices stay valid while the slot is in use (only unused slots are dropped) */
-    return prefetch(e);
+    int rc = prefetch(e);
+    if (rc < 0) { /* no lease on error (callers release only what they got): give it back, or
+                     the slot stays in use for good */
+        rt_offload_release(e, i);
+        *lease = -1;
+        *dev_ptr = NULL;
+    }
+    return rc;
 }
 
 int rt_offload_fetch(rt_offload_engine *e, rt_offload_param *p, int dtype, int phase, int *lease,
@@ -1343,6 +1363,14 @@ static void unpromote(rt_tensor *host, rt_tensor *base) {
     rt_tensor_release(base);
 }
 
+/* Undo route_grad's change of the host gradient when its gradient could not be queued: a promotion
+ * is undone, and a host gradient this call created (never written) is dropped, so that .grad is
+ * what it was before (none) and a retry does not accumulate into uninitialised memory. */
+static void undo_host_grad(rt_tensor *host, rt_tensor *base, int fresh) {
+    if (fresh) (void)rt_tensor_set_grad(host, NULL);
+    unpromote(host, base);
+}
+
 static int route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad) {
     static const char *op = "offload.grad_to_host";
     pthread_once(&g_env_once, read_env); /* g_grad_path */
@@ -1361,6 +1389,7 @@ static int route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad
         return RT_ERR(RT_ERR_INVALID, "%s: the device gradient must be contiguous", op);
     rt_tensor *hg = host->grad;
     int add = hg != NULL;
+    int fresh = !add;       /* hg is made here: dropped again when the copy cannot be queued */
     rt_tensor *base = NULL; /* a narrow host gradient promoted to f32 by this one (owned) */
     if (!hg) { /* sliced from the arena: f32 (f64 for f64 masters), or on the native path a
                   bf16 first gradient's own dtype, so that it lands with no host pass */
@@ -1408,7 +1437,11 @@ static int route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad
         pthread_mutex_unlock(&e->mu);
     }
     if (cast && !add && hg->meta.dtype == RT_F32 && (gd == RT_BF16 || gd == RT_F16)) {
-        RT_TRY(rt_to_dtype(grad, RT_F32, &wide)); /* (base is NULL: !add) */
+        int rc = rt_to_dtype(grad, RT_F32, &wide); /* (base is NULL: !add) */
+        if (rc < 0) {
+            undo_host_grad(host, base, fresh);
+            return rc;
+        }
         grad = wide;
         gd = RT_F32;
         e->prof.device_casts++;
@@ -1440,7 +1473,7 @@ static int route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad
         int rc = staging_get(e, nbytes, &stg);
         if (rc < 0) {
             rt_tensor_release(wide);
-            unpromote(host, base);
+            undo_host_grad(host, base, fresh);
             return rc;
         }
         pthread_mutex_lock(&e->mu);
@@ -1508,7 +1541,7 @@ static int route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad
             pthread_mutex_unlock(&e->mu);
         }
         rt_tensor_release(wide);
-        unpromote(host, base);
+        undo_host_grad(host, base, fresh);
         return rc;
     }
     tp_end(e, TP_D2H, e->d2h, tt);
@@ -1550,6 +1583,20 @@ int rt_offload_route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *
     double t0 = now_ms();
     int rc = route_grad(e, p, grad);
     e->prof.route_host_ms += now_ms() - t0;
+    return rc;
+}
+
+int rt_offload_after_grad_copies(int device) {
+    static const char *op = "offload.after_grad_copies";
+    rt_offload_engine *e;
+    RT_TRY(rt_offload_engine_for(op, device, &e));
+    /* one event at the D2H stream's current end orders the caller's stream after every gradient
+     * copy queued so far (no host wait on CUDA; on the CPU streams the caller blocks) */
+    rt_event *ev = NULL;
+    int rc = ev_get(e, 0, &ev);
+    if (rc == RT_OK) rc = e->api->event_record(ev, e->d2h);
+    if (rc == RT_OK) rc = e->api->stream_wait_event(NULL, ev);
+    if (ev) ev_put(e, ev); /* the wait has captured it */
     return rc;
 }
 
@@ -1625,6 +1672,7 @@ int rt_offload_reset_schedule(int device) {
     if (e) {
         RT_TRY(engine_sync(e));
         sched_clear(e);
+        e->ignore_repeat = 0;
     }
     return RT_OK;
 }

@@ -461,6 +461,8 @@ void *rt_tensor_data_ptr(const rt_tensor *t) {
 }
 
 int rt_tensor_is_contiguous(const rt_tensor *t) {
+    /* empty: contiguous, as in PyTorch (rt_contiguous_strides gives shape (8, 0) strides (1, 1)) */
+    if (t->meta.numel == 0) return 1;
     int64_t s = 1;
     for (int i = t->meta.ndim - 1; i >= 0; i--) {
         if (t->meta.shape[i] != 1 && t->meta.strides[i] != s) return 0;

@@ -182,8 +182,9 @@ end
 -- ---- gradient hooks (RamTorch's register_ramtorch_grad_hook / _post_accumulate_grad_hook) ----------
 -- A grad hook gets the device gradient before it leaves the device and may return a replacement, or
 -- false to send nothing to the host (a ZeRO-2 rank that does not own the parameter). A post-accumulate
--- hook gets (param, device_gradient) once the gradient has been handed to the host accumulation; the
--- host gradient itself is never brought back to the device, so it sees this backward's gradient.
+-- hook gets (param, device_gradient) once the gradient has been copied to the host (the hooks run
+-- after that copy, so changes they make to the device gradient do not reach the host); the host
+-- gradient itself is never brought back to the device, so it sees this backward's gradient.
 
 local grad_hooks = setmetatable({}, { __mode = "k" })
 local post_hooks = setmetatable({}, { __mode = "k" })
@@ -245,6 +246,8 @@ local Carrier = autograd.Function({
     check(C.rt_offload_grad_to_host(h, grad.p))
     local ph = post_hooks[t]
     if ph ~= nil and #ph > 0 then
+      -- the hooks run after the copy has read the gradient: what they do to it stays on the device
+      check(C.rt_offload_after_grad_copies(C.rt_tensor_meta_of(grad.p).device))
       current_grad[t] = grad
       local ok, err = pcall(function()
         for _, e in ipairs(ph) do e.fn(t, grad) end

@@ -530,6 +530,10 @@ int rt_offload_linear(rt_tensor *x, rt_offload_param *w, rt_offload_param *b, rt
  * into it in f32 (f64 for f64 masters). f16 gradients are widened to f32 from the first (a
  * GradScaler unscales them, which f16's range does not survive). */
 int rt_offload_grad_to_host(rt_offload_param *p, rt_tensor *grad);
+/* Order the caller's current stream on `device` after every gradient copy to the host queued so
+ * far, so that work enqueued next (a post-accumulate hook changing a device gradient in place)
+ * cannot reach what is being copied. */
+int rt_offload_after_grad_copies(int device);
 /* How gradients reach the host: "native" (above, the default), "host" (host gradients always f32:
  * staged and widened by a host pass), "device" (a first narrow gradient widened to f32 on the
  * device), "auto" (device while the host pass lags), "skip" (no host pass: wrong gradients, for

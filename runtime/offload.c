@@ -1191,6 +1191,10 @@ static int transfer_src(rt_offload_engine *e, rt_offload_param *p, int dtype, co
 
 /* Enqueue the copy of (p, dtype) into slot i on the H2D stream. */
 static int load(rt_offload_engine *e, int i, rt_offload_param *p, int dtype) {
+    /* the version before the copy starts: an update that lands while the copy runs (the overlapped
+     * optimizer on the host worker) then leaves the slot stale instead of marking torn data current
+     */
+    int ver = version_of(p->host);
     const void *src;
     RT_TRY(transfer_src(e, p, dtype, &src));
     slot *s = &e->slots[i];
@@ -1218,7 +1222,7 @@ static int load(rt_offload_engine *e, int i, rt_offload_param *p, int dtype) {
     }
     slot_set_contents(s, p);
     s->dtype = dtype;
-    s->version = version_of(p->host);
+    s->version = ver;
     e->st.h2d_bytes += (int64_t)n;
     e->st.h2d_copies++;
     return RT_OK;

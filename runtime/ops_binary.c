@@ -329,6 +329,13 @@ static int check_inplace(const char *name, rt_tensor *a) {
                       "%s_: a leaf tensor that requires grad is being used in an in-place "
                       "operation (wrap it in no_grad)",
                       name);
+    /* Not recorded, so on a tensor with a grad_fn (an op's output, or a view of a leaf) the
+     * backward would silently use the wrong derivative or miss the write: refuse. */
+    if (rt_grad_enabled() && a->meta.requires_grad)
+        return RT_ERR(RT_ERR_AUTOGRAD,
+                      "%s_: in-place operations on a tensor that requires grad (from %s) are not "
+                      "recorded by autograd; use the out-of-place form (or no_grad)",
+                      name, a->grad_fn ? a->grad_fn->name : "?");
     return RT_OK;
 }
 

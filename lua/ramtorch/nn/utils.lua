@@ -52,7 +52,11 @@ function M.clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite)
     if norm_type == math.huge then
       total = 0
       for _, g in ipairs(grads) do
-        if g:numel() > 0 then total = math.max(total, g:abs():max():item()) end
+        if g:numel() > 0 then
+          -- math.max(nan, x) is x in LuaJIT: keep a NaN once seen (PyTorch's norm is NaN then)
+          local m = g:abs():max():item()
+          if m ~= m or m > total then total = m end
+        end
       end
     else
       -- per-tensor sums of |g|^p (one reduction each), combined in double
@@ -76,7 +80,8 @@ function M.clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite)
           :format(tostring(norm_type)), 2)
   end
   local coef = max_norm / (total + 1e-6)
-  if coef < 1 then
+  -- a NaN coefficient scales too (PyTorch clamps it to at most 1, which keeps NaN)
+  if coef < 1 or coef ~= coef then
     for _, g in ipairs(grads) do g:mul_(coef) end
   end
   return torch.tensor(total, { dtype = out_dtype })

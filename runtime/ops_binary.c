@@ -1,5 +1,6 @@
 /* ops_binary.c: elementwise binary ops between tensors and with scalars (broadcasting, type
  * promotion, autograd), their in-place forms, and sum_to_shape which undoes broadcasting. */
+#include "half.h"
 #include "internal.h"
 
 #include <math.h>
@@ -295,6 +296,14 @@ int rt_binary_scalar(int op, rt_tensor *a, double s, int scalar_first, rt_tensor
         dtype = RT_F32;
     else if (dtype == RT_BOOL && op != RT_MAXIMUM && op != RT_MINIMUM)
         dtype = RT_I64;
+    /* PyTorch compares a float tensor with a number in the tensor's dtype (the number does not
+     * promote): x == 0.1 is true where x holds float32(0.1). Round the number to that dtype. */
+    if (is_comparison(op) && a->meta.dtype == RT_F32)
+        s = (double)(float)s;
+    else if (is_comparison(op) && a->meta.dtype == RT_BF16)
+        s = rt_bf16_to_f32(rt_f32_to_bf16((float)s));
+    else if (is_comparison(op) && a->meta.dtype == RT_F16)
+        s = rt_f16_to_f32(rt_f32_to_f16((float)s));
     RT_TRY(rt_tensor_new(a->meta.ndim, a->meta.shape, dtype, a->meta.device, out));
     rt_kview vo = rt_kview_of(*out), va = rt_kview_of(a);
     if (a->meta.numel)

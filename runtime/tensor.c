@@ -389,6 +389,22 @@ int rt_tensor_new(int ndim, const int64_t *shape, int dtype, int device, rt_tens
     RT_TRY(check_shape("empty", ndim, shape));
     if (rt_dtype_size(dtype) == 0)
         return RT_ERR(RT_ERR_DTYPE, "empty: unknown dtype code %d", dtype);
+    /* numel * itemsize must fit in int64: a wrapped product would allocate a small buffer for a
+     * huge shape. A zero dim makes the tensor empty whatever the others, as in PyTorch. */
+    uint64_t nb = rt_dtype_size(dtype);
+    bool zero = false, ovf = false;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] == 0)
+            zero = true;
+        else if (__builtin_mul_overflow(nb, (uint64_t)shape[i], &nb))
+            ovf = true;
+    }
+    if (!zero && (ovf || nb > (uint64_t)INT64_MAX)) {
+        char b[RT_SHAPE_BUF];
+        return RT_ERR(RT_ERR_SHAPE,
+                      "empty: shape %s of %s is too large (its size in bytes overflows)",
+                      rt_shape_str(b, sizeof b, ndim, shape), rt_dtype_name(dtype));
+    }
     rt_tensor *t = tensor_header();
     if (!t) return RT_ERR(RT_ERR_OOM, "empty: out of host memory for a tensor header");
     t->meta.dtype = dtype;

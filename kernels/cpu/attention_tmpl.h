@@ -69,7 +69,9 @@ static int AF(sdpa_fwd)(const sdpa_geom *g, const rt_kview *out, AT *lse, const 
             AT mx = (AT)-INFINITY;
             for (int64_t j = 0; j < S; j++) {
                 sc[j] = AF(score)(g, qi, kbh + j * D, b, h, i, j);
-                if (sc[j] > mx) mx = sc[j];
+                /* a NaN score makes the max NaN, so the row comes out NaN (as softmax does)
+                 * instead of passing for a fully masked row */
+                if (sc[j] > mx || sc[j] != sc[j]) mx = sc[j];
             }
             char *orow =
                 out->data +

@@ -54,6 +54,7 @@ int rt_cpu_embedding_backward(const rt_kview *grad_weight, const rt_kview *grad_
                               const rt_kview *indices) {
     int64_t n = indices->shape[0], V = grad_weight->shape[0], D = grad_weight->shape[1];
     RT_TRY(check_indices(indices, V));
+    if (D == 0) return RT_OK; /* nothing to add (and the column blocking below divides by D) */
     size_t ew = rt_dtype_size(grad_weight->dtype), eg = rt_dtype_size(grad_out->dtype);
     bool f32 = grad_weight->dtype == RT_F32 && grad_out->dtype == RT_F32 &&
                grad_weight->strides[1] == 1 && grad_out->strides[1] == 1;

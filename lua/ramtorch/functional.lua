@@ -114,11 +114,17 @@ end
 
 -- ---- embedding, normalisation, dropout --------------------------------------------------------------------
 
--- embedding(indices (any shape, int64/int32), weight (V, D)) -> indices.shape .. (D)
-function M.embedding(indices, weight)
+-- embedding(indices (any shape, int64/int32), weight (V, D), padding_idx=nil) -> indices.shape .. (D);
+-- as PyTorch, positions looking up padding_idx pass no gradient to that row (forward unchanged)
+function M.embedding(indices, weight, padding_idx)
   expect_tensor(indices, "embedding", 2)
   expect_tensor(weight, "embedding", 2)
-  return result(C.rt_embedding(weight.p, indices.p, box))
+  local out = result(C.rt_embedding(weight.p, indices.p, box))
+  if padding_idx ~= nil and out.requires_grad then
+    if padding_idx < 0 then padding_idx = padding_idx + weight:size(0) end
+    out = ops.where(indices:ne(padding_idx):unsqueeze(-1), out, out:detach())
+  end
+  return out
 end
 
 -- layer_norm(x, normalized_shape (number or table), weight, bias, eps=1e-5)

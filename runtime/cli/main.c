@@ -116,8 +116,10 @@ int rt_cli_pcall(lua_State *L, int nargs, int nresults) {
     return status;
 }
 
-/* The standard `arg` table: arg[0] = script, arg[1..] = its arguments, arg[-1] = interpreter. */
+/* The standard `arg` table: arg[0] = script, arg[1..] = its arguments, arg[-1] = interpreter.
+ * Without a script all words sit at negative indices, as in luajit (arg[0] nil, #arg 0). */
 static void set_arg_table(lua_State *L, char **argv, int argc, int script_index) {
+    if (script_index == 0) script_index = argc;
     lua_createtable(L, argc, 2);
     for (int i = 0; i < argc; i++) {
         lua_pushstring(L, argv[i]);

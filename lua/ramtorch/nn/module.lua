@@ -440,7 +440,9 @@ function Module.bfloat16(self) return self:to(torch.bfloat16) end
 function Module.train(self, mode)
   if mode == nil then mode = true end
   if type(mode) ~= "boolean" then error(("train: expected a boolean mode, got %s"):format(type(mode)), 2) end
-  for _, m in ipairs(self:modules()) do rawset(m, "training", mode) end
+  -- through each child's train(), as PyTorch, so that a subclass overriding train() sees the call
+  rawset(self, "training", mode)
+  for _, m in ipairs(self:children()) do m:train(mode) end
   return self
 end
 function Module.eval(self) return self:train(false) end

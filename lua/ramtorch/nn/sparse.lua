@@ -42,7 +42,7 @@ function Embedding:reset_parameters()
   if self.padding_idx ~= nil then self.weight[self.padding_idx + 1]:fill_(0) end
 end
 
-function Embedding:forward(idx) return F().embedding(idx, self.weight) end
+function Embedding:forward(idx) return F().embedding(idx, self.weight, self.padding_idx) end
 
 function Embedding:extra_repr()
   local s = ("%d, %d"):format(self.num_embeddings, self.embedding_dim)

@@ -111,7 +111,12 @@ function MultiheadAttention:forward(query, key, value, opts)
   local q = self.q_proj(query):view(B, T, H, hd):transpose(1, 2)
   local k = self.k_proj(key):view(B, S, H, hd):transpose(1, 2)
   local v = self.v_proj(value):view(B, S, H, hd):transpose(1, 2)
-  local mask = merge_masks(opts.attn_mask, opts.key_padding_mask, B, H, T, S, q.dtype)
+  local attn_mask = opts.attn_mask
+  if opts.is_causal and attn_mask == nil and opts.key_padding_mask ~= nil then
+    -- the padding mask must not replace the causal one: spell it out as a (T, S) bool mask (true = masked)
+    attn_mask = torch.arange(S):view(1, S):gt(torch.arange(T):view(T, 1))
+  end
+  local mask = merge_masks(attn_mask, opts.key_padding_mask, B, H, T, S, q.dtype)
   local p = self.training and self.dropout or 0
   local out = F().scaled_dot_product_attention(q, k, v, { attn_mask = mask, dropout_p = p,
                                                           is_causal = opts.is_causal and mask == nil })
@@ -155,6 +160,9 @@ end
 local function layer_common(self, d_model, nhead, opts, what)
   expect_pos_int(d_model, what, "d_model")
   expect_pos_int(nhead, what, "nhead")
+  if opts.batch_first == false then
+    error(("%s: only batch_first=true is supported (inputs (batch, seq, feature))"):format(what), 4)
+  end
   local ff = opts.dim_feedforward or 2048
   local p = opts.dropout == nil and 0.1 or opts.dropout
   local topts = { dtype = opts.dtype, device = opts.device }

@@ -72,8 +72,10 @@ end
 
 function M.linspace(start, stop, steps, opts)
   opts = opts or {}
-  if steps < 1 then error("linspace: steps must be at least 1", 2) end
-  local buf = ffi.new("double[?]", steps)
+  if type(steps) ~= "number" or steps < 0 or steps ~= math.floor(steps) then
+    error(("linspace: expected a non-negative integer number of steps, got %s"):format(tostring(steps)), 2)
+  end
+  local buf = ffi.new("double[?]", math.max(steps, 1))
   for i = 0, steps - 1 do
     buf[i] = steps == 1 and start or start + (stop - start) * i / (steps - 1)
   end
@@ -144,7 +146,8 @@ M.zeros_like, M.ones_like, M.empty_like = like(M.zeros), like(M.ones), like(M.em
 M.rand_like, M.randn_like = like(M.rand), like(M.randn)
 function M.full_like(t, v, opts)
   opts = opts or {}
-  return M.full(t.shape, v, { dtype = opts.dtype or t.dtype, device = opts.device or t.device })
+  return M.full(t.shape, v, { dtype = opts.dtype or t.dtype, device = opts.device or t.device,
+                              requires_grad = opts.requires_grad })
 end
 
 -- ---- the generator --------------------------------------------------------------------------------------

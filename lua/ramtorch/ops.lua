@@ -50,24 +50,28 @@ for name, op in pairs(BIN) do
   end
 end
 
--- PyTorch's alpha: a + alpha * b
+-- PyTorch's alpha: a + alpha * b (b may be a number: torch.add(t, 2, alpha=3) is t + 6)
+local function scaled(b, alpha)
+  if type(b) == "number" and type(alpha) == "number" then return b * alpha end
+  return binary("mul", BIN.mul, b, alpha)
+end
 function M.add(a, b, alpha)
-  if alpha ~= nil and alpha ~= 1 then b = binary("mul", BIN.mul, b, alpha) end
+  if alpha ~= nil and alpha ~= 1 then b = scaled(b, alpha) end
   return binary("add", BIN.add, a, b)
 end
 Tensor.add = M.add
 function M.sub(a, b, alpha)
-  if alpha ~= nil and alpha ~= 1 then b = binary("mul", BIN.mul, b, alpha) end
+  if alpha ~= nil and alpha ~= 1 then b = scaled(b, alpha) end
   return binary("sub", BIN.sub, a, b)
 end
 Tensor.sub = M.sub
 local add_inplace, sub_inplace = Tensor.add_, Tensor.sub_
 function Tensor.add_(a, b, alpha)
-  if alpha ~= nil and alpha ~= 1 then b = binary("mul", BIN.mul, b, alpha) end
+  if alpha ~= nil and alpha ~= 1 then b = scaled(b, alpha) end
   return add_inplace(a, b)
 end
 function Tensor.sub_(a, b, alpha)
-  if alpha ~= nil and alpha ~= 1 then b = binary("mul", BIN.mul, b, alpha) end
+  if alpha ~= nil and alpha ~= 1 then b = scaled(b, alpha) end
   return sub_inplace(a, b)
 end
 M.multiply, M.divide, M.true_divide = M.mul, M.div, M.div
@@ -122,7 +126,15 @@ function M.where(cond, a, b)
   if not is_tensor(ref) then error("where: at least one of the two value arguments must be a Tensor", 2) end
   local function lift(x)
     if is_tensor(x) then return x end
-    return require("ramtorch.creation").full({}, x, { dtype = ref.dtype, device = ref.device })
+    -- a number of a higher category than ref's dtype promotes as in PyTorch: where(c, int_t, 2.5) is
+    -- float (default dtype), where(c, bool_t, 3) is int64; otherwise the number takes ref's dtype
+    local dt = ref.dtype
+    if type(x) == "number" and not dt.is_floating_point and (x ~= math.floor(x) or x ~= x) then
+      dt = core.default_dtype
+    elseif type(x) == "number" and dt == core.bool then
+      dt = core.int64
+    end
+    return require("ramtorch.creation").full({}, x, { dtype = dt, device = ref.device })
   end
   return result(C.rt_where(cond.p, lift(a).p, lift(b).p, box))
 end

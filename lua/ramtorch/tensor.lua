@@ -100,7 +100,14 @@ function Tensor.numel(t) return tonumber(meta(t).numel) end
 function Tensor.nelement(t) return tonumber(meta(t).numel) end
 function Tensor.stride(t, dim)
   local m = meta(t)
-  if dim then return tonumber(m.strides[dim < 0 and dim + m.ndim or dim]) end
+  if dim then
+    expect_int(dim, "stride", "dim", 2)
+    local d = dim < 0 and dim + m.ndim or dim
+    if d < 0 or d >= m.ndim then
+      error(("stride: dimension %d out of range for a tensor of %d dims"):format(dim, m.ndim), 2)
+    end
+    return tonumber(m.strides[d])
+  end
   local s = {}
   for i = 0, m.ndim - 1 do s[i + 1] = tonumber(m.strides[i]) end
   return s
@@ -170,6 +177,10 @@ function Tensor.flatten(t, start_dim, end_dim)
   end_dim = end_dim or -1
   if start_dim < 0 then start_dim = start_dim + n end
   if end_dim < 0 then end_dim = end_dim + n end
+  if start_dim < 0 or start_dim >= n or end_dim < 0 or end_dim >= n then
+    error(("flatten: dimension out of range for a tensor of %d dims (expected -%d to %d)"):format(n, n, n - 1), 2)
+  end
+  if start_dim > end_dim then error("flatten: start_dim cannot come after end_dim", 2) end
   local out, p = {}, 1
   for i = 1, start_dim do out[#out + 1] = s[i] end
   for i = start_dim + 1, end_dim + 1 do p = p * s[i] end
@@ -191,6 +202,9 @@ function Tensor.transpose(t, d0, d1)
 end
 function Tensor.t(t)
   if meta(t).ndim < 2 then return t end
+  if meta(t).ndim > 2 then
+    error(("t: expects a tensor with <= 2 dimensions, got %d (use transpose)"):format(meta(t).ndim), 2)
+  end
   return result(C.rt_transpose(t.p, 0, 1, box))
 end
 function Tensor.narrow(t, dim, start, length)

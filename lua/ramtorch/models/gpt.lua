@@ -158,7 +158,7 @@ function GPT:_init_weights()
 end
 
 -- forward(idx (B, T) int64, targets (B, T) int64 or nil) -> logits (B, T, V), loss (mean cross entropy,
--- targets of -100 ignored) when targets are given
+-- targets of -1 (nanoGPT) or -100 (Hugging Face) ignored) when targets are given
 function GPT:forward(idx, targets)
   if not torch.is_tensor(idx) or idx:dim() ~= 2 then
     error("GPT: expected idx as an int64 tensor of shape (batch, seq)", 2)
@@ -180,7 +180,10 @@ function GPT:forward(idx, targets)
   local logits = self.lm_head(x)
   if targets == nil then return logits end
   local V = logits:size(2)
-  local loss = F.cross_entropy(logits:reshape(B * T, V), targets:reshape(B * T))
+  -- nanoGPT marks ignored targets with -1 (its ignore_index), Hugging Face with -100: both are ignored
+  local flat = targets:reshape(B * T)
+  flat = torch.where(flat:eq(-1), -100, flat)
+  local loss = F.cross_entropy(logits:reshape(B * T, V), flat)
   return logits, loss
 end
 

@@ -18,32 +18,33 @@ local core = require("ramtorch.core")
 local ffi = require("ffi")
 local C = torch.C
 
-local ok, opts = pcall(flags.parse, arg or {}, {
-  { "steps", 300, "optimizer steps in total (a resumed run continues up to this)" },
-  { "batch-size", 16, "sequences per step" },
-  { "block-size", 64, "context length in characters" },
-  { "n-layer", 2, "transformer blocks" },
-  { "n-embd", 64, "model width" },
-  { "n-head", 4, "attention heads" },
+local ok, opts, rest = pcall(flags.parse, arg or {}, {
+  { "steps", 300, "optimizer steps in total (a resumed run continues up to this)", int = true },
+  { "batch-size", 16, "sequences per step", int = true },
+  { "block-size", 64, "context length in characters", int = true },
+  { "n-layer", 2, "transformer blocks", int = true },
+  { "n-embd", 64, "model width", int = true },
+  { "n-head", 4, "attention heads", int = true },
   { "dropout", 0.0, "dropout probability" },
   { "rotary", false, "rotary position embeddings instead of learned positions" },
   { "lr", 3e-3, "peak AdamW learning rate (linear warmup, cosine decay)" },
-  { "warmup", 20, "warmup steps" },
+  { "warmup", 20, "warmup steps", int = true },
   { "weight-decay", 0.1, "AdamW weight decay" },
-  { "eval-every", 100, "steps between validation losses" },
-  { "eval-batches", 8, "batches per validation loss" },
-  { "ckpt-every", 100, "steps between checkpoints (and one at the end)" },
+  { "eval-every", 100, "steps between validation losses", int = true },
+  { "eval-batches", 8, "batches per validation loss", int = true },
+  { "ckpt-every", 100, "steps between checkpoints (and one at the end)", int = true },
   { "out", "out/gpt", "folder for checkpoint.safetensors and model.safetensors" },
   { "resume", false, "continue from <out>/checkpoint.safetensors" },
-  { "stop-at", 0, "stop after this step with a checkpoint (0: never), to interrupt a run on purpose" },
+  { "stop-at", 0, "stop after this step with a checkpoint (0: never), to interrupt a run on purpose", int = true },
   { "device", "cpu", "where the model runs (cpu, cuda, cuda:N)" },
   { "data", "/usr/share/games/fortunes", "folder of fortune files (strfile format, '%' lines separate)" },
-  { "generate", 400, "characters to generate at the end" },
+  { "generate", 400, "characters to generate at the end", int = true },
   { "temperature", 0.8, "sampling temperature" },
-  { "top-k", 20, "sample among the k most likely characters" },
-  { "seed", 1337, "random seed" },
-  { "threads", 1, "CPU threads (0: the runtime's default; the small default model runs best on one)" },
+  { "top-k", 20, "sample among the k most likely characters", int = true },
+  { "seed", 1337, "random seed", int = true },
+  { "threads", 1, "CPU threads (0: the runtime's default; the small default model runs best on one)", int = true },
 }, "usage: ramtorch-lua scripts/train_gpt.lua [options]\n\nTrains a character-level GPT on fortune cookies.")
+if ok and #rest > 0 then ok, opts = false, ("unexpected argument '%s' (options start with --; see --help)"):format(rest[1]) end
 if not ok then
   io.stderr:write("train_gpt: ", tostring(opts), "\n")
   os.exit(2)
@@ -51,6 +52,19 @@ end
 if opts.steps < 1 or opts.batch_size < 1 or opts.block_size < 2 or opts.lr <= 0 then
   io.stderr:write("train_gpt: --steps and --batch-size must be >= 1, --block-size >= 2, --lr > 0\n")
   os.exit(2)
+end
+-- checked here, not after the whole training run (generate) or never (a nan validation loss)
+if opts.eval_every < 1 or opts.eval_batches < 1 or opts.ckpt_every < 1 or opts.warmup < 0 or opts.stop_at < 0
+   or opts.generate < 0 or opts.top_k < 1 or opts.temperature < 0 then
+  io.stderr:write("train_gpt: --eval-every, --eval-batches, --ckpt-every and --top-k must be >= 1, --warmup, "
+                  .. "--stop-at, --generate and --temperature >= 0\n")
+  os.exit(2)
+end
+-- a user mistake found later (model config, device, checkpoint, --out) ends with its message, no traceback
+local function clean(msg) return (tostring(msg):gsub("^[^:\n]*%.lua:%d+: ", "")) end
+local function fail(msg)
+  io.stderr:write("train_gpt: ", clean(msg), "\n")
+  os.exit(1)
 end
 if opts.threads > 0 then torch.set_num_threads(opts.threads) end
 torch.manual_seed(opts.seed)
@@ -86,6 +100,10 @@ if #parts == 0 then
   os.exit(1)
 end
 local text = table.concat(parts, "\n")
+local n_val = #text - math.floor(#text * 0.9)
+if n_val - opts.block_size - 1 < 1 then
+  fail(("--block-size %d is too long for the %d characters of validation text"):format(opts.block_size, n_val))
+end
 
 -- the vocabulary: the sorted set of bytes that occur
 local seen, itos, stoi = {}, {}, {}
@@ -119,9 +137,11 @@ local function get_batch(d)
 end
 
 -- ---- model, optimizer, schedule ---------------------------------------------------------------------------
-local model = gpt.GPT({ vocab_size = V, block_size = T, n_layer = opts.n_layer, n_head = opts.n_head,
-                        n_embd = opts.n_embd, dropout = opts.dropout, rotary = opts.rotary })
-model:to(device)
+local mok, model = pcall(gpt.GPT, { vocab_size = V, block_size = T, n_layer = opts.n_layer, n_head = opts.n_head,
+                                   n_embd = opts.n_embd, dropout = opts.dropout, rotary = opts.rotary })
+if not mok then fail(model) end
+local dok, derr = pcall(model.to, model, device)
+if not dok then fail(derr) end
 local optimizer = optim.AdamW(model:parameters(), { lr = opts.lr, weight_decay = opts.weight_decay,
                                                    betas = { 0.9, 0.99 } })
 local warm = math.max(1, math.min(opts.warmup, opts.steps - 1))
@@ -131,9 +151,11 @@ local scheduler = lr_sched.SequentialLR(optimizer, {
   lr_sched.CosineAnnealingLR(optimizer, math.max(1, opts.steps - warm), opts.lr * 0.1),
 }, { warm })
 
-os.execute(("mkdir -p '%s'"):format(opts.out))
+local mkdir_rc = os.execute(("mkdir -p '%s' 2>/dev/null"):format(opts.out:gsub("'", "'\\''")))
+if mkdir_rc ~= 0 and mkdir_rc ~= true then fail(("--out: cannot create the folder %s"):format(opts.out)) end
 local ckpt_path = opts.out .. "/checkpoint.safetensors"
 local step = 0
+local loss_ema
 if opts.resume then
   local f = io.open(ckpt_path, "rb")
   if not f then
@@ -141,8 +163,14 @@ if opts.resume then
     os.exit(1)
   end
   f:close()
-  local info = torch.load_checkpoint(ckpt_path, { model = model, optimizer = optimizer, scheduler = scheduler })
+  local lok, info = pcall(torch.load_checkpoint, ckpt_path, { model = model, optimizer = optimizer, scheduler = scheduler })
+  if not lok then fail(("--resume: %s (resume with the flags of the first run)"):format(clean(info))) end
+  -- the same model shapes with another --data would silently map characters wrongly
+  if info.extra.vocab ~= nil and info.extra.vocab ~= table.concat(itos) then
+    fail(("--resume: %s was trained on another vocabulary (another --data)"):format(ckpt_path))
+  end
   step = info.step or 0
+  loss_ema = info.extra.loss_ema -- the shown loss continues as if the run had not stopped
   print(("train_gpt: resumed from %s at step %d"):format(ckpt_path, step))
 end
 
@@ -170,15 +198,17 @@ local function estimate_val()
 end
 
 local function save_ckpt()
-  torch.save_checkpoint(ckpt_path, { model = model, optimizer = optimizer, scheduler = scheduler, step = step,
-                                     data_position = step * B, extra = { vocab = table.concat(itos) } })
+  local sok, serr = pcall(torch.save_checkpoint, ckpt_path, { model = model, optimizer = optimizer, scheduler = scheduler, step = step,
+                                     data_position = step * B,
+                                     extra = { vocab = table.concat(itos), loss_ema = loss_ema } })
+  if not sok then fail(serr) end
 end
 
 -- ---- training ------------------------------------------------------------------------------------------------
 model:train()
-local bar = Progress.new({ total = opts.steps, desc = "train", every = math.max(1, math.floor(opts.steps / 10)) })
+local bar = Progress.new({ total = opts.steps, desc = "train", every = math.max(1, math.floor(opts.steps / 10)),
+                          initial = step })
 local val_loss
-local loss_ema
 while step < opts.steps do
   local x, y = get_batch(train_data)
   local _, loss = model(x, y)
@@ -204,7 +234,9 @@ val_loss = val_loss or estimate_val()
 -- the vocabulary as byte values ("10,32,33,..."): some fortune files are Latin-1, not UTF-8
 local vocab_bytes = {}
 for i, ch in ipairs(itos) do vocab_bytes[i] = tostring(ch:byte()) end
-torch.save(model:state_dict(), opts.out .. "/model.safetensors", { vocab_bytes = table.concat(vocab_bytes, ",") })
+local wok, werr = pcall(torch.save, model:state_dict(), opts.out .. "/model.safetensors",
+                        { vocab_bytes = table.concat(vocab_bytes, ",") })
+if not wok then fail(werr) end
 print(("train_gpt: %d steps in %.1f s; checkpoint %s"):format(step, seconds, ckpt_path))
 
 -- ---- generation ------------------------------------------------------------------------------------------------

@@ -15,20 +15,21 @@ local Progress = require("ramtorch.progress")
 local plot = require("ramtorch.plot")
 local timer = require("ramtorch.timer")
 
-local ok, opts = pcall(flags.parse, arg or {}, {
-  { "epochs", 5, "number of passes over the training set" },
-  { "batch-size", 128, "samples per optimizer step" },
+local ok, opts, rest = pcall(flags.parse, arg or {}, {
+  { "epochs", 5, "number of passes over the training set", int = true },
+  { "batch-size", 128, "samples per optimizer step", int = true },
   { "lr", 1e-3, "AdamW learning rate" },
   { "weight-decay", 1e-2, "AdamW decoupled weight decay" },
-  { "hidden", 512, "width of the hidden layers" },
+  { "hidden", 512, "width of the hidden layers", int = true },
   { "device", "cpu", "where activations and compute live (cpu, cuda, cuda:N)" },
   { "data", "/usr/share/datasets/fashion-mnist", "folder with the idx .gz files" },
   { "out", "out/mnist", "folder for model.safetensors and curves.svg" },
-  { "seed", 0, "random seed (weights and shuffling)" },
-  { "threads", 0, "CPU threads (0: the runtime's default)" },
-  { "limit", 0, "use only this many training samples (0: all), for quick checks" },
+  { "seed", 0, "random seed (weights and shuffling)", int = true },
+  { "threads", 0, "CPU threads (0: the runtime's default)", int = true },
+  { "limit", 0, "use only this many training samples (0: all), for quick checks", int = true },
   { "layers", "ramtorch", "ramtorch (ramtorch.Linear, weights in host RAM) or nn (nn.Linear, weights on --device)" },
 }, "usage: ramtorch-lua scripts/train_mnist.lua [options]\n\nTrains an MLP on Fashion-MNIST.")
+if ok and #rest > 0 then ok, opts = false, ("unexpected argument '%s' (options start with --; see --help)"):format(rest[1]) end
 if not ok then
   io.stderr:write("train_mnist: ", tostring(opts), "\n")
   os.exit(2)
@@ -43,7 +44,13 @@ if opts.threads > 0 then torch.set_num_threads(opts.threads) end
 local device = opts.device
 
 -- ---- data ---------------------------------------------------------------------------------------------
-local train_set = data.datasets.FashionMNIST(opts.data, { train = true, flatten = true })
+-- a user mistake (no dataset, a bad --device) ends with its message, no traceback
+local function fail(msg)
+  io.stderr:write("train_mnist: ", (tostring(msg):gsub("^[^:\n]*%.lua:%d+: ", "")), "\n")
+  os.exit(1)
+end
+local dok, train_set = pcall(data.datasets.FashionMNIST, opts.data, { train = true, flatten = true })
+if not dok then fail(train_set) end
 local test_set = data.datasets.FashionMNIST(opts.data, { train = false, flatten = true })
 if opts.limit > 0 then
   local n = math.min(opts.limit, train_set:len())
@@ -73,7 +80,8 @@ local model = nn.Sequential(
   nn.ReLU(),
   Linear(h2, 10)
 )
-model:to(device)
+local mok, merr = pcall(model.to, model, device)
+if not mok then fail(merr) end
 local nparams = 0
 for _, p in ipairs(model:parameters()) do nparams = nparams + p:numel() end
 print(("train_mnist: %d training / %d test samples, MLP 784-%d-%d-10 (%d parameters), device %s, %d threads")

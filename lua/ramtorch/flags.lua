@@ -3,7 +3,8 @@
 -- Unknown flags and bad values are errors that name the flag and what was expected.
 local M = {}
 
--- parse(arg, spec, usage) where spec = { {"epochs", 5, "number of epochs"}, ... }.
+-- parse(arg, spec, usage) where spec = { {"epochs", 5, "number of epochs", int = true}, ... }
+-- (int = true: the value must be an integer; numbers must be finite).
 -- Returns a table name -> value (dashes in names become underscores) and the positional arguments.
 function M.parse(argv, spec, usage)
   local opts, by_name, positional = {}, {}, {}
@@ -40,6 +41,7 @@ function M.parse(argv, spec, usage)
         s, negated = by_name[name:sub(4)], true
       end
       if not s then error(("unknown option --%s (see --help)"):format(name), 0) end
+      if negated and value ~= nil then error(("option --%s takes no value"):format(name), 0) end
       local key = (s[1]:gsub("-", "_"))
       local kind = type(s[2])
       if kind == "boolean" then
@@ -51,11 +53,17 @@ function M.parse(argv, spec, usage)
         if value == nil then
           i = i + 1
           value = argv[i]
-          if value == nil then error(("option --%s needs a value"):format(name), 0) end
+          -- "--out --resume": the next option is not the value (use --out=--x for such a value)
+          if value == nil or value:match("^%-%-") then error(("option --%s needs a value"):format(name), 0) end
         end
         if kind == "number" then
           local v = tonumber(value)
-          if not v then error(("option --%s expects a number, got '%s'"):format(name, value), 0) end
+          if not v or v ~= v or v == math.huge or v == -math.huge then
+            error(("option --%s expects a number, got '%s'"):format(name, value), 0)
+          end
+          if s.int and v ~= math.floor(v) then
+            error(("option --%s expects an integer, got '%s'"):format(name, value), 0)
+          end
           opts[key] = v
         else
           opts[key] = value

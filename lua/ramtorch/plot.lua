@@ -81,10 +81,18 @@ function M.write_svg(path, charts)
                   ('<rect width="%d" height="%d" fill="white"/>'):format(w * #charts, h) }
   for i, c in ipairs(charts) do parts[#parts + 1] = chart(c, (i - 1) * w, 0, w, h) end
   parts[#parts + 1] = "</svg>\n"
-  local f, err = io.open(path, "w")
-  if not f then error(("plot: cannot write %s: %s"):format(path, tostring(err)), 2) end
-  f:write(table.concat(parts, "\n"))
-  f:close()
+  -- a temporary file renamed over path: a failed write (disk full) leaves no truncated SVG behind
+  local tmp = path .. ".tmp"
+  local f, err = io.open(tmp, "w")
+  local ok = f ~= nil
+  if ok then
+    ok, err = f:write(table.concat(parts, "\n"))
+    local cok, cerr = f:close()
+    if ok and not cok then ok, err = false, cerr end
+    if ok then ok, err = os.rename(tmp, path) end
+    if not ok then os.remove(tmp) end
+  end
+  if not ok then error(("plot: cannot write %s: %s"):format(path, tostring(err)), 2) end
 end
 
 return M

@@ -24,7 +24,8 @@ local function fmt_time(s)
 end
 M.format_time = fmt_time
 
--- Progress.new{total = steps, desc = "epoch 1", width = 24, every = 50 (non-tty print interval)}
+-- Progress.new{total = steps, desc = "epoch 1", width = 24, every = 50 (non-tty print interval),
+-- initial = the step a resumed run starts at (the ETA counts only the steps run since)}
 function M.new(opts)
   local self = setmetatable({}, M)
   self.total = opts.total
@@ -35,7 +36,8 @@ function M.new(opts)
   self.every = opts.every or math.max(1, math.floor((opts.total or 100) / 10))
   self.start = now()
   self.samples = 0
-  self.step = 0
+  self.initial = opts.initial or 0
+  self.step = self.initial
   self.last_draw = -1
   self.out = opts.out or io.stdout
   return self
@@ -65,7 +67,8 @@ function M:line()
   local filled = math.floor(frac * self.width + 0.5)
   local bar = string.rep("#", filled) .. string.rep(".", self.width - filled)
   local rate = elapsed > 0 and self.samples / elapsed or 0
-  local eta = frac > 0 and elapsed * (1 - frac) / frac or math.huge
+  local done = self.step - self.initial
+  local eta = (self.total and done > 0) and elapsed * (self.total - self.step) / done or math.huge
   local parts = {}
   if self.values then
     local keys = {}

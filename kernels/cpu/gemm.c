@@ -4,6 +4,7 @@
 #include "cpu_kernels.h"
 
 #include <cblas.h>
+#include <limits.h>
 #include <stdlib.h>
 
 static void widen(const uint16_t *src, float *dst, int64_t n, int dtype) {
@@ -21,6 +22,14 @@ int rt_cpu_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, doubl
                 const void *a, int64_t lda, int64_t stride_a, const void *b, int64_t ldb,
                 int64_t stride_b, double beta, void *c, int64_t ldc, int64_t stride_c,
                 int64_t batch, int dtype) {
+    /* cblas takes int dims and leading dims: a larger one would reach it truncated */
+    if (m > INT_MAX || n > INT_MAX || k > INT_MAX || lda > INT_MAX || ldb > INT_MAX ||
+        ldc > INT_MAX)
+        return RT_ERR(RT_ERR_INVALID,
+                      "matmul: CPU GEMM (cblas) takes dims up to INT_MAX (%d), got m=%lld n=%lld "
+                      "k=%lld lda=%lld ldb=%lld ldc=%lld",
+                      INT_MAX, (long long)m, (long long)n, (long long)k, (long long)lda,
+                      (long long)ldb, (long long)ldc);
     CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
     CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
     if (dtype == RT_F32) {

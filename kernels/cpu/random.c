@@ -70,7 +70,9 @@ static void fill_range(void *ctx, int64_t i0, int64_t i1) {
             double u1 = u01(r[0], r[1], 53), u2 = u01(r[2], r[3], 53);
             v = j->a + j->b * sqrt(-2.0 * log(1.0 - u1)) * cos(6.283185307179586 * u2);
         } else {
-            iv = (int64_t)((uint64_t)j->lo + x % (uint64_t)(j->hi - j->lo));
+            /* unsigned difference: high - low can exceed INT64_MAX (randint(INT64_MIN, INT64_MAX))
+             */
+            iv = (int64_t)((uint64_t)j->lo + x % ((uint64_t)j->hi - (uint64_t)j->lo));
             v = (double)iv;
         }
         /* element i in logical order -> memory offset */

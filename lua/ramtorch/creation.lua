@@ -153,7 +153,7 @@ end
 -- ---- the generator --------------------------------------------------------------------------------------
 
 function M.manual_seed(seed)
-  if type(seed) ~= "number" or seed < 0 or seed ~= math.floor(seed) then
+  if type(seed) ~= "number" or seed < 0 or seed ~= math.floor(seed) or seed >= 2 ^ 64 then
     error(("manual_seed: expected a non-negative integer, got %s"):format(tostring(seed)), 2)
   end
   C.rt_manual_seed(seed)
@@ -166,13 +166,27 @@ function M.get_rng_state()
   C.rt_rng_get_state(s_box, o_box)
   return { seed = tostring(s_box[0]):gsub("ULL$", ""), offset = tostring(o_box[0]):gsub("ULL$", "") }
 end
-local function parse_u64(s)
+-- A state field: a decimal string (what get_rng_state gives) or an exact non-negative integer number;
+-- anything else (a missing field, "-5", "1e3", 2^53 printed as "9.007199254741e+15") is refused
+-- instead of being read as whatever digits it happens to contain.
+local function parse_u64(s, name)
+  if type(s) == "number" and s >= 0 and s == math.floor(s) and s < 2 ^ 53 then
+    return ffi.new("uint64_t", s)
+  end
+  local str = type(s) == "string" and s:match("^%d+$")
+  if not str or #str > 20 or (#str == 20 and str > "18446744073709551615") then
+    error(("set_rng_state: expected %s as a decimal string (from get_rng_state) or an integer in "
+           .. "[0, 2^53), got %s"):format(name, tostring(s)), 3)
+  end
   local v = ffi.new("uint64_t", 0)
-  for c in tostring(s):gmatch("%d") do v = v * 10 + (c:byte() - 48) end
+  for c in str:gmatch("%d") do v = v * 10 + (c:byte() - 48) end
   return v
 end
 function M.set_rng_state(st)
-  C.rt_rng_set_state(parse_u64(st.seed), parse_u64(st.offset))
+  if type(st) ~= "table" then
+    error(("set_rng_state: expected a table {seed=, offset=} from get_rng_state, got %s"):format(type(st)), 2)
+  end
+  C.rt_rng_set_state(parse_u64(st.seed, "seed"), parse_u64(st.offset, "offset"))
 end
 
 return M

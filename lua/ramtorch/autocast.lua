@@ -23,6 +23,7 @@ local ffi, C = rffi.ffi, rffi.C
 
 local is_tensor, meta = tensor.is_tensor, tensor.meta
 local box, result = core.box, core.result
+local oom = core.oom
 local select, unpack, type, getmetatable = select, unpack, type, getmetatable
 
 local F32, BF16, F16 = 0, 1, 2
@@ -117,7 +118,7 @@ end
 
 -- ---- casts ------------------------------------------------------------------------------------------
 
-local function cast(t, code) return result(C.rt_to_dtype(t.p, code, box)) end
+local function cast(t, code) return result(oom(C.rt_to_dtype(t.p, code, box)) or C.rt_to_dtype(t.p, code, box)) end
 
 -- t to the low dtype code; parameters (f32 leaves that require grad) go through the cache.
 local function lower_cast(t, code)

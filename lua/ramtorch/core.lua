@@ -93,8 +93,7 @@ M.release = release
 local function raise(level) error(ffi.string(C.rt_last_error()), level + 1) end
 M.raise = raise
 
--- Turn the status of a call that wrote box[0] into a tensor. On out-of-memory, collect garbage once
--- and retry through `again` (a function repeating the call), as torch7's heap tracking did.
+-- Turn the status of a call that wrote box[0] into a tensor (out of memory: see M.oom below).
 -- Garbage-collector pacing. Tensors are freed when the GC runs their finalizers, but the GC only
 -- sees 16-byte handles, not the storage behind them; left alone, a training loop's memory grows until
 -- a natural collection and every step touches fresh pages. So after each op we look at how many
@@ -112,15 +111,23 @@ local function pace_gc()
 end
 M.pace_gc = pace_gc
 
-function M.result(rc, again)
-  if rc ~= 0 then
-    if rc == RT_ERR_OOM and again then
-      collectgarbage("collect")
-      collectgarbage("collect")
-      rc = again()
-    end
-    if rc ~= 0 then raise(2) end
-  end
+-- DESIGN section 2's out-of-memory rule: before an out-of-memory error is raised, one full garbage
+-- collection (the Lua handles of dead tensors are what holds their memory) and one retry. Call sites
+-- write `result(oom(C.rt_x(ARGS)) or C.rt_x(ARGS))`: oom passes any other status through and, for
+-- RT_ERR_OOM, collects and returns false so that the call is made again. The retry repeats the call
+-- with the arguments' tensor handles (`a.p`), which keeps them referenced across the collection (a
+-- generic retry given raw pointers could see a temporary's handle collected and its tensor freed).
+-- An op that reserves random numbers before allocating (dropout, rand) draws new ones on its retry.
+function M.oom(rc)
+  if rc ~= RT_ERR_OOM then return rc end
+  collectgarbage("collect")
+  collectgarbage("collect") -- the first pass runs finalizers; the second frees what they released
+  pressure[0] = 0
+  return false
+end
+
+function M.result(rc)
+  if rc ~= 0 then raise(2) end
   local t = ffi.gc(Ref(box[0]), release)
   if pressure[0] > gc_threshold then pace_gc() end
   return t

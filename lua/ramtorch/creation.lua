@@ -7,6 +7,7 @@ local ffi, C = rffi.ffi, rffi.C
 
 local box, shape_buf = core.box, core.shape_buf
 local result = core.result
+local oom = core.oom
 local M = {}
 
 local function finish(t, opts)
@@ -25,11 +26,11 @@ local function factory(name, fill)
   end
 end
 
-M.empty = factory("empty", function(n, dt, dev) return result(C.rt_empty(n, shape_buf, dt.code, dev, box)) end)
-M.zeros = factory("zeros", function(n, dt, dev) return result(C.rt_full(n, shape_buf, 0, dt.code, dev, box)) end)
-M.ones = factory("ones", function(n, dt, dev) return result(C.rt_full(n, shape_buf, 1, dt.code, dev, box)) end)
-M.rand = factory("rand", function(n, dt, dev) return result(C.rt_rand(n, shape_buf, dt.code, dev, box)) end)
-M.randn = factory("randn", function(n, dt, dev) return result(C.rt_randn(n, shape_buf, dt.code, dev, box)) end)
+M.empty = factory("empty", function(n, dt, dev) return result(oom(C.rt_empty(n, shape_buf, dt.code, dev, box)) or C.rt_empty(n, shape_buf, dt.code, dev, box)) end)
+M.zeros = factory("zeros", function(n, dt, dev) return result(oom(C.rt_full(n, shape_buf, 0, dt.code, dev, box)) or C.rt_full(n, shape_buf, 0, dt.code, dev, box)) end)
+M.ones = factory("ones", function(n, dt, dev) return result(oom(C.rt_full(n, shape_buf, 1, dt.code, dev, box)) or C.rt_full(n, shape_buf, 1, dt.code, dev, box)) end)
+M.rand = factory("rand", function(n, dt, dev) return result(oom(C.rt_rand(n, shape_buf, dt.code, dev, box)) or C.rt_rand(n, shape_buf, dt.code, dev, box)) end)
+M.randn = factory("randn", function(n, dt, dev) return result(oom(C.rt_randn(n, shape_buf, dt.code, dev, box)) or C.rt_randn(n, shape_buf, dt.code, dev, box)) end)
 
 -- full(shape, value, opts)
 function M.full(shape, value, opts)
@@ -42,7 +43,7 @@ function M.full(shape, value, opts)
   if type(value) ~= "number" then error(("full: expected a number fill value, got %s"):format(type(value)), 2) end
   local n = core.shape_into(shape_buf, shape, 2)
   local dt = core.dtype(opts.dtype, 2)
-  return finish(result(C.rt_full(n, shape_buf, value, dt.code, core.device_code(opts.device, 2), box)), opts)
+  return finish(result(oom(C.rt_full(n, shape_buf, value, dt.code, core.device_code(opts.device, 2), box)) or C.rt_full(n, shape_buf, value, dt.code, core.device_code(opts.device, 2), box)), opts)
 end
 
 -- randint(low?, high, shape, opts) as in PyTorch: randint(10, {3}) or randint(2, 10, {3})
@@ -53,7 +54,7 @@ function M.randint(a, b, c, d)
   if type(shape) ~= "table" then error("randint: expected a shape table, e.g. randint(10, {3, 4})", 2) end
   local n = core.shape_into(shape_buf, shape, 2)
   local dt = opts.dtype and core.dtype(opts.dtype, 2) or core.int64
-  return result(C.rt_randint(low, high, n, shape_buf, dt.code, core.device_code(opts.device, 2), box))
+  return result(oom(C.rt_randint(low, high, n, shape_buf, dt.code, core.device_code(opts.device, 2), box)) or C.rt_randint(low, high, n, shape_buf, dt.code, core.device_code(opts.device, 2), box))
 end
 
 -- arange(end), arange(start, end), arange(start, end, step), each with an optional opts table
@@ -67,7 +68,7 @@ function M.arange(a, b, c, d)
   else start, stop, step = args[1], args[2], args[3] end
   local integral = start == math.floor(start) and stop == math.floor(stop) and step == math.floor(step)
   local dt = opts.dtype and core.dtype(opts.dtype, 2) or (integral and core.int64 or core.default_dtype)
-  return finish(result(C.rt_arange(start, stop, step, dt.code, core.device_code(opts.device, 2), box)), opts)
+  return finish(result(oom(C.rt_arange(start, stop, step, dt.code, core.device_code(opts.device, 2), box)) or C.rt_arange(start, stop, step, dt.code, core.device_code(opts.device, 2), box)), opts)
 end
 
 function M.linspace(start, stop, steps, opts)
@@ -81,7 +82,7 @@ function M.linspace(start, stop, steps, opts)
   end
   shape_buf[0] = steps
   local dt = core.dtype(opts.dtype, 2)
-  return finish(result(C.rt_from_host(1, shape_buf, dt.code, core.device_code(opts.device, 2), buf, 3, box)), opts)
+  return finish(result(oom(C.rt_from_host(1, shape_buf, dt.code, core.device_code(opts.device, 2), buf, 3, box)) or C.rt_from_host(1, shape_buf, dt.code, core.device_code(opts.device, 2), buf, 3, box)), opts)
 end
 
 -- tensor(data, opts): data is a number, a boolean, or nested tables of them. Integers give int64,
@@ -132,7 +133,7 @@ function M.tensor(data, opts)
   local n = core.shape_into(shape_buf, shape, 2)
   local buf = ffi.new("double[?]", math.max(#flat, 1))
   for i = 1, #flat do buf[i - 1] = flat[i] end
-  return finish(result(C.rt_from_host(n, shape_buf, dt.code, core.device_code(opts.device, 2), buf, 3, box)), opts)
+  return finish(result(oom(C.rt_from_host(n, shape_buf, dt.code, core.device_code(opts.device, 2), buf, 3, box)) or C.rt_from_host(n, shape_buf, dt.code, core.device_code(opts.device, 2), buf, 3, box)), opts)
 end
 
 local function like(f)

@@ -10,6 +10,7 @@ local C = rffi.C
 
 local is_tensor, expect_tensor = tensor.is_tensor, tensor.expect_tensor
 local box, result = core.box, core.result
+local oom = core.oom
 
 local M = {}
 
@@ -49,7 +50,7 @@ function M.linear(x, w, b)
   expect_tensor(x, "linear", 2)
   expect_tensor(w, "linear", 2)
   if b ~= nil then expect_tensor(b, "linear", 2) end
-  return result(C.rt_linear(x.p, w.p, b and b.p or nil, box))
+  return result(oom(C.rt_linear(x.p, w.p, b and b.p or nil, box)) or C.rt_linear(x.p, w.p, b and b.p or nil, box))
 end
 
 -- ---- losses -------------------------------------------------------------------------------------------
@@ -69,8 +70,9 @@ function M.cross_entropy(input, target, opts)
   if type(ls) ~= "number" then
     error(("cross_entropy: label_smoothing must be a number, got %s"):format(tostring(ls)), 2)
   end
-  return result(C.rt_cross_entropy(input.p, target.p, ii, reduction_code(opts.reduction, "cross_entropy", 2),
-                                   ls, box))
+  local red = reduction_code(opts.reduction, "cross_entropy", 2)
+  return result(oom(C.rt_cross_entropy(input.p, target.p, ii, red, ls, box))
+                or C.rt_cross_entropy(input.p, target.p, ii, red, ls, box))
 end
 
 -- nll_loss(log_probs (N, C) or (N, C, d1...), target int64, {ignore_index=-100, reduction="mean"}),
@@ -109,7 +111,7 @@ function M.mse_loss(input, target, opts)
   expect_tensor(input, "mse_loss", 2)
   expect_tensor(target, "mse_loss", 2)
   opts = opts_table(opts, "mse_loss", 2)
-  return result(C.rt_mse_loss(input.p, target.p, reduction_code(opts.reduction, "mse_loss", 2), box))
+  return result(oom(C.rt_mse_loss(input.p, target.p, reduction_code(opts.reduction, "mse_loss", 2), box)) or C.rt_mse_loss(input.p, target.p, reduction_code(opts.reduction, "mse_loss", 2), box))
 end
 
 -- ---- embedding, normalisation, dropout --------------------------------------------------------------------
@@ -119,7 +121,7 @@ end
 function M.embedding(indices, weight, padding_idx)
   expect_tensor(indices, "embedding", 2)
   expect_tensor(weight, "embedding", 2)
-  local out = result(C.rt_embedding(weight.p, indices.p, box))
+  local out = result(oom(C.rt_embedding(weight.p, indices.p, box)) or C.rt_embedding(weight.p, indices.p, box))
   if padding_idx ~= nil and out.requires_grad then
     if padding_idx < 0 then padding_idx = padding_idx + weight:size(0) end
     out = ops.where(indices:ne(padding_idx):unsqueeze(-1), out, out:detach())
@@ -148,7 +150,7 @@ function M.layer_norm(x, normalized_shape, weight, bias, eps)
   if weight ~= nil then expect_tensor(weight, "layer_norm", 2) end
   if bias ~= nil then expect_tensor(bias, "layer_norm", 2) end
   eps = eps or 1e-5
-  return result(C.rt_layer_norm(x.p, #ns, weight and weight.p or nil, bias and bias.p or nil, eps, box))
+  return result(oom(C.rt_layer_norm(x.p, #ns, weight and weight.p or nil, bias and bias.p or nil, eps, box)) or C.rt_layer_norm(x.p, #ns, weight and weight.p or nil, bias and bias.p or nil, eps, box))
 end
 
 -- dropout(x, p=0.5, training=true)
@@ -158,7 +160,7 @@ function M.dropout(x, p, training)
   p = p == nil and 0.5 or p
   if type(p) ~= "number" then error(("dropout: p must be a number, got %s"):format(type(p)), 2) end
   if training == nil then training = true end
-  return result(C.rt_dropout(x.p, p, training and 1 or 0, box))
+  return result(oom(C.rt_dropout(x.p, p, training and 1 or 0, box)) or C.rt_dropout(x.p, p, training and 1 or 0, box))
 end
 
 
@@ -189,7 +191,7 @@ function M.rms_norm(x, normalized_shape, weight, eps)
   if weight ~= nil then expect_tensor(weight, "rms_norm", 2) end
   if eps == nil then eps = FINFO_EPS[x.dtype.name] or FINFO_EPS.float32 end
   if type(eps) ~= "number" then error(("rms_norm: eps must be a number, got %s"):format(type(eps)), 2) end
-  return result(C.rt_rms_norm(x.p, #ns, weight and weight.p or nil, eps, box))
+  return result(oom(C.rt_rms_norm(x.p, #ns, weight and weight.p or nil, eps, box)) or C.rt_rms_norm(x.p, #ns, weight and weight.p or nil, eps, box))
 end
 
 local ROPE_LAYOUT = { bthd = 1, bhtd = 2 }
@@ -215,7 +217,7 @@ function M.rope(x, opts)
   if type(offset) ~= "number" or offset ~= math.floor(offset) then
     error(("rope: offset must be an integer, got %s"):format(tostring(offset)), 2)
   end
-  return result(C.rt_rope(x.p, sd, theta, offset, opts.interleaved and 1 or 0, box))
+  return result(oom(C.rt_rope(x.p, sd, theta, offset, opts.interleaved and 1 or 0, box)) or C.rt_rope(x.p, sd, theta, offset, opts.interleaved and 1 or 0, box))
 end
 M.apply_rotary = M.rope
 
@@ -242,8 +244,12 @@ function M.scaled_dot_product_attention(q, k, v, opts, ...)
   end
   local three = q:dim() == 3 and k:dim() == 3 and v:dim() == 3
   if three then q, k, v = q:unsqueeze(0), k:unsqueeze(0), v:unsqueeze(0) end
-  local out = result(C.rt_scaled_dot_product_attention(q.p, k.p, v.p, mask and mask.p or nil, p,
-                                                       opts.is_causal and 1 or 0, scale, box))
+  local causal = opts.is_causal and 1 or 0
+  -- (the retry names mask, not a saved mask.p: the handle stays referenced across the collection)
+  local out = result(oom(C.rt_scaled_dot_product_attention(q.p, k.p, v.p, mask and mask.p or nil, p, causal,
+                                                           scale, box))
+                     or C.rt_scaled_dot_product_attention(q.p, k.p, v.p, mask and mask.p or nil, p, causal,
+                                                          scale, box))
   if three then out = out:squeeze(0) end
   return out
 end

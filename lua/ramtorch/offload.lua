@@ -129,7 +129,7 @@ function M.set_copy_delay_us(us) check(C.rt_offload_set_copy_delay_us(us or 0)) 
 
 function M.arena_empty(shape, dtype)
   local n = core.shape_into(core.shape_buf, shape, 2)
-  return core.result(C.rt_arena_empty(n, core.shape_buf, core.dtype(dtype, 2).code, core.box))
+  return core.result(core.oom(C.rt_arena_empty(n, core.shape_buf, core.dtype(dtype, 2).code, core.box)) or C.rt_arena_empty(n, core.shape_buf, core.dtype(dtype, 2).code, core.box))
 end
 function M.arena_zeros(shape, dtype)
   local t = M.arena_empty(shape, dtype)

@@ -8,6 +8,7 @@ local ffi, C = rffi.ffi, rffi.C
 local Tensor, mt, is_tensor = tensor.Tensor, tensor.mt, tensor.is_tensor
 local box, box2, int_buf = core.box, core.box2, core.int_buf
 local result, check, own = core.result, core.check, core.own
+local oom = core.oom
 local meta = tensor.meta
 
 local M = {}
@@ -26,12 +27,12 @@ end
 -- a (op) b where either side may be a number.
 local function binary(name, op, a, b)
   if is_tensor(a) then
-    if is_tensor(b) then return result(C.rt_binary(op, a.p, b.p, box)) end
-    if type(b) == "number" then return result(C.rt_binary_scalar(op, a.p, b, 0, box)) end
-    if type(b) == "boolean" then return result(C.rt_binary_scalar(op, a.p, b and 1 or 0, 0, box)) end
+    if is_tensor(b) then return result(oom(C.rt_binary(op, a.p, b.p, box)) or C.rt_binary(op, a.p, b.p, box)) end
+    if type(b) == "number" then return result(oom(C.rt_binary_scalar(op, a.p, b, 0, box)) or C.rt_binary_scalar(op, a.p, b, 0, box)) end
+    if type(b) == "boolean" then return result(oom(C.rt_binary_scalar(op, a.p, b and 1 or 0, 0, box)) or C.rt_binary_scalar(op, a.p, b and 1 or 0, 0, box)) end
     bad_operand(name, b, 3)
   elseif type(a) == "number" and is_tensor(b) then
-    return result(C.rt_binary_scalar(op, b.p, a, 1, box))
+    return result(oom(C.rt_binary_scalar(op, b.p, a, 1, box)) or C.rt_binary_scalar(op, b.p, a, 1, box))
   end
   bad_operand(name, is_tensor(a) and b or a, 3)
 end
@@ -83,7 +84,7 @@ function mt.__sub(a, b) return binary("sub", 1, a, b) end
 function mt.__mul(a, b) return binary("mul", 2, a, b) end
 function mt.__div(a, b) return binary("div", 3, a, b) end
 function mt.__pow(a, b) return binary("pow", 4, a, b) end
-function mt.__unm(a) return result(C.rt_unary(0, a.p, box)) end
+function mt.__unm(a) return result(oom(C.rt_unary(0, a.p, box)) or C.rt_unary(0, a.p, box)) end
 
 -- ---- elementwise unary -----------------------------------------------------------------------------
 
@@ -93,7 +94,7 @@ M.UNARY = UN
 for name, op in pairs(UN) do
   M[name] = function(a)
     tensor.expect_tensor(a, name, 2)
-    return result(C.rt_unary(op, a.p, box))
+    return result(oom(C.rt_unary(op, a.p, box)) or C.rt_unary(op, a.p, box))
   end
   Tensor[name] = M[name]
 end
@@ -102,11 +103,11 @@ M.negative = M.neg
 function M.gelu(a, approximate)
   tensor.expect_tensor(a, "gelu", 2)
   if type(approximate) == "table" then approximate = approximate.approximate end
-  if approximate == "tanh" then return result(C.rt_unary(UN.gelu_tanh, a.p, box)) end
+  if approximate == "tanh" then return result(oom(C.rt_unary(UN.gelu_tanh, a.p, box)) or C.rt_unary(UN.gelu_tanh, a.p, box)) end
   if approximate ~= nil and approximate ~= "none" then
     error(("gelu: approximate must be 'none' or 'tanh', got %s"):format(tostring(approximate)), 2)
   end
-  return result(C.rt_unary(UN.gelu, a.p, box))
+  return result(oom(C.rt_unary(UN.gelu, a.p, box)) or C.rt_unary(UN.gelu, a.p, box))
 end
 Tensor.gelu = M.gelu
 
@@ -115,7 +116,7 @@ function M.clamp(a, lo, hi)
   if type(lo) == "table" then lo, hi = lo.min, lo.max end
   if lo ~= nil and type(lo) ~= "number" then error(("clamp: expected a number for min, got %s"):format(tensor.describe(lo)), 2) end
   if hi ~= nil and type(hi) ~= "number" then error(("clamp: expected a number for max, got %s"):format(tensor.describe(hi)), 2) end
-  return result(C.rt_clamp(a.p, lo or 0, hi or 0, lo and 1 or 0, hi and 1 or 0, box))
+  return result(oom(C.rt_clamp(a.p, lo or 0, hi or 0, lo and 1 or 0, hi and 1 or 0, box)) or C.rt_clamp(a.p, lo or 0, hi or 0, lo and 1 or 0, hi and 1 or 0, box))
 end
 Tensor.clamp = M.clamp
 M.clip, Tensor.clip = M.clamp, M.clamp
@@ -136,7 +137,7 @@ function M.where(cond, a, b)
     end
     return require("ramtorch.creation").full({}, x, { dtype = dt, device = ref.device })
   end
-  return result(C.rt_where(cond.p, lift(a).p, lift(b).p, box))
+  return result(oom(C.rt_where(cond.p, lift(a).p, lift(b).p, box)) or C.rt_where(cond.p, lift(a).p, lift(b).p, box))
 end
 function Tensor.where(cond_self, cond, other) return M.where(cond, cond_self, other) end
 
@@ -167,7 +168,7 @@ local function reducer(name, op)
     tensor.expect_tensor(a, name, 2)
     if type(dim) == "table" and dim.dim ~= nil then dim, keepdim = dim.dim, dim.keepdim end
     local n = dims_into(dim, name)
-    return result(C.rt_reduce(op, a.p, n, int_buf, keepdim and 1 or 0, box))
+    return result(oom(C.rt_reduce(op, a.p, n, int_buf, keepdim and 1 or 0, box)) or C.rt_reduce(op, a.p, n, int_buf, keepdim and 1 or 0, box))
   end
 end
 M.sum, M.mean = reducer("sum", RED.sum), reducer("mean", RED.mean)
@@ -179,7 +180,7 @@ local function maxmin(name, op, elementwise)
     tensor.expect_tensor(a, name, 2)
     if is_tensor(dim) then return elementwise(a, dim) end
     if dim ~= nil then tensor.expect_int(dim, name, "dim", 2) end
-    if dim == nil then return result(C.rt_reduce(op, a.p, 0, int_buf, 0, box)) end
+    if dim == nil then return result(oom(C.rt_reduce(op, a.p, 0, int_buf, 0, box)) or C.rt_reduce(op, a.p, 0, int_buf, 0, box)) end
     check(C.rt_reduce_dim_with_indices(op, a.p, dim, keepdim and 1 or 0, box, box2))
     return own(box[0]), own(box2[0])
   end
@@ -195,12 +196,12 @@ local INT32_MIN = -2147483648
 function M.argmax(a, dim, keepdim)
   tensor.expect_tensor(a, "argmax", 2)
   if dim ~= nil then tensor.expect_int(dim, "argmax", "dim", 2) end
-  return result(C.rt_argmax(a.p, dim or INT32_MIN, keepdim and 1 or 0, box))
+  return result(oom(C.rt_argmax(a.p, dim or INT32_MIN, keepdim and 1 or 0, box)) or C.rt_argmax(a.p, dim or INT32_MIN, keepdim and 1 or 0, box))
 end
 function M.argmin(a, dim, keepdim)
   tensor.expect_tensor(a, "argmin", 2)
   if dim ~= nil then tensor.expect_int(dim, "argmin", "dim", 2) end
-  return result(C.rt_argmin(a.p, dim or INT32_MIN, keepdim and 1 or 0, box))
+  return result(oom(C.rt_argmin(a.p, dim or INT32_MIN, keepdim and 1 or 0, box)) or C.rt_argmin(a.p, dim or INT32_MIN, keepdim and 1 or 0, box))
 end
 Tensor.argmax, Tensor.argmin = M.argmax, M.argmin
 
@@ -209,7 +210,7 @@ Tensor.argmax, Tensor.argmin = M.argmax, M.argmin
 function M.matmul(a, b)
   tensor.expect_tensor(a, "matmul", 2)
   tensor.expect_tensor(b, "matmul", 2)
-  return result(C.rt_matmul(a.p, b.p, box))
+  return result(oom(C.rt_matmul(a.p, b.p, box)) or C.rt_matmul(a.p, b.p, box))
 end
 Tensor.matmul = M.matmul
 M.mm, M.bmm = M.matmul, M.matmul
@@ -256,7 +257,7 @@ local function index_tensor(t, idx, what, level)
     buf[i - 1] = v
   end
   core.shape_buf[0] = n
-  return result(C.rt_from_host(1, core.shape_buf, 4, meta(t).device, buf, 4, box))
+  return result(oom(C.rt_from_host(1, core.shape_buf, 4, meta(t).device, buf, 4, box)) or C.rt_from_host(1, core.shape_buf, 4, meta(t).device, buf, 4, box))
 end
 M.index_tensor = index_tensor
 
@@ -265,7 +266,7 @@ M.index_tensor = index_tensor
 function M.index_select(t, dim, indices)
   tensor.expect_tensor(t, "index_select", 2)
   local idx = index_tensor(t, indices, "index_select", 2)
-  return result(C.rt_index_select(t.p, dim, idx.p, box))
+  return result(oom(C.rt_index_select(t.p, dim, idx.p, box)) or C.rt_index_select(t.p, dim, idx.p, box))
 end
 Tensor.index_select = M.index_select
 

@@ -8,6 +8,7 @@ local ffi, C = rffi.ffi, rffi.C
 
 local Tensor, is_tensor = tensor.Tensor, tensor.is_tensor
 local box, result = core.box, core.result
+local oom = core.oom
 
 local M = {}
 
@@ -40,7 +41,7 @@ function M.cat(tensors, dim)
   dim = dim or 0
   expect_dim(dim, "cat", 2)
   local arr, n = handles(tensors, "cat", 2)
-  return result(C.rt_cat(n, arr, dim, box))
+  return result(oom(C.rt_cat(n, arr, dim, box)) or C.rt_cat(n, arr, dim, box))
 end
 M.concat, M.concatenate = M.cat, M.cat
 
@@ -48,7 +49,7 @@ function M.stack(tensors, dim)
   dim = dim or 0
   expect_dim(dim, "stack", 2)
   local arr, n = handles(tensors, "stack", 2)
-  return result(C.rt_stack(n, arr, dim, box))
+  return result(oom(C.rt_stack(n, arr, dim, box)) or C.rt_stack(n, arr, dim, box))
 end
 
 -- softmax(x, dim) / log_softmax(x, dim); dim may also be given as {dim = d}.
@@ -56,14 +57,14 @@ function M.softmax(x, dim)
   tensor.expect_tensor(x, "softmax", 2)
   if type(dim) == "table" then dim = dim.dim end
   expect_dim(dim, "softmax", 2)
-  return result(C.rt_softmax(x.p, dim, box))
+  return result(oom(C.rt_softmax(x.p, dim, box)) or C.rt_softmax(x.p, dim, box))
 end
 
 function M.log_softmax(x, dim)
   tensor.expect_tensor(x, "log_softmax", 2)
   if type(dim) == "table" then dim = dim.dim end
   expect_dim(dim, "log_softmax", 2)
-  return result(C.rt_log_softmax(x.p, dim, box))
+  return result(oom(C.rt_log_softmax(x.p, dim, box)) or C.rt_log_softmax(x.p, dim, box))
 end
 
 Tensor.softmax = M.softmax

@@ -10,6 +10,7 @@ local ffi, C = rffi.ffi, rffi.C
 local box, box2 = core.box, core.box2
 local shape_buf, int_buf = core.shape_buf, core.int_buf
 local result, check, raise, own = core.result, core.check, core.raise, core.own
+local oom = core.oom
 local meta_ptr = ffi.typeof("const rt_tensor_meta*")
 
 local Tensor = {}   -- methods
@@ -161,11 +162,11 @@ end
 
 function Tensor.view(t, ...)
   local n = view_shape(t, "view", ...)
-  return result(C.rt_view(t.p, n, shape_buf, box))
+  return result(oom(C.rt_view(t.p, n, shape_buf, box)) or C.rt_view(t.p, n, shape_buf, box))
 end
 function Tensor.reshape(t, ...)
   local n = view_shape(t, "reshape", ...)
-  return result(C.rt_reshape(t.p, n, shape_buf, box))
+  return result(oom(C.rt_reshape(t.p, n, shape_buf, box)) or C.rt_reshape(t.p, n, shape_buf, box))
 end
 function Tensor.view_as(t, other) return t:view(shape_of(other)) end
 function Tensor.reshape_as(t, other) return t:reshape(shape_of(other)) end
@@ -193,49 +194,49 @@ function Tensor.permute(t, ...)
   local dims = ...
   if type(dims) ~= "table" then dims = { ... } end
   for i = 1, #dims do int_buf[i - 1] = expect_int(dims[i], "permute", "dim", 2) end
-  return result(C.rt_permute(t.p, #dims, int_buf, box))
+  return result(oom(C.rt_permute(t.p, #dims, int_buf, box)) or C.rt_permute(t.p, #dims, int_buf, box))
 end
 function Tensor.transpose(t, d0, d1)
   expect_int(d0, "transpose", "dim0", 2)
   expect_int(d1, "transpose", "dim1", 2)
-  return result(C.rt_transpose(t.p, d0, d1, box))
+  return result(oom(C.rt_transpose(t.p, d0, d1, box)) or C.rt_transpose(t.p, d0, d1, box))
 end
 function Tensor.t(t)
   if meta(t).ndim < 2 then return t end
   if meta(t).ndim > 2 then
     error(("t: expects a tensor with <= 2 dimensions, got %d (use transpose)"):format(meta(t).ndim), 2)
   end
-  return result(C.rt_transpose(t.p, 0, 1, box))
+  return result(oom(C.rt_transpose(t.p, 0, 1, box)) or C.rt_transpose(t.p, 0, 1, box))
 end
 function Tensor.narrow(t, dim, start, length)
   expect_int(dim, "narrow", "dim", 2)
   expect_int(start, "narrow", "start", 2)
   expect_int(length, "narrow", "length", 2)
-  return result(C.rt_narrow(t.p, dim, start, length, box))
+  return result(oom(C.rt_narrow(t.p, dim, start, length, box)) or C.rt_narrow(t.p, dim, start, length, box))
 end
 function Tensor.select(t, dim, index)
   expect_int(dim, "select", "dim", 2)
   expect_int(index, "select", "index", 2)
-  return result(C.rt_select(t.p, dim, index, box))
+  return result(oom(C.rt_select(t.p, dim, index, box)) or C.rt_select(t.p, dim, index, box))
 end
 function Tensor.expand(t, ...)
   local shape = ...
   if type(shape) ~= "table" then shape = { ... } end
   local n = core.shape_into(shape_buf, shape, 2)
-  return result(C.rt_expand(t.p, n, shape_buf, box))
+  return result(oom(C.rt_expand(t.p, n, shape_buf, box)) or C.rt_expand(t.p, n, shape_buf, box))
 end
 function Tensor.expand_as(t, other) return t:expand(shape_of(other)) end
 function Tensor.squeeze(t, dim)
   if dim ~= nil then expect_int(dim, "squeeze", "dim", 2) end
-  return result(C.rt_squeeze(t.p, dim or -1000, box))
+  return result(oom(C.rt_squeeze(t.p, dim or -1000, box)) or C.rt_squeeze(t.p, dim or -1000, box))
 end
 function Tensor.unsqueeze(t, dim)
   expect_int(dim, "unsqueeze", "dim", 2)
-  return result(C.rt_unsqueeze(t.p, dim, box))
+  return result(oom(C.rt_unsqueeze(t.p, dim, box)) or C.rt_unsqueeze(t.p, dim, box))
 end
-function Tensor.contiguous(t) return result(C.rt_contiguous(t.p, box)) end
-function Tensor.clone(t) return result(C.rt_clone(t.p, box)) end
-function Tensor.detach(t) return result(C.rt_detach(t.p, box)) end
+function Tensor.contiguous(t) return result(oom(C.rt_contiguous(t.p, box)) or C.rt_contiguous(t.p, box)) end
+function Tensor.clone(t) return result(oom(C.rt_clone(t.p, box)) or C.rt_clone(t.p, box)) end
+function Tensor.detach(t) return result(oom(C.rt_detach(t.p, box)) or C.rt_detach(t.p, box)) end
 
 -- ---- dtype and device ---------------------------------------------------------------------------------
 
@@ -265,10 +266,10 @@ function Tensor.to(t, a, b, c)
   take(b)
   take(c)
   local r = t
-  if dt and dt.code ~= meta(r).dtype then r = result(C.rt_to_dtype(r.p, dt.code, box)) end
+  if dt and dt.code ~= meta(r).dtype then r = result(oom(C.rt_to_dtype(r.p, dt.code, box)) or C.rt_to_dtype(r.p, dt.code, box)) end
   if dev ~= nil then
     local code = core.device_code(dev, 2)
-    if code ~= meta(r).device then r = result(C.rt_to_device_ex(r.p, code, nb and 1 or 0, box)) end
+    if code ~= meta(r).device then r = result(oom(C.rt_to_device_ex(r.p, code, nb and 1 or 0, box)) or C.rt_to_device_ex(r.p, code, nb and 1 or 0, box)) end
   end
   return r
 end
@@ -287,7 +288,7 @@ function Tensor.cuda(t, i, non_blocking)
   return t:to(i and ("cuda:" .. i) or "cuda", non_blocking or false)
 end
 -- A page-locked copy of a cpu tensor (copies to and from the GPU can then be asynchronous).
-function Tensor.pin_memory(t) return result(C.rt_pin_memory(t.p, box)) end
+function Tensor.pin_memory(t) return result(oom(C.rt_pin_memory(t.p, box)) or C.rt_pin_memory(t.p, box)) end
 function Tensor.is_pinned(t) return meta(t).memkind == 1 end
 
 -- ---- reading values out ---------------------------------------------------------------------------------
@@ -365,7 +366,7 @@ function mt.__index(t, k)
     if i < 0 or i >= n then
       error(("index %d is out of range for dimension 0 of size %d (valid: 1..%d or -%d..-1)"):format(k, n, n, n), 2)
     end
-    return result(C.rt_select(t.p, 0, i, box))
+    return result(oom(C.rt_select(t.p, 0, i, box)) or C.rt_select(t.p, 0, i, box))
   end
   return nil
 end

@@ -72,7 +72,7 @@ local function index_tensor(list, n)
   local buf = ffi.new("int64_t[?]", n > 0 and n or 1)
   for i = 1, n do buf[i - 1] = list[i] end
   core.shape_buf[0] = n
-  return core.result(C.rt_from_host(1, core.shape_buf, 4, -1, buf, 4, core.box))
+  return core.result(core.oom(C.rt_from_host(1, core.shape_buf, 4, -1, buf, 4, core.box)) or C.rt_from_host(1, core.shape_buf, 4, -1, buf, 4, core.box))
 end
 M._index_tensor = index_tensor
 
@@ -132,7 +132,7 @@ end
 local function make_generator(g, what, level)
   if g == nil then
     core.shape_buf[0] = 1
-    local t = core.result(C.rt_randint(0, 2147483647, 1, core.shape_buf, 4, -1, core.box))
+    local t = core.result(core.oom(C.rt_randint(0, 2147483647, 1, core.shape_buf, 4, -1, core.box)) or C.rt_randint(0, 2147483647, 1, core.shape_buf, 4, -1, core.box))
     return Generator(t[1]:item())
   end
   if type(g) == "number" then return Generator(expect_int(g, what, "generator seed", level + 1, 0)) end
@@ -224,7 +224,7 @@ function TensorDataset:get(i)
     else
       one_index = one_index or index_tensor({ 0 })
       one_index:fill_(i)
-      local r = core.result(C.rt_gather_rows(t.p, one_index.p, dt, div, core.box))
+      local r = core.result(core.oom(C.rt_gather_rows(t.p, one_index.p, dt, div, core.box)) or C.rt_gather_rows(t.p, one_index.p, dt, div, core.box))
       s[k] = r:select(0, 0)
     end
   end
@@ -238,7 +238,7 @@ function TensorDataset:gather(idx)
   local b = {}
   for k, t in ipairs(self.tensors) do
     local dt, div = conv_of(self, k)
-    b[k] = core.result(C.rt_gather_rows(t.p, idx.p, dt, div, core.box))
+    b[k] = core.result(core.oom(C.rt_gather_rows(t.p, idx.p, dt, div, core.box)) or C.rt_gather_rows(t.p, idx.p, dt, div, core.box))
   end
   return self:_finish_batch(b)
 end
@@ -407,7 +407,7 @@ local function default_collate(samples)
       end
       arr[i - 1] = samples[i].p
     end
-    return core.result(C.rt_stack(n, arr, 0, core.box))
+    return core.result(core.oom(C.rt_stack(n, arr, 0, core.box)) or C.rt_stack(n, arr, 0, core.box))
   end
   local tf = type(first)
   if tf == "number" then

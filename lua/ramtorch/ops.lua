@@ -181,7 +181,8 @@ local function maxmin(name, op, elementwise)
     if is_tensor(dim) then return elementwise(a, dim) end
     if dim ~= nil then tensor.expect_int(dim, name, "dim", 2) end
     if dim == nil then return result(oom(C.rt_reduce(op, a.p, 0, int_buf, 0, box)) or C.rt_reduce(op, a.p, 0, int_buf, 0, box)) end
-    check(C.rt_reduce_dim_with_indices(op, a.p, dim, keepdim and 1 or 0, box, box2))
+    check(oom(C.rt_reduce_dim_with_indices(op, a.p, dim, keepdim and 1 or 0, box, box2))
+          or C.rt_reduce_dim_with_indices(op, a.p, dim, keepdim and 1 or 0, box, box2))
     return own(box[0]), own(box2[0])
   end
 end

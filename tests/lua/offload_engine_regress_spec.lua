@@ -18,53 +18,19 @@ local nn = require("ramtorch.nn")
 local optim = require("ramtorch.optim")
 local offload = require("ramtorch.offload")
 local amp = require("ramtorch.amp")
-local ffi = require("ffi")
 
-ffi.cdef([[
-struct review2_rlimit { unsigned long cur, max; };
-int getrlimit(int resource, struct review2_rlimit *r);
-int setrlimit(int resource, const struct review2_rlimit *r);
-typedef void (*review2_sighandler)(int);
-review2_sighandler signal(int sig, review2_sighandler h);
-]])
-local RLIMIT_FSIZE, SIGXFSZ = 1, 25 -- Linux x86-64 / aarch64
-
--- Limit the size of files this process may grow (the arena's memfd segment) to `bytes` (nil: no limit).
-local saved_limit
-local function limit_file_size(bytes)
-  if not saved_limit then
-    saved_limit = ffi.new("struct review2_rlimit")
-    assert(ffi.C.getrlimit(RLIMIT_FSIZE, saved_limit) == 0)
-  end
-  local r = ffi.new("struct review2_rlimit")
-  r.max = saved_limit.max
-  r.cur = bytes and bytes or saved_limit.cur
-  assert(ffi.C.setrlimit(RLIMIT_FSIZE, r) == 0)
-end
-
--- Fill every free byte of the arena while it may not grow; returns the filler tensors.
-local function fill_arena()
-  collectgarbage()
-  collectgarbage()
-  local st = offload.arena_stats()
-  limit_file_size(st.mapped)
-  local fillers = {}
-  local size = st.mapped
-  while size >= 64 do
-    local ok, t = pcall(offload.arena_empty, { size / 4 }, torch.float32)
-    if ok then fillers[#fillers + 1] = t else size = math.floor(size / 2 / 64) * 64 end
-  end
-  return fillers
-end
+local arena = dofile("tests/lua/support/arena_limit.lua")
+local limit_file_size = arena.limit_file_size
+local fill_arena = arena.fill_arena
 
 describe("offload engine review 2", function()
   setup(function()
     offload.enable_cpu_streams(true)
-    ffi.C.signal(SIGXFSZ, ffi.cast("review2_sighandler", 1)) -- SIG_IGN: a refused ftruncate is EFBIG
+    arena.ignore_sigxfsz(true)
   end)
   teardown(function()
     limit_file_size(nil)
-    ffi.C.signal(SIGXFSZ, ffi.cast("review2_sighandler", 0)) -- SIG_DFL
+    arena.ignore_sigxfsz(false)
     offload.set_copy_delay_us(0)
     offload.set_memory_budget(0, "cpu")
     offload.enable_cpu_streams(false)

@@ -11,38 +11,18 @@ local nn = require("ramtorch.nn")
 local amp = require("ramtorch.amp")
 local optim = require("ramtorch.optim")
 local offload = require("ramtorch.offload")
-local ffi = require("ffi")
 
-ffi.cdef([[
-struct review_rlimit { unsigned long cur, max; };
-int getrlimit(int resource, struct review_rlimit *r);
-int setrlimit(int resource, const struct review_rlimit *r);
-typedef void (*review_sighandler)(int);
-review_sighandler signal(int sig, review_sighandler h);
-]])
-local RLIMIT_FSIZE, SIGXFSZ = 1, 25 -- Linux x86-64 / aarch64
-
--- Limit the size of files this process may grow (the arena's memfd segment) to `bytes` (nil: no limit).
-local saved_limit
-local function limit_file_size(bytes)
-  if not saved_limit then
-    saved_limit = ffi.new("struct review_rlimit")
-    assert(ffi.C.getrlimit(RLIMIT_FSIZE, saved_limit) == 0)
-  end
-  local r = ffi.new("struct review_rlimit")
-  r.max = saved_limit.max
-  r.cur = bytes and bytes or saved_limit.cur
-  assert(ffi.C.setrlimit(RLIMIT_FSIZE, r) == 0)
-end
+local arena = dofile("tests/lua/support/arena_limit.lua")
+local limit_file_size = arena.limit_file_size
 
 describe("offload promotion error path (review)", function()
   setup(function()
     offload.enable_cpu_streams(true)
-    ffi.C.signal(SIGXFSZ, ffi.cast("review_sighandler", 1)) -- SIG_IGN: a refused ftruncate is EFBIG, not a kill
+    arena.ignore_sigxfsz(true)
   end)
   teardown(function()
     limit_file_size(nil)
-    ffi.C.signal(SIGXFSZ, ffi.cast("review_sighandler", 0)) -- SIG_DFL
+    arena.ignore_sigxfsz(false)
     offload.enable_cpu_streams(false)
   end)
 
@@ -68,16 +48,7 @@ describe("offload promotion error path (review)", function()
 
     -- Fill every free byte of the arena while it may not grow, then let it grow by exactly one chunk of
     -- the f32 gradient's size: the promotion's f32 host gradient fits, its staging slice does not.
-    collectgarbage()
-    collectgarbage()
-    local st = offload.arena_stats()
-    local fillers = {}
-    limit_file_size(st.mapped)
-    local size = st.mapped
-    while size >= 64 do
-      local ok, t = pcall(offload.arena_empty, { size / 4 }, torch.float32)
-      if ok then fillers[#fillers + 1] = t else size = math.floor(size / 2 / 64) * 64 end
-    end
+    local fillers = arena.fill_arena()
     local wide = n * n * 4 -- 1 MiB: a whole number of pages
     offload.set_arena_chunk_size(wide)
     limit_file_size(offload.arena_stats().mapped + wide)

@@ -4,55 +4,26 @@
 -- growth is capped with RLIMIT_FSIZE so that memory runs out for certain.
 local torch = require("ramtorch")
 local offload = require("ramtorch.offload")
-local ffi = require("ffi")
 
-ffi.cdef([[
-struct oomspec_rlimit { unsigned long cur, max; };
-int getrlimit(int resource, struct oomspec_rlimit *r);
-int setrlimit(int resource, const struct oomspec_rlimit *r);
-typedef void (*oomspec_sighandler)(int);
-oomspec_sighandler signal(int sig, oomspec_sighandler h);
-]])
-local RLIMIT_FSIZE, SIGXFSZ = 1, 25 -- Linux x86-64 / aarch64
-
-local saved
-local function limit_file_size(bytes)
-  if not saved then
-    saved = ffi.new("struct oomspec_rlimit")
-    assert(ffi.C.getrlimit(RLIMIT_FSIZE, saved) == 0)
-  end
-  local r = ffi.new("struct oomspec_rlimit")
-  r.max = saved.max
-  r.cur = bytes or saved.cur
-  assert(ffi.C.setrlimit(RLIMIT_FSIZE, r) == 0)
-end
+local arena = dofile("tests/lua/support/arena_limit.lua")
+local limit_file_size = arena.limit_file_size
 
 describe("out of memory", function()
   local warm
   setup(function()
-    ffi.C.signal(SIGXFSZ, ffi.cast("oomspec_sighandler", 1)) -- SIG_IGN
+    arena.ignore_sigxfsz(true)
     warm = offload.arena_empty({ 16 }, torch.float32) -- the arena maps its first chunk
   end)
   teardown(function()
     limit_file_size(nil)
-    ffi.C.signal(SIGXFSZ, ffi.cast("oomspec_sighandler", 0))
+    arena.ignore_sigxfsz(false)
   end)
 
   it("collects garbage once and retries before raising", function()
-    collectgarbage()
-    collectgarbage()
-    local mapped = offload.arena_stats().mapped
-    limit_file_size(mapped) -- the arena may not grow: only what it has mapped is left
     collectgarbage("stop")
     local ok, err = pcall(function()
-      -- fill the arena with tensors, then drop every handle without collecting
-      local fillers, size = {}, mapped
-      while size >= 4096 do
-        local got, t = pcall(offload.arena_empty, { size / 4 }, torch.float32)
-        if got then fillers[#fillers + 1] = t else size = math.floor(size / 2 / 4096) * 4096 end
-      end
-      local n = #fillers
-      fillers = nil
+      -- fill the arena (growth forbidden) with tensors, then drop every handle without collecting
+      local n = #arena.fill_arena(4096)
       assert(n > 0)
       -- nothing is free until the dead handles are collected: this request needs the retry
       local t = offload.arena_empty({ 1024 }, torch.float32)
@@ -64,15 +35,7 @@ describe("out of memory", function()
   end)
 
   it("still raises the error, with its message, when the collection frees nothing", function()
-    collectgarbage()
-    collectgarbage()
-    local mapped = offload.arena_stats().mapped
-    local keep, size = {}, mapped
-    limit_file_size(mapped)
-    while size >= 4096 do
-      local got, t = pcall(offload.arena_empty, { size / 4 }, torch.float32)
-      if got then keep[#keep + 1] = t else size = math.floor(size / 2 / 4096) * 4096 end
-    end
+    local keep = arena.fill_arena(4096)
     local ok, err = pcall(offload.arena_empty, { 1024 * 1024 }, torch.float32)
     limit_file_size(nil)
     assert.is_false(ok)

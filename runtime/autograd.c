@@ -5,8 +5,10 @@
  * arguments. The engine walks the graph from the root in dependency order, accumulating incoming
  * gradients per node, and hands control back to the caller at nodes written in Lua. */
 #include "internal.h"
+#include "autograd_profile.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -247,7 +249,18 @@ struct rt_autograd_task {
     rt_node *pending; /* custom node waiting for rt_autograd_supply */
     rt_tensor **pending_grads;
     int prev_grad_mode;
+    /* Out of memory (rt_autograd_run returned RT_AUTOGRAD_RETRY_OOM): the allocation that failed,
+     * as (node, step) with step OOM_STEP_BACKWARD, OOM_STEP_ZERO_GRAD or the index of the input
+     * whose gradient could not be accumulated, so that a second failure of it is the error; and
+     * the input gradients of a node whose routing stopped at input fin_next, resumed there. */
+    rt_node *oom_node;
+    int oom_step;
+    rt_node *fin_node;
+    rt_tensor **fin_grads; /* fin_node->ninputs entries on the heap, owned */
+    int fin_next;
 };
+
+enum { OOM_STEP_BACKWARD = -1, OOM_STEP_ZERO_GRAD = -2 };
 
 static atomic_llong g_task_ids = 1;
 
@@ -319,30 +332,101 @@ static int accumulate_leaf(rt_tensor *leaf, rt_tensor *g) {
     return RT_OK;
 }
 
-/* Route the gradients for node n's inputs and free what the graph no longer needs. */
-static int finish_node(rt_autograd_task *t, rt_node *n, rt_tensor **grad_in) {
-    int rc = RT_OK;
-    for (int i = 0; i < n->ninputs; i++) {
+/* Route the gradients grad_in[*next .. ninputs) of node n's inputs (owned: each is released and
+ * cleared once routed), then free what the graph no longer needs. When one cannot be accumulated,
+ * the routing stops there with *next = its index: those before it were applied and the rest are
+ * still in grad_in, so the caller can resume at *next once memory is freed. This is safe because
+ * accumulate and accumulate_leaf leave everything as it was when they fail (the sum is a new
+ * tensor stored only on success, the in-place add into a leaf's .grad allocates nothing), so no
+ * gradient is applied twice and none is lost. */
+static int finish_node(rt_autograd_task *t, rt_node *n, rt_tensor **grad_in, int *next) {
+    for (int i = *next; i < n->ninputs; i++) {
         rt_edge *e = edge_at(n, i);
         rt_tensor *g = grad_in[i];
-        if (rc == RT_OK && g) {
+        if (g) {
+            int rc = RT_OK;
             if (e->leaf)
                 rc = accumulate_leaf(e->leaf, g);
             else if (e->node)
                 rc = accumulate(&e->node->grad_accum, g);
+            if (rc < 0) {
+                *next = i;
+                return rc;
+            }
         }
         if (e->node && e->node->task_id == t->id && --e->node->deps == 0)
             t->ready[t->nready++] = e->node;
         rt_tensor_release(g);
         grad_in[i] = NULL;
     }
+    *next = n->ninputs;
     rt_tensor_release(n->grad_accum);
     n->grad_accum = NULL;
     if (!t->retain_graph && n->custom_id < 0) {
         release_saved(n);
         n->released = true;
     }
+    return RT_OK;
+}
+
+/* The same allocation failed again after the caller collected garbage: name the node (and
+ * input) around the allocator's message, which names the request. */
+static int oom_again(const rt_node *n, int step) {
+    char msg[768];
+    snprintf(msg, sizeof msg, "%s", rt_last_error());
+    if (step >= 0)
+        return RT_ERR(RT_ERR_OOM,
+                      "backward: out of memory adding up the gradient of input %d of %s, again "
+                      "after a garbage collection: %s",
+                      step, n->name, msg);
+    return RT_ERR(RT_ERR_OOM,
+                  "backward: %s ran out of memory, again after a garbage collection: %s", n->name,
+                  msg);
+}
+
+/* finish_node from input `next` on, with gi (owned; on the heap when `heap`, else the caller's
+ * array). When an accumulation runs out of memory and has not been retried yet, the gradients
+ * still to route are parked in the task (copied to the heap if need be) and
+ * RT_AUTOGRAD_RETRY_OOM is returned: the next rt_autograd_run resumes there. Any other failure
+ * releases them and is returned. */
+static int finish_or_park(rt_autograd_task *t, rt_node *n, rt_tensor **gi, bool heap, int next) {
+    int rc = finish_node(t, n, gi, &next);
+    if (rc == RT_ERR_OOM && t->oom_node == n && t->oom_step == next) {
+        rc = oom_again(n, next);
+    } else if (rc == RT_ERR_OOM) {
+        rt_tensor **kept = gi;
+        if (!heap) {
+            kept = calloc((size_t)n->ninputs, sizeof(rt_tensor *));
+            if (kept) memcpy(kept, gi, sizeof(rt_tensor *) * (size_t)n->ninputs);
+        }
+        if (kept) { /* (if not, the routing's own out-of-memory error stands) */
+            t->fin_node = n;
+            t->fin_grads = kept;
+            t->fin_next = next;
+            t->oom_node = n;
+            t->oom_step = next;
+            return RT_AUTOGRAD_RETRY_OOM;
+        }
+    }
+    for (int i = next; rc < 0 && i < n->ninputs; i++)
+        rt_tensor_release(gi[i]);
+    if (heap) free(gi);
     return rc;
+}
+
+/* One of node n's own allocations (step: its backward, or the zero gradient made for it) failed
+ * with rc. Out of memory the first time: put n back on the ready list exactly as it was (its
+ * incoming gradient, grad_accum, kept) and return RT_AUTOGRAD_RETRY_OOM, so that the caller frees
+ * memory and the next rt_autograd_run runs n again. A backward that fails leaves no side effects
+ * (its outputs in gi are dropped by the engine; runtime/offload_linear.c records the parameter
+ * gradients it already sent to the host so that a rerun does not send them twice). */
+static int retry_node(rt_autograd_task *t, rt_node *n, int step, int rc) {
+    if (rc != RT_ERR_OOM) return rc;
+    if (t->oom_node == n && t->oom_step == step) return oom_again(n, step);
+    t->ready[t->nready++] = n; /* n was just taken from there: the list has room */
+    t->oom_node = n;
+    t->oom_step = step;
+    return RT_AUTOGRAD_RETRY_OOM;
 }
 
 void rt_autograd_task_free(rt_autograd_task *t) {
@@ -357,6 +441,10 @@ void rt_autograd_task_free(rt_autograd_task *t) {
         for (int i = 0; i < t->pending->ninputs; i++)
             rt_tensor_release(t->pending_grads[i]);
     free(t->pending_grads);
+    if (t->fin_node)
+        for (int i = t->fin_next; i < t->fin_node->ninputs; i++)
+            rt_tensor_release(t->fin_grads[i]);
+    free(t->fin_grads);
     free(t->nodes);
     free(t->ready);
     rt_set_grad_enabled(t->prev_grad_mode);
@@ -444,19 +532,28 @@ int rt_autograd_supply(rt_autograd_task *t, int input_index, rt_tensor *grad) {
 
 int rt_autograd_run(rt_autograd_task *t, int64_t *custom_id, rt_tensor **grad_out) {
     *grad_out = NULL;
+    if (t->fin_node) { /* the caller has freed memory: resume the routing that ran out of it */
+        rt_node *n = t->fin_node;
+        rt_tensor **gi = t->fin_grads;
+        t->fin_node = NULL;
+        t->fin_grads = NULL;
+        int rc = finish_or_park(t, n, gi, true, t->fin_next);
+        if (rc != RT_OK) return rc;
+    }
     if (t->pending) { /* the caller has supplied the custom node's input gradients */
         rt_node *n = t->pending;
+        rt_tensor **gi = t->pending_grads;
         t->pending = NULL;
-        int rc = finish_node(t, n, t->pending_grads);
-        free(t->pending_grads);
         t->pending_grads = NULL;
-        RT_TRY(rc);
+        int rc = finish_or_park(t, n, gi, true, 0);
+        if (rc != RT_OK) return rc;
     }
     while (t->nready > 0) {
         rt_node *n = t->ready[--t->nready];
         rt_tensor *g = n->grad_accum;
         if (!g) { /* no gradient flowed here (all consumers gave none): still release children */
-            RT_TRY(rt_full(n->out_ndim, n->out_shape, 0.0, n->out_dtype, n->out_device, &g));
+            int rc = rt_full(n->out_ndim, n->out_shape, 0.0, n->out_dtype, n->out_device, &g);
+            if (rc < 0) return retry_node(t, n, OOM_STEP_ZERO_GRAD, rc);
             n->grad_accum = g;
         }
         if (n->custom_id >= 0) {
@@ -466,7 +563,7 @@ int rt_autograd_run(rt_autograd_task *t, int64_t *custom_id, rt_tensor **grad_ou
             *custom_id = n->custom_id;
             rt_tensor_retain(g);
             *grad_out = g;
-            return 1;
+            return RT_AUTOGRAD_CUSTOM;
         }
         if (n->released)
             return RT_ERR(RT_ERR_AUTOGRAD,
@@ -479,6 +576,8 @@ int rt_autograd_run(rt_autograd_task *t, int64_t *custom_id, rt_tensor **grad_ou
             gi = calloc((size_t)n->ninputs, sizeof(rt_tensor *));
             if (!gi) return RT_ERR(RT_ERR_OOM, "backward: out of host memory");
         }
+        const int prof = rt_autograd_profile_enabled();
+        const double prof_t0 = prof ? rt_autograd_profile_begin(n->out_device) : 0;
         int rc = n->backward(n, g, gi);
         /* Inputs that need no gradient get none, whatever the backward computed. */
         for (int i = 0; i < n->ninputs; i++) {
@@ -488,14 +587,18 @@ int rt_autograd_run(rt_autograd_task *t, int64_t *custom_id, rt_tensor **grad_ou
                 gi[i] = NULL;
             }
         }
-        if (rc == RT_OK)
-            rc = finish_node(t, n, gi);
-        else
+        if (rc == RT_OK) {
+            rc = finish_or_park(t, n, gi, gi != grad_in, 0); /* takes gi */
+        } else {
             for (int i = 0; i < n->ninputs; i++)
                 rt_tensor_release(gi[i]);
-        if (gi != grad_in) free(gi);
-        RT_TRY(rc);
+            if (gi != grad_in) free(gi);
+            rc = retry_node(t, n, OOM_STEP_BACKWARD, rc);
+        }
+        if (prof) rt_autograd_profile_end(n->name, n->out_device, prof_t0);
+        if (rc != RT_OK) return rc;
     }
+    if (rt_autograd_profile_enabled()) rt_autograd_profile_report();
     return 0;
 }
 
@@ -505,11 +608,14 @@ int rt_backward(rt_tensor *root, rt_tensor *grad_root, int retain_graph) {
     int64_t id;
     rt_tensor *g;
     int rc = rt_autograd_run(t, &id, &g);
-    if (rc == 1) {
+    if (rc == RT_AUTOGRAD_CUSTOM) {
         rt_tensor_release(g);
         rc = RT_ERR(RT_ERR_AUTOGRAD, "backward: the graph has a custom (Lua) function; call "
                                      "backward from Lua");
     }
+    /* No Lua here to collect garbage before a retry: the out-of-memory error (its message is
+     * rt_last_error already) is the result. */
+    if (rc == RT_AUTOGRAD_RETRY_OOM) rc = RT_ERR_OOM;
     rt_autograd_task_free(t);
     return rc;
 }

@@ -22,6 +22,8 @@ typedef struct lin_ctx {
     int x_dtype;             /* grad_x goes back in the input's dtype */
     int device;
     int w_needs, b_needs; /* parameter requires grad */
+    /* the backward (autograd task id) that sent w's / b's gradient to the host: see lin_backward */
+    int64_t w_sent, b_sent;
 } lin_ctx;
 
 static void lin_ctx_free(void *p) {
@@ -49,6 +51,14 @@ static int as_compute(rt_tensor *t, int cd, rt_tensor **out) {
     return rc;
 }
 
+/* The autograd engine runs a backward again when it failed out of memory (once Lua has collected
+ * garbage: runtime/autograd.c, retry_node), so a failed run must leave no side effects behind.
+ * grad_x and the gradients handed to Lua hooks are outputs in gi, which the engine drops; sending
+ * a parameter gradient to the host is the one effect, and rt_offload_route_grad undoes its own
+ * failure, but a failure after it (the bias after the weight) would send the weight's gradient a
+ * second time on the rerun: w_sent / b_sent record the backward (task) that sent each, and the
+ * rerun skips it. The fetch of w simply repeats (its one trace: a request more in the engine's
+ * schedule while it is being learned, which costs a prefetch at most). */
 static int lin_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
     static const char *op = "offload_linear backward";
     lin_ctx *c = n->ctx;
@@ -89,7 +99,8 @@ static int lin_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
         else
             rt_tensor_release(gx);
     }
-    if (rc == RT_OK && c->w_needs) { /* grad_w (out, in) = g^T (out, M) @ x (M, in) */
+    if (rc == RT_OK && c->w_needs && (n->input_needs_grad[1] || c->w_sent != n->task_id)) {
+        /* grad_w (out, in) = g^T (out, M) @ x (M, in) */
         int64_t shape[2] = {out_f, in_f};
         rt_tensor *gw = NULL;
         rc = rt_tensor_new(2, shape, c->cd, c->device, &gw);
@@ -101,17 +112,18 @@ static int lin_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
         rt_offload_prof_end(e, RT_OFFLOAD_BWD, t0);
         if (rc == RT_OK && n->input_needs_grad[1])
             gi[1] = gw, gw = NULL; /* to the Lua hooks */
-        else if (rc == RT_OK)
-            rc = rt_offload_route_grad(e, c->w, gw);
+        else if (rc == RT_OK && (rc = rt_offload_route_grad(e, c->w, gw)) == RT_OK)
+            c->w_sent = n->task_id;
         rt_tensor_release(gw);
     }
-    if (rc == RT_OK && c->b && c->b_needs) { /* grad_b (out) = g summed over the leading dims */
+    if (rc == RT_OK && c->b && c->b_needs && (n->input_needs_grad[2] || c->b_sent != n->task_id)) {
+        /* grad_b (out) = g summed over the leading dims */
         rt_tensor *gb = NULL;
         rc = rt_sum_to_shape(gc, 1, &out_f, &gb);
         if (rc == RT_OK && n->input_needs_grad[2])
             gi[2] = gb, gb = NULL;
-        else if (rc == RT_OK)
-            rc = rt_offload_route_grad(e, c->b, gb);
+        else if (rc == RT_OK && (rc = rt_offload_route_grad(e, c->b, gb)) == RT_OK)
+            c->b_sent = n->task_id;
         rt_tensor_release(gb);
     }
     rt_tensor_release(gc);

@@ -2,10 +2,16 @@
  * backward (scatter-add of the output gradient into the weight gradient) on the GPU, with the rules
  * of kernels/cpu/embedding.c. The forward copies rows in 16-byte pieces when rows are contiguous
  * and aligned, and reports the first index outside [0, V) as RT_ERR_INDEX (it waits for that
- * check). The backward gives each thread one column and adds the rows in index order, as the CPU
- * does per column: repeated indices never race, and the sums are the CPU's sums in the same order
- * (deterministic, no atomics). */
+ * check). The backward adds the output-gradient rows into the weight gradient in index order per
+ * row, as the CPU does (grad_weight[k][j] = ((grad_weight[k][j] + go[i1][j]) + go[i2][j]) + ... for
+ * i1 < i2 < ... the positions holding k): a stable radix sort (CUB) groups the positions by index
+ * value, and a thread per (group, column) sums its group in order. Repeated indices never race,
+ * the sums are the CPU's sums bit for bit (no atomics), and all n x D elements work in parallel
+ * (the earlier kernel gave each thread one column and walked all n positions: 1024 threads for a
+ * GPT's 16384 x 1024 gradient, tens of milliseconds). */
 #include "rowops.cuh"
+
+#include <cub/device/device_radix_sort.cuh>
 
 struct emb_geo {
     int64_t n, V, D;
@@ -94,59 +100,93 @@ extern "C" int rtc_embedding(const rtc_view *out, const rtc_view *weight, const 
     return RT_OK;
 }
 
-/* one thread per column; rows added in index order (the CPU's order per column) */
-template <typename A>
-__global__ void k_emb_bwd(emb_geo g, char *gw, int tgw, int64_t gws0, int64_t gws1, const char *go,
-                          int tgo, const char *idx) {
-    int ew = rtc_dtype_size(tgw), eg = rtc_dtype_size(tgo), ei = rtc_dtype_size(g.idt);
-    RTC_GRID_STRIDE(j, g.D) {
-        for (int64_t i = 0; i < g.n; i++) {
-            int64_t k = rtc_ld_index(idx + i * g.is * ei, g.idt);
-            if (k < 0 || k >= g.V) continue; /* the forward checked these indices */
-            char *d = gw + (k * gws0 + j * gws1) * ew;
-            A v = rld<A>(d, tgw) + rld<A>(go + (i * g.os0 + j * g.os1) * eg, tgo);
-            rst<A>(d, tgw, v);
-        }
+/* Sort keys: the index value (V for an out-of-range one, which the forward has reported; it sorts
+ * last and adds nothing), with the position as the value. */
+__global__ void k_emb_keys(int64_t n, int64_t V, const char *idx, int idt, int64_t is,
+                           unsigned *keys, unsigned *pos) {
+    int ei = rtc_dtype_size(idt);
+    RTC_GRID_STRIDE(i, n) {
+        int64_t k = rtc_ld_index(idx + i * is * ei, idt);
+        keys[i] = (k < 0 || k >= V) ? (unsigned)V : (unsigned)k;
+        pos[i] = (unsigned)i;
     }
 }
 
-__global__ void k_emb_bwd_f32(int64_t n, int64_t V, int64_t D, float *__restrict__ gw,
-                              const float *__restrict__ go, const char *idx, int idt, int64_t is) {
-    int ei = rtc_dtype_size(idt);
-    RTC_GRID_STRIDE(j, D) {
-        for (int64_t i = 0; i < n; i++) {
-            int64_t k = rtc_ld_index(idx + i * is * ei, idt);
-            if (k < 0 || k >= V) continue;
-            gw[k * D + j] += go[i * D + j];
-        }
+/* v rounded to dtype t and back (bf16/f16 gradients round after every addition, as the CPU's
+ * per-element store does; f32 and f64 are unchanged) */
+template <typename A> __device__ __forceinline__ A emb_round(A v, int t) {
+    if (t == RT_F32 || t == RT_F64) return v;
+    unsigned long long b = 0;
+    rst<A>((char *)&b, t, v);
+    return rld<A>((const char *)&b, t);
+}
+
+/* Threads (column j, sorted slot u): the first slot of each group of equal keys sums the group's
+ * rows in position order into grad_weight[k][j]; other slots have nothing to do. */
+template <typename A>
+__global__ void k_emb_bwd_sorted(int64_t n, int64_t V, int64_t D, const unsigned *keys,
+                                 const unsigned *pos, char *gw, int tgw, int64_t gws0, int64_t gws1,
+                                 const char *go, int tgo, int64_t os0, int64_t os1) {
+    int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= D) return;
+    int ew = rtc_dtype_size(tgw), eg = rtc_dtype_size(tgo);
+    for (int64_t u = blockIdx.y; u < n; u += gridDim.y) {
+        unsigned k = keys[u];
+        if (k >= (unsigned)V || (u > 0 && keys[u - 1] == k)) continue;
+        char *d = gw + ((int64_t)k * gws0 + j * gws1) * ew;
+        A acc = rld<A>(d, tgw);
+        for (int64_t w = u; w < n && keys[w] == k; w++)
+            acc = emb_round<A>(acc + rld<A>(go + ((int64_t)pos[w] * os0 + j * os1) * eg, tgo), tgw);
+        rst<A>(d, tgw, acc);
     }
 }
 
 extern "C" int rtc_embedding_backward(const rtc_view *grad_weight, const rtc_view *grad_out,
                                       const rtc_view *indices) {
-    emb_geo g;
-    g.n = indices->shape[0], g.V = grad_weight->shape[0], g.D = grad_weight->shape[1];
-    if (g.n == 0 || g.D == 0) return RT_OK;
-    g.os0 = grad_out->strides[0], g.os1 = grad_out->strides[1];
-    g.is = indices->strides[0];
-    g.idt = indices->dtype;
-    g.es = 0;
-    g.ws0 = g.ws1 = 0;
+    static const char *op = "embedding backward";
+    int64_t n = indices->shape[0], V = grad_weight->shape[0], D = grad_weight->shape[1];
+    if (n == 0 || D == 0) return RT_OK;
+    if (n > INT32_MAX || V >= INT32_MAX)
+        return RTC_ERR(RT_ERR_UNSUPPORTED,
+                       "%s: at most 2^31 - 1 indices and rows on the GPU (got %lld indices, "
+                       "%lld rows)",
+                       op, (long long)n, (long long)V);
     cudaStream_t st = rtc_stream();
-    unsigned grid = (unsigned)((g.D + 127) / 128);
-    if (grad_weight->dtype == RT_F32 && grad_out->dtype == RT_F32 && grad_weight->strides[1] == 1 &&
-        grad_weight->strides[0] == g.D && g.os1 == 1 && g.os0 == g.D)
-        k_emb_bwd_f32<<<grid, 128, 0, st>>>(g.n, g.V, g.D, (float *)grad_weight->data,
-                                            (const float *)grad_out->data, indices->data, g.idt,
-                                            g.is);
-    else if (grad_weight->dtype == RT_F64)
-        k_emb_bwd<double><<<grid, 128, 0, st>>>(g, grad_weight->data, grad_weight->dtype,
-                                                grad_weight->strides[0], grad_weight->strides[1],
-                                                grad_out->data, grad_out->dtype, indices->data);
-    else
-        k_emb_bwd<float><<<grid, 128, 0, st>>>(g, grad_weight->data, grad_weight->dtype,
-                                               grad_weight->strides[0], grad_weight->strides[1],
-                                               grad_out->data, grad_out->dtype, indices->data);
-    RTC_LAUNCH_CHECK("embedding backward");
+    int end_bit = 1;
+    while (end_bit < 32 && ((int64_t)1 << end_bit) <= V) /* keys go up to V (the sentinel) */
+        end_bit++;
+    size_t temp = 0;
+    RTC_CUDA_TRY(op, cub::DeviceRadixSort::SortPairs(nullptr, temp, (const unsigned *)nullptr,
+                                                     (unsigned *)nullptr, (const unsigned *)nullptr,
+                                                     (unsigned *)nullptr, (int)n, 0, end_bit, st));
+    size_t arr = ((size_t)n * sizeof(unsigned) + 255) / 256 * 256, bytes = 4 * arr + temp;
+    char *buf = NULL;
+    RTC_TRY(rtc_scratch_alloc(bytes, (void **)&buf));
+    unsigned *k_in = (unsigned *)buf, *p_in = (unsigned *)(buf + arr),
+             *k_out = (unsigned *)(buf + 2 * arr), *p_out = (unsigned *)(buf + 3 * arr);
+    void *tmp = buf + 4 * arr;
+    unsigned blocks = (unsigned)((n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096);
+    k_emb_keys<<<blocks, 256, 0, st>>>(n, V, indices->data, indices->dtype, indices->strides[0],
+                                       k_in, p_in);
+    cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess)
+        e = cub::DeviceRadixSort::SortPairs(tmp, temp, k_in, k_out, p_in, p_out, (int)n, 0, end_bit,
+                                            st);
+    if (e == cudaSuccess) {
+        dim3 grid((unsigned)((D + 127) / 128), (unsigned)(n < 65535 ? n : 65535));
+        if (grad_weight->dtype == RT_F64)
+            k_emb_bwd_sorted<double><<<grid, 128, 0, st>>>(
+                n, V, D, k_out, p_out, grad_weight->data, grad_weight->dtype,
+                grad_weight->strides[0], grad_weight->strides[1], grad_out->data, grad_out->dtype,
+                grad_out->strides[0], grad_out->strides[1]);
+        else
+            k_emb_bwd_sorted<float><<<grid, 128, 0, st>>>(
+                n, V, D, k_out, p_out, grad_weight->data, grad_weight->dtype,
+                grad_weight->strides[0], grad_weight->strides[1], grad_out->data, grad_out->dtype,
+                grad_out->strides[0], grad_out->strides[1]);
+        e = cudaGetLastError();
+    }
+    rtc_scratch_free(buf, bytes); /* freed in stream order: the kernels above finish first */
+    RTC_CUDA_TRY(op, e);
     return RT_OK;
 }

@@ -116,6 +116,43 @@ __global__ void k_reduce_cols(red_geo g, int op, const char *a, int ta, char *o,
     }
 }
 
+/* k_reduce_cols with the reduced dim split into parts: block (tile, part) reduces 32 outputs over
+ * the part's rows into partials, and k_reduce_split_final combines each output's partials in
+ * order (no atomics: results independent of timing). For column sums over many rows with few
+ * columns (a Linear's bias gradient: 16384 rows x 1024-4096 columns), where one block per 32
+ * columns left most SMs idle and each thread a latency-bound chain of thousands of loads (1 ms for
+ * 16384 x 3072 f32 on the H200, 20x PyTorch). */
+template <typename A>
+__global__ void k_reduce_cols_split(red_geo g, int op, const char *a, int ta, int64_t chunk,
+                                    A *part) {
+    __shared__ A sh[8][33];
+    const int ea = rtc_dtype_size(ta);
+    const int64_t out = (int64_t)blockIdx.x * 32 + threadIdx.x, pi = blockIdx.y;
+    const int64_t j0 = pi * chunk, j1 = j0 + chunk < g.count ? j0 + chunk : g.count;
+    A acc = red_init<A>(op);
+    if (out < g.nout) {
+        int64_t aoff, ooff;
+        red_outer_offsets(g, out, &aoff, &ooff);
+        if (g.nr == 1) {
+            const int64_t rs = g.rstride[0];
+#pragma unroll 4
+            for (int64_t j = j0 + threadIdx.y; j < j1; j += blockDim.y)
+                acc = red_combine<A>(op, acc, red_load<A>(a + (aoff + j * rs) * ea, ta));
+        } else {
+            for (int64_t j = j0 + threadIdx.y; j < j1; j += blockDim.y)
+                acc = red_combine<A>(op, acc,
+                                     red_load<A>(a + (aoff + red_inner_offset(g, j)) * ea, ta));
+        }
+    }
+    sh[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && out < g.nout) {
+        for (int y = 1; y < (int)blockDim.y; y++)
+            acc = red_combine<A>(op, acc, sh[y][threadIdx.x]);
+        part[out * gridDim.y + pi] = acc;
+    }
+}
+
 /* one warp per output when the reduced elements are one unit-stride run (sum over the last dim):
  * 16-byte loads when aligned, 8 rows per block (a block per short row left the last-dim sum at 22%
  * of PyTorch's speed) */
@@ -219,21 +256,17 @@ __global__ void k_reduce_split_final(red_geo g, int op, const A *part, int64_t p
     red_store<A>(op, o + ooff * rtc_dtype_size(to), to, acc, g.count);
 }
 
-template <typename T, typename A>
-static int launch_reduce_split(const red_geo &g, int op, const rtc_view *out, const rtc_view *a,
-                               cudaStream_t st) {
-    int64_t parts = (g.count + 8191) / 8192;
-    int64_t maxp = ((int64_t)rtc_sm_count() * 8 + g.nout - 1) / g.nout;
-    if (parts > maxp) parts = maxp;
-    if (parts < 1) parts = 1;
-    int64_t chunk = (g.count + parts - 1) / parts;
-    parts = (g.count + chunk - 1) / chunk;
+/* The two-kernel split reductions: scratch for nout x parts partials, `first` launches the kernel
+ * that writes them (given the scratch), k_reduce_split_final combines them in order. The scratch
+ * goes back to the cache at once: it is reused only in this stream's order. */
+template <typename A, class L>
+static int run_split(const red_geo &g, int op, const rtc_view *out, int64_t parts, cudaStream_t st,
+                     L first) {
     size_t bytes = (size_t)(g.nout * parts) * sizeof(A);
     void *buf;
     int rc = rtc_scratch_alloc(bytes, &buf);
     if (rc < 0) return rc;
-    dim3 grid((unsigned)parts, (unsigned)g.nout);
-    k_reduce_split<T, A><<<grid, 256, 0, st>>>(g, op, (const T *)a->data, chunk, (A *)buf);
+    first((A *)buf);
     cudaError_t e = cudaGetLastError();
     if (e == cudaSuccess) {
         k_reduce_split_final<A><<<(unsigned)((g.nout + 127) / 128), 128, 0, st>>>(
@@ -243,6 +276,41 @@ static int launch_reduce_split(const red_geo &g, int op, const rtc_view *out, co
     rtc_scratch_free(buf, bytes);
     RTC_CUDA_TRY("reduce", e);
     return RT_OK;
+}
+
+template <typename T, typename A>
+static int launch_reduce_split(const red_geo &g, int op, const rtc_view *out, const rtc_view *a,
+                               cudaStream_t st) {
+    int64_t parts = (g.count + 8191) / 8192;
+    int64_t maxp = ((int64_t)rtc_sm_count() * 8 + g.nout - 1) / g.nout;
+    if (parts > maxp) parts = maxp;
+    if (parts < 1) parts = 1;
+    int64_t chunk = (g.count + parts - 1) / parts;
+    parts = (g.count + chunk - 1) / chunk;
+    return run_split<A>(g, op, out, parts, st, [&](A *buf) {
+        dim3 grid((unsigned)parts, (unsigned)g.nout);
+        k_reduce_split<T, A><<<grid, 256, 0, st>>>(g, op, (const T *)a->data, chunk, buf);
+    });
+}
+
+/* Column reductions split over the reduced dim when one block per 32 outputs would leave the GPU
+ * mostly idle (false: not worth it; the caller takes k_reduce_cols). */
+template <typename A>
+static int launch_reduce_cols_split(const red_geo &g, int op, const rtc_view *out,
+                                    const rtc_view *a, cudaStream_t st, bool *done) {
+    *done = false;
+    const int64_t tiles = (g.nout + 31) / 32, want = (int64_t)rtc_sm_count() * 8;
+    if (tiles >= want || g.count < 512) return RT_OK;
+    int64_t parts = (want + tiles - 1) / tiles;
+    if (parts > g.count / 64) parts = g.count / 64; /* at least 8 rows per lane */
+    if (parts < 2 || tiles > 65535) return RT_OK;
+    int64_t chunk = (g.count + parts - 1) / parts;
+    parts = (g.count + chunk - 1) / chunk;
+    *done = true;
+    return run_split<A>(g, op, out, parts, st, [&](A *buf) {
+        dim3 grid((unsigned)tiles, (unsigned)parts), block(32, 8);
+        k_reduce_cols_split<A><<<grid, block, 0, st>>>(g, op, a->data, a->dtype, chunk, buf);
+    });
 }
 
 extern "C" int rtc_reduce(int op, const rtc_view *out, const rtc_view *a) {
@@ -316,6 +384,10 @@ extern "C" int rtc_reduce(int op, const rtc_view *out, const rtc_view *a) {
             k_reduce_rows<double>
                 <<<grid, block, 0, st>>>(g, op, a->data, a->dtype, out->data, out->dtype);
     } else {
+        bool done;
+        int rc = f32acc ? launch_reduce_cols_split<float>(g, op, out, a, st, &done)
+                        : launch_reduce_cols_split<double>(g, op, out, a, st, &done);
+        if (rc < 0 || done) return rc;
         int64_t nb = (g.nout + 31) / 32;
         unsigned grid = (unsigned)(nb < cap ? nb : cap);
         dim3 block(32, 8);

@@ -28,25 +28,47 @@ end
 local task_box = ffi.new("rt_autograd_task*[1]")
 local id_box = ffi.new("int64_t[1]")
 
+-- Results of rt_autograd_run besides 0 (done) and errors (ramtorch.h).
+local RUN_CUSTOM, RUN_RETRY_OOM = C.RT_AUTOGRAD_CUSTOM, C.RT_AUTOGRAD_RETRY_OOM
+
+-- DESIGN section 2's out-of-memory rule inside the C engine: when a node's backward (or adding up a
+-- gradient) runs out of memory, the engine keeps the node as it was and returns RUN_RETRY_OOM; the
+-- collection that core.oom runs before every retry frees what dead handles hold, and the engine
+-- retries that step once (a second failure is the error). Off only for tests (set_oom_retry).
+local oom_retry = true
+
 local function drive(task)
   while true do
     local rc = C.rt_autograd_run(task, id_box, box)
     if rc == 0 then return end
-    if rc < 0 then error(ffi.string(C.rt_last_error()), 0) end
-    local entry = contexts[tonumber(id_box[0])]
-    local g = own(box[0])
-    if not entry then error("backward: the context of a custom function was lost (freed graph?)", 3) end
-    local grads = { entry.fn.backward(entry.ctx, g) }
-    for i = 1, entry.n do
-      local gi = grads[i]
-      if gi ~= nil and gi ~= false then
-        if not is_tensor(gi) then
-          error(("backward of a custom Function returned %s for input %d (expected a Tensor or nil)"):format(type(gi), i), 3)
+    if rc == RUN_RETRY_OOM and oom_retry then
+      core.collect_for_oom()
+    elseif rc ~= RUN_CUSTOM then -- an error (or RUN_RETRY_OOM with the retry off: the OOM error)
+      error(ffi.string(C.rt_last_error()), 0)
+    else
+      local entry = contexts[tonumber(id_box[0])]
+      local g = own(box[0])
+      if not entry then error("backward: the context of a custom function was lost (freed graph?)", 3) end
+      local grads = { entry.fn.backward(entry.ctx, g) }
+      for i = 1, entry.n do
+        local gi = grads[i]
+        if gi ~= nil and gi ~= false then
+          if not is_tensor(gi) then
+            error(("backward of a custom Function returned %s for input %d (expected a Tensor or nil)"):format(type(gi), i), 3)
+          end
+          check(C.rt_autograd_supply(task, i - 1, gi.p))
         end
-        check(C.rt_autograd_supply(task, i - 1, gi.p))
       end
     end
   end
+end
+
+-- Turn the backward engine's garbage-collection retry on out-of-memory off (false) or on; returns the
+-- previous setting. For tests that show the retry is what makes a backward under memory pressure work.
+function M.set_oom_retry(flag)
+  local prev = oom_retry
+  oom_retry = flag and true or false
+  return prev
 end
 
 function M.run_backward(t, grad, retain_graph)

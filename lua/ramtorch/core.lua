@@ -118,11 +118,18 @@ M.pace_gc = pace_gc
 -- with the arguments' tensor handles (`a.p`), which keeps them referenced across the collection (a
 -- generic retry given raw pointers could see a temporary's handle collected and its tensor freed).
 -- An op that reserves random numbers before allocating (dropout, rand) draws new ones on its retry.
-function M.oom(rc)
-  if rc ~= RT_ERR_OOM then return rc end
+-- The collection itself, also run by the backward loop (autograd.lua) when the C engine reports that
+-- a node ran out of memory.
+local function collect_for_oom()
   collectgarbage("collect")
   collectgarbage("collect") -- the first pass runs finalizers; the second frees what they released
   pressure[0] = 0
+end
+M.collect_for_oom = collect_for_oom
+
+function M.oom(rc)
+  if rc ~= RT_ERR_OOM then return rc end
+  collect_for_oom()
   return false
 end
 

@@ -185,7 +185,13 @@ const char *rt_tensor_grad_fn_name(const rt_tensor *t); /* NULL for leaves */
 /* Backward runs as a task that hands control back to the caller when it reaches a node whose
  * backward is written in Lua (custom functions): rt_autograd_run returns 1 with the node's id and
  * incoming gradient; the caller computes input gradients, gives each with rt_autograd_supply, and
- * calls rt_autograd_run again. It returns 0 when the graph is done. */
+ * calls rt_autograd_run again. It returns 0 when the graph is done.
+ * It returns 2 when an allocation of the engine ran out of memory (a node's backward, or adding a
+ * gradient into what a node or leaf has accumulated) for the first time: nothing of the failed
+ * step was applied, and the caller frees memory (Lua: a full garbage collection, as for every
+ * RT_ERR_OOM, DESIGN section 2; C never calls Lua) and calls rt_autograd_run again, which retries
+ * that step once. A second failure of the same allocation is returned as RT_ERR_OOM. */
+enum { RT_AUTOGRAD_CUSTOM = 1, RT_AUTOGRAD_RETRY_OOM = 2 };
 typedef struct rt_autograd_task rt_autograd_task;
 int rt_autograd_begin(rt_tensor *root, rt_tensor *grad_root, int retain_graph,
                       rt_autograd_task **out);

@@ -16,6 +16,15 @@ T0=$(date +%s)
 step() { echo "== engine [$(($(date +%s) - T0))s]: $*"; }
 mlp() { timeout 150 $RTLUA scripts/bench/streamed_mlp.lua --steps 3 --warmup 2 "$@" 2>&1 |
         grep -E "^T=|RESULT|profile|worker|rror" | sed "s/^/[$*] /"; }
+if has specout; then
+  step "GPU specs with failure details"
+  BUSTED=${BUSTED_BIN:-/tmp/debroot/usr/bin/busted}
+  for sp in tests/gpu/*_spec.lua; do
+    RAMTORCH_CUDA_POISON=1 timeout 200 $RTLUA "$BUSTED" -o utfTerminal "$sp" > /tmp/spec.log 2>&1
+    echo "SPEC $sp rc=$? $(grep -aE '[0-9]+ success' /tmp/spec.log | tail -1)"
+    grep -aE "Failure|Error" -A12 /tmp/spec.log | head -40
+  done
+fi
 if has specall; then
   step "ctest -L gpu (poisoned allocations)"
   (cd build-gpu && RAMTORCH_CUDA_POISON=1 timeout 200 ctest -L gpu --output-on-failure 2>&1 | tail -12)
@@ -81,5 +90,69 @@ if has gpt; then
   [ -z "${GPT_SHORT:-}" ] && gpt ""
   timeout 200 $PY scripts/bench/gpt_stack.py --steps 4 2>&1 | tail -6
   gpt "--streamed --autocast --breakdown"
+fi
+if has membench; then
+  step "elementwise/reduction bandwidth (gpu_memory) beside PyTorch"
+  timeout 120 $RTLUA scripts/bench/gpu_memory.lua 2>&1 | grep RESULT | sed 's/^/[rt] /'
+  timeout 120 $PY scripts/bench/gpu_memory.py 2>&1 | grep RESULT | sed 's/^/[pt] /'
+fi
+if has gptprof; then
+  # kernel time per kernel name for one GPT training run, ours and PyTorch's (needs nsys)
+  step "GPT stack kernel profile (nsys)"
+  NSYS=$(command -v nsys || ls /usr/local/cuda*/bin/nsys /opt/nvidia/nsight-systems*/bin/nsys 2>/dev/null | head -1)
+  if [ -z "$NSYS" ]; then echo "no nsys here"; ls -d /usr/local/cuda*/ /opt/nvidia/* 2>/dev/null; else
+    prof() { local name=$1; shift
+      timeout 200 $NSYS profile -t cuda -o /tmp/prof_$name -f true "$@" > /dev/null 2>&1
+      timeout 100 $NSYS stats -q -r cuda_gpu_kern_sum -f csv /tmp/prof_$name.nsys-rep 2>/dev/null |
+        python3 -c "
+import csv,sys
+rows=list(csv.DictReader(sys.stdin))
+tot=sum(float(r['Total Time (ns)']) for r in rows)
+print('$name total kernel ms', round(tot/1e6,1))
+for r in rows[:${PROF_TOP:-28}]:
+    print('$name %7.1f ms %6s x  %s' % (float(r['Total Time (ns)'])/1e6, r['Instances'], r['Name'][:110]))
+"; }
+    prof rt $RTLUA scripts/bench/gpt_stack.lua --autocast --steps 3 --warmup 1
+    prof pt env -u LD_LIBRARY_PATH python3 scripts/bench/gpt_stack.py --steps 3 --warmup 1 --modes autocast
+  fi
+fi
+if has nodeprof; then
+  step "GPT stack backward per node (RAMTORCH_AUTOGRAD_PROFILE, device synchronized per node)"
+  RAMTORCH_AUTOGRAD_PROFILE=1 timeout 120 $RTLUA scripts/bench/gpt_stack.lua --autocast --steps 1 --warmup 1 2>&1 |
+    awk '/autograd profile/ {n++} n == 2' | head -40
+fi
+if has ncu; then
+  # kernel time per kernel name (Nsight Compute, one metric, kernels serialized) for a 2-layer GPT
+  # (the same shapes per layer as the benchmark's 12), ours and PyTorch's, two steps each
+  step "GPT stack kernels (ncu, 2 layers, per step)"
+  NCU=$(command -v ncu || find /opt/nvidia/nsight-compute /usr/local/cuda*/ -name ncu -type f 2>/dev/null | head -1)
+  kprof() { local name=$1 steps=$2; shift 2
+    timeout 240 $NCU --metrics gpu__time_duration.sum --csv --print-units base "$@" > /tmp/ncu_$name.csv 2> /tmp/ncu_$name.err
+    echo "$name rc=$? $(wc -l < /tmp/ncu_$name.csv) lines"; grep -m3 -i "error\|ERR_" /tmp/ncu_$name.err /tmp/ncu_$name.csv
+    python3 - /tmp/ncu_$name.csv $name $steps <<'PY'
+import csv, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+if not rows: sys.exit()
+h = rows[0]; ki = h.index("Kernel Name"); vi = h.index("Metric Value")
+agg = collections.defaultdict(lambda: [0.0, 0])
+for r in rows[1:]:
+    try: v = float(r[vi].replace(",", ""))
+    except ValueError: continue
+    k = r[ki][:100]; agg[k][0] += v; agg[k][1] += 1
+st = float(sys.argv[3])
+tot = sum(a[0] for a in agg.values()) / st
+print("%s: %d kernels per step, %.2f ms kernel time per step" % (sys.argv[2], sum(a[1] for a in agg.values()) / st, tot / 1e6))
+for k, (t, n) in sorted(agg.items(), key=lambda x: -x[1][0])[:32]:
+    print("%s %8.3f ms/step %5.0f x %s" % (sys.argv[2], t / st / 1e6, n / st, k))
+PY
+  }
+  kprof rt 2 $RTLUA scripts/bench/gpt_stack.lua --autocast --n-layer 2 --steps 1 --warmup 1
+  kprof pt 3 env -u LD_LIBRARY_PATH python3 scripts/bench/gpt_stack.py --n-layer 2 --steps 1 --warmup 1 --modes autocast
+fi
+if has cevar; then
+  step "cross_entropy load variants (RAMTORCH_CE_LOAD)"
+  for v in 0 1 2 3 0; do
+    RAMTORCH_CE_LOAD=$v timeout 90 $RTLUA scripts/bench/ce_variants.lua load$v 2>&1 | grep RESULT
+  done
 fi
 step "done"

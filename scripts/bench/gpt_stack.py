@@ -114,8 +114,9 @@ def main():
     ap.add_argument("--vocab", type=int, default=50304)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--modes", default="bf16,autocast", help="comma-separated: bf16, autocast")
     a = ap.parse_args()
-    for mode in ("bf16", "autocast"):
+    for mode in a.modes.split(","):
         run(a, mode)
 
 

@@ -261,6 +261,21 @@ describe("cuda nn kernels", function()
         assert.matches("position 1", tostring(err))
       end)
 
+      it("embedding backward sums repeated rows in the CPU's order, bit for bit (sorted groups)", function()
+        -- 3000 positions into 300 rows (about 10 repeats each, one row 400 times), 130 columns
+        torch.manual_seed(17)
+        local idx = torch.randint(0, 300, { 3000 }):long()
+        idx:narrow(0, 0, 400):fill_(7)
+        local w = torch.randn({ 300, 130 }):to(dt)
+        local go = torch.randn({ 3000, 130 }):to(dt)
+        local function grad_on(device)
+          local ww = w:to(device):detach():requires_grad_(true) -- a fresh leaf on each device
+          ; (F.embedding(idx:to(device), ww) * go:to(device)):sum():backward() -- upstream gradient: go exactly
+          return ww.grad:to("cpu"):to(torch.float64)
+        end
+        assert.are.same(grad_on("cpu"):totable(), grad_on("cuda"):totable())
+      end)
+
       it("dropout draws the CPU's mask from the same seed, forward and backward", function()
         local x = pair({ 37, 129 }, dt, 0.5, 2)
         for _, src in ipairs({ x, x:t() }) do

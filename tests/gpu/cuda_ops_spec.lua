@@ -167,6 +167,17 @@ describe("cuda backend", function()
         local big, gbig = pair({ 3, 100003 }, dt)
         check_close("sum long rows", big:sum(1), gbig:sum(1), math.max(tol, 1e-5) * 4)
         check_close("sum long cols", big:t():sum(0), gbig:t():sum(0), math.max(tol, 1e-5) * 4)
+        -- column reductions over many rows (a bias gradient's shape): split into row chunks whose
+        -- partials are combined in order (kernels/cuda/reduce.cu k_reduce_cols_split); one reduced
+        -- dim, two merged ones, and two that cannot merge
+        local cols, gcols = pair({ 4099, 70 }, dt)
+        local c4, gc4 = pair({ 400, 3, 50, 7 }, dt)
+        for _, name in ipairs({ "sum", "mean", "amax", "amin" }) do
+          local rtol = (name == "sum" or name == "mean") and math.max(tol, 1e-5) * 4 or 0
+          check_close(name .. " cols", torch[name](cols, 0), torch[name](gcols, 0), rtol)
+          check_close(name .. " cols {0,1}", torch[name](c4, { 0, 1 }), torch[name](gc4, { 0, 1 }), rtol)
+          check_close(name .. " cols {0,2}", torch[name](c4, { 0, 2 }), torch[name](gc4, { 0, 2 }), rtol)
+        end
         local a1 = a:clone():requires_grad_(true)
         local ga1 = ga:clone():requires_grad_(true)
         a1:mean({ 0, 2 }):sum():backward()
@@ -274,6 +285,48 @@ describe("cuda backend", function()
     assert.matches("out of memory", tostring(err2))
     local a, ga = pair({ 64, 64 }, torch.float32)
     check_close("usable after OOM", a:matmul(a), ga:matmul(ga), 1e-5)
+  end)
+
+  -- DESIGN section 2 inside the backward engine (runtime/autograd.c): a node whose backward runs out of
+  -- memory is retried once after a full garbage collection frees the device blocks of dead handles.
+  it("retries a backward that runs out of memory once dead tensors are collected", function()
+    local autograd = require("ramtorch.autograd")
+    local core = require("ramtorch.core")
+    local xc = torch.randn({ 1024, 1024 }) -- 4 MiB in float32: one caching-allocator block exactly
+    local function run(retry)
+      local x = xc:to("cuda"):requires_grad_(true)
+      local y = (x * x):sum() -- backward: two 4 MiB gradients g * x
+      collectgarbage("collect")
+      core.pace_gc() -- collects, and no automatic collection comes while the garbage below is made
+      torch.cuda.synchronize()
+      torch.cuda.empty_cache()
+      local budget = torch.cuda.memory_reserved() + 32 * 1024 * 1024
+      torch.cuda.set_memory_budget(budget)
+      collectgarbage("stop")
+      for _ = 1, 8 do torch.empty({ 1024, 1024 }, { device = "cuda" }) end -- handles dropped at once
+      local full = torch.cuda.memory_reserved() == budget -- no room left until a collection
+      local prev = autograd.set_oom_retry(retry)
+      local ok, err = pcall(function() y:backward() end)
+      autograd.set_oom_retry(prev)
+      collectgarbage("restart")
+      torch.cuda.set_memory_budget(nil)
+      return ok, err, x, full
+    end
+    local ok, err, x, full = run(true)
+    assert.is_true(full)
+    assert(ok, err)
+    check_close("gradient after the retry", xc * 2, x.grad, 0)
+    ok, err, x, full = run(false)
+    assert.is_true(full)
+    assert.is_false(ok)
+    assert.matches("CUDA out of memory", tostring(err))
+    assert.matches("budget", tostring(err))
+    assert.is_nil(x.grad)
+    -- and the device is usable afterwards
+    local z = xc:to("cuda"):requires_grad_(true)
+    local loss = (z * z):sum()
+    loss:backward()
+    check_close("gradient after the failure", xc * 2, z.grad, 0)
   end)
 
   it("orders work across streams with events", function()

@@ -251,6 +251,15 @@ struct FUn {
     int op;
     __device__ float operator()(float x, float) const { return un_f(op, x); }
 };
+/* FUn / FUnBwd with the op fixed at compile time: the switch folds away and the 8 elements of a
+ * vector interleave (GELU's forward ran at half of PyTorch's speed through the runtime switch) */
+template <int OP> struct FUnK {
+    __device__ float operator()(float x, float) const { return un_f(OP, x); }
+};
+template <int OP> struct FUnBwdK {
+    __device__ float operator()(float g, float x) const { return g * un_deriv<float>(OP, x); }
+};
+
 /* a unary op's backward, grad * f'(x), as k_unary_backward<float> computes it */
 struct FUnBwd {
     int op;
@@ -345,6 +354,58 @@ __global__ void k_copy(rtc_geo g, char *d, int dt, const char *s, int st) {
     }
 }
 
+/* Same-dtype copies whose innermost dim is unit-stride on both sides (the transposes around
+ * attention, contiguous() of a split): each thread moves one VB-byte piece of a row, and only the
+ * row's offset goes through the geometry (g here is the outer dims, in bytes: the per-element
+ * k_copy divided its index by every dim for each 2-byte element, at a third of PyTorch's speed). */
+template <typename V>
+__global__ void k_copy_rows(rtc_geo g, int64_t pieces, char *__restrict__ d,
+                            const char *__restrict__ s) {
+    const int64_t total = g.numel * pieces;
+    RTC_GRID_STRIDE(i, total) {
+        int64_t row = i / pieces, pc = i - row * pieces;
+        int64_t off[2];
+        rtc_offsets<2>(g, row, off);
+        ((V *)(d + off[0]))[pc] = ((const V *)(s + off[1]))[pc];
+    }
+}
+
+/* k_copy_rows when it applies (false: it does not; take k_copy) */
+static bool copy_rows(const rtc_geo &g, const rtc_view *dst, const rtc_view *src, int *rc) {
+    const int last = g.ndim - 1;
+    if (g.ndim < 2 || dst->dtype != src->dtype || g.st[0][last] != 1 || g.st[1][last] != 1)
+        return false;
+    const int64_t es = rtc_dtype_size(dst->dtype), row = g.shape[last] * es;
+    uintptr_t mis = (uintptr_t)dst->data | (uintptr_t)src->data | (uintptr_t)row;
+    rtc_geo o;
+    o.nv = 2;
+    o.ndim = last;
+    o.numel = g.numel / g.shape[last];
+    for (int k = 0; k < last; k++) {
+        o.shape[k] = g.shape[k];
+        o.st[0][k] = g.st[0][k] * es;
+        o.st[1][k] = g.st[1][k] * es;
+        mis |= (uintptr_t)o.st[0][k] | (uintptr_t)o.st[1][k];
+    }
+    const int vb = (mis & 15) == 0 ? 16 : (mis & 7) == 0 ? 8 : (mis & 3) == 0 ? 4 : 0;
+    if (vb == 0) return false;
+    const int64_t pieces = row / vb;
+    unsigned grid = rtc_grid(o.numel * pieces, RTC_BLOCK);
+    cudaStream_t st = rtc_stream();
+    if (vb == 16)
+        k_copy_rows<uint4><<<grid, RTC_BLOCK, 0, st>>>(o, pieces, dst->data, src->data);
+    else if (vb == 8)
+        k_copy_rows<uint2><<<grid, RTC_BLOCK, 0, st>>>(o, pieces, dst->data, src->data);
+    else
+        k_copy_rows<unsigned><<<grid, RTC_BLOCK, 0, st>>>(o, pieces, dst->data, src->data);
+    cudaError_t e = cudaGetLastError();
+    *rc = e == cudaSuccess ? RT_OK
+                           : rt_error_set(RT_ERR_BACKEND, __FILE__, __LINE__,
+                                          "copy: CUDA error %s: %s (launching k_copy_rows)",
+                                          cudaGetErrorName(e), cudaGetErrorString(e));
+    return true;
+}
+
 /* 8 elements per thread and step when both sides are 16-byte aligned: 16-byte loads and stores on
  * the 2-byte side, two of them on the 4-byte side (a scalar cast per element left the f32 -> bf16
  * cast at 64% of the copy bandwidth) */
@@ -410,6 +471,8 @@ extern "C" int rtc_copy(const rtc_view *dst, const rtc_view *src) {
             return cast_from<__half>("copy", dst->data, src->dtype, src->data, g.numel);
         }
     }
+    int rc;
+    if (copy_rows(g, dst, src, &rc)) return rc;
     k_copy<<<rtc_grid(g.numel, RTC_BLOCK), RTC_BLOCK, 0, rtc_stream()>>>(g, dst->data, dst->dtype,
                                                                          src->data, src->dtype);
     RTC_LAUNCH_CHECK("copy");
@@ -562,6 +625,37 @@ __global__ void k_binary(rtc_geo g, int op, char *o, int to, const char *a, int 
     }
 }
 
+/* out (f32) = f(a, b) over contiguous operands of two different float dtypes (an f32 residual
+ * stream plus a bf16 branch under autocast): 8 elements per thread when aligned, no index math
+ * (k_binary's per-element offsets ran at a third of the bandwidth) */
+template <typename TA, typename TB>
+__global__ void k_map2_mixed(float *__restrict__ o, const TA *__restrict__ a,
+                             const TB *__restrict__ b, int64_t n, FBin f, bool vec) {
+    int64_t nv = vec ? n / 8 : 0;
+    RTC_GRID_STRIDE(i, nv) {
+        vec_t<TA, 8> x = ((const vec_t<TA, 8> *)a)[i];
+        vec_t<TB, 8> y = ((const vec_t<TB, 8> *)b)[i];
+        vec_t<float, 8> z;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            z.v[j] = f(rtc_io<TA>::ld(x.v[j]), rtc_io<TB>::ld(y.v[j]));
+        ((vec_t<float, 8> *)o)[i] = z;
+    }
+    RTC_GRID_STRIDE(i, n - nv * 8) {
+        int64_t k = nv * 8 + i;
+        o[k] = f(rtc_io<TA>::ld(a[k]), rtc_io<TB>::ld(b[k]));
+    }
+}
+
+template <typename TA, typename TB>
+static int launch_mixed(int op, void *o, const void *a, const void *b, int64_t n) {
+    bool vec = rtc_aligned16(o) && rtc_aligned16(a) && rtc_aligned16(b);
+    k_map2_mixed<TA, TB><<<rtc_grid(vec ? n / 8 + 8 : n, RTC_BLOCK), RTC_BLOCK, 0, rtc_stream()>>>(
+        (float *)o, (const TA *)a, (const TB *)b, n, FBin{op}, vec);
+    RTC_LAUNCH_CHECK("binary");
+    return RT_OK;
+}
+
 extern "C" int rtc_binary(int op, const rtc_view *out, const rtc_view *a, const rtc_view *b) {
     if (out->numel == 0) return RT_OK;
     const rtc_view *v[3] = {out, a, b};
@@ -581,6 +675,16 @@ extern "C" int rtc_binary(int op, const rtc_view *out, const rtc_view *a, const 
         default:
             return map2_dtype("binary", to, out->data, a->data, b->data, g.numel, FBin{op});
         }
+    }
+    if (fmode && to == RT_F32 && rtc_geo_contig(g)) {
+        if (ta == RT_F32 && tb == RT_BF16)
+            return launch_mixed<float, __nv_bfloat16>(op, out->data, a->data, b->data, g.numel);
+        if (ta == RT_BF16 && tb == RT_F32)
+            return launch_mixed<__nv_bfloat16, float>(op, out->data, a->data, b->data, g.numel);
+        if (ta == RT_F32 && tb == RT_F16)
+            return launch_mixed<float, __half>(op, out->data, a->data, b->data, g.numel);
+        if (ta == RT_F16 && tb == RT_F32)
+            return launch_mixed<__half, float>(op, out->data, a->data, b->data, g.numel);
     }
     bool imode = to == RT_I64 && ta == RT_I64 && tb == RT_I64 && op != RT_DIV && op != RT_POW;
     unsigned grid = rtc_grid(g.numel, RTC_BLOCK);
@@ -696,8 +800,18 @@ extern "C" int rtc_unary(int op, const rtc_view *out, const rtc_view *a) {
     const rtc_view *v[2] = {out, a};
     rtc_geo g = rtc_geo_make(2, v);
     int to = out->dtype, ta = a->dtype;
-    if (reduced(to) && ta == to && rtc_geo_contig(g))
+    if (reduced(to) && ta == to && rtc_geo_contig(g)) {
+        switch (op) { /* the activations of transformer MLPs, specialised */
+        case RT_GELU_TANH:
+            return map2_dtype("unary", to, out->data, a->data, a->data, g.numel,
+                              FUnK<RT_GELU_TANH>{});
+        case RT_GELU:
+            return map2_dtype("unary", to, out->data, a->data, a->data, g.numel, FUnK<RT_GELU>{});
+        case RT_SILU:
+            return map2_dtype("unary", to, out->data, a->data, a->data, g.numel, FUnK<RT_SILU>{});
+        }
         return map2_dtype("unary", to, out->data, a->data, a->data, g.numel, FUn{op});
+    }
     unsigned grid = rtc_grid(g.numel, RTC_BLOCK);
     if (reduced(to))
         k_unary<true><<<grid, RTC_BLOCK, 0, rtc_stream()>>>(g, op, out->data, to, a->data, ta);
@@ -727,9 +841,20 @@ extern "C" int rtc_unary_backward(int op, const rtc_view *grad_in, const rtc_vie
     /* contiguous operands of one reduced dtype (a GELU's backward in a bf16 MLP): 16-byte vectors
      * (the strided kernel ran at a seventh of the bandwidth on the H200) */
     int dt = grad_in->dtype;
-    if (reduced(dt) && grad_out->dtype == dt && x->dtype == dt && rtc_geo_contig(g))
-        return map2_dtype("unary_backward", dt, grad_in->data, grad_out->data, x->data, g.numel,
-                          FUnBwd{op});
+    if (reduced(dt) && grad_out->dtype == dt && x->dtype == dt && rtc_geo_contig(g)) {
+        const char *name = "unary_backward";
+        void *o = grad_in->data;
+        switch (op) {
+        case RT_GELU_TANH:
+            return map2_dtype(name, dt, o, grad_out->data, x->data, g.numel,
+                              FUnBwdK<RT_GELU_TANH>{});
+        case RT_GELU:
+            return map2_dtype(name, dt, o, grad_out->data, x->data, g.numel, FUnBwdK<RT_GELU>{});
+        case RT_SILU:
+            return map2_dtype(name, dt, o, grad_out->data, x->data, g.numel, FUnBwdK<RT_SILU>{});
+        }
+        return map2_dtype(name, dt, o, grad_out->data, x->data, g.numel, FUnBwd{op});
+    }
     unsigned grid = rtc_grid(g.numel, RTC_BLOCK);
     if (reduced(grad_in->dtype))
         k_unary_backward<float><<<grid, RTC_BLOCK, 0, rtc_stream()>>>(

@@ -22,7 +22,7 @@ if has specout; then
   for sp in tests/gpu/*_spec.lua; do
     RAMTORCH_CUDA_POISON=1 timeout 200 $RTLUA "$BUSTED" -o utfTerminal "$sp" > /tmp/spec.log 2>&1
     echo "SPEC $sp rc=$? $(grep -aE '[0-9]+ success' /tmp/spec.log | tail -1)"
-    grep -aE "Failure|Error" -A12 /tmp/spec.log | head -40
+    grep -aE "Failure|Error" -A12 /tmp/spec.log | head -${SPEC_FAIL_LINES:-40}
   done
 fi
 if has specall; then
@@ -124,10 +124,10 @@ fi
 if has ncu; then
   # kernel time per kernel name (Nsight Compute, one metric, kernels serialized) for a 2-layer GPT
   # (the same shapes per layer as the benchmark's 12), ours and PyTorch's, two steps each
-  step "GPT stack kernels (ncu, 2 layers, per step)"
+  step "GPT stack kernels (ncu, ${NCU_LAYERS:-2} layers, per step)"
   NCU=$(command -v ncu || find /opt/nvidia/nsight-compute /usr/local/cuda*/ -name ncu -type f 2>/dev/null | head -1)
   kprof() { local name=$1 steps=$2; shift 2
-    timeout 240 $NCU --metrics gpu__time_duration.sum --csv --print-units base "$@" > /tmp/ncu_$name.csv 2> /tmp/ncu_$name.err
+    timeout ${NCU_TIMEOUT:-240} $NCU --metrics gpu__time_duration.sum --csv --print-units base "$@" > /tmp/ncu_$name.csv 2> /tmp/ncu_$name.err
     echo "$name rc=$? $(wc -l < /tmp/ncu_$name.csv) lines"; grep -m3 -i "error\|ERR_" /tmp/ncu_$name.err /tmp/ncu_$name.csv
     python3 - /tmp/ncu_$name.csv $name $steps <<'PY'
 import csv, sys, collections
@@ -142,12 +142,12 @@ for r in rows[1:]:
 st = float(sys.argv[3])
 tot = sum(a[0] for a in agg.values()) / st
 print("%s: %d kernels per step, %.2f ms kernel time per step" % (sys.argv[2], sum(a[1] for a in agg.values()) / st, tot / 1e6))
-for k, (t, n) in sorted(agg.items(), key=lambda x: -x[1][0])[:32]:
+for k, (t, n) in sorted(agg.items(), key=lambda x: -x[1][0])[:40]:
     print("%s %8.3f ms/step %5.0f x %s" % (sys.argv[2], t / st / 1e6, n / st, k))
 PY
   }
-  kprof rt 2 $RTLUA scripts/bench/gpt_stack.lua --autocast --n-layer 2 --steps 1 --warmup 1
-  kprof pt 3 env -u LD_LIBRARY_PATH python3 scripts/bench/gpt_stack.py --n-layer 2 --steps 1 --warmup 1 --modes autocast
+  kprof rt 2 $RTLUA scripts/bench/gpt_stack.lua --autocast --n-layer ${NCU_LAYERS:-2} --steps 1 --warmup 1
+  kprof pt 3 env -u LD_LIBRARY_PATH python3 scripts/bench/gpt_stack.py --n-layer ${NCU_LAYERS:-2} --steps 1 --warmup 1 --modes autocast
 fi
 if has cevar; then
   step "cross_entropy load variants (RAMTORCH_CE_LOAD)"

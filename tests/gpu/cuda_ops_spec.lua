@@ -58,6 +58,17 @@ describe("cuda backend", function()
         check_close(("cast %s->%s"):format(dt.name, dt2.name), x:to(dt2), g:to(dt2), 0)
       end
       check_close("device strided copy " .. dt.name, x:t():contiguous(), g:t():contiguous(), 0)
+      -- rows with a unit-stride inner dim (k_copy_rows: 16/8/4-byte pieces, or k_copy when the
+      -- row or an offset is not aligned): permutes around attention, narrowed rows and columns
+      local y = (torch.rand({ 2, 6, 3, 8 }) * 100):to(dt)
+      local gy = y:to("cuda")
+      check_close("permute rows " .. dt.name, y:permute(0, 2, 1, 3):contiguous(),
+                  gy:permute(0, 2, 1, 3):contiguous(), 0)
+      check_close("narrow rows " .. dt.name, y:narrow(3, 1, 6):contiguous(), gy:narrow(3, 1, 6):contiguous(), 0)
+      check_close("narrow cols " .. dt.name, y:narrow(1, 1, 4):contiguous(), gy:narrow(1, 1, 4):contiguous(), 0)
+      local dstg = torch.zeros({ 3, 2, 6, 8 }, { dtype = dt, device = "cuda" })
+      dstg:permute(1, 2, 0, 3):copy_(gy)
+      check_close("copy_ into permuted " .. dt.name, y:permute(2, 0, 1, 3):contiguous(), dstg, 0)
       local h = torch.zeros({ 53, 37 }, { dtype = dt }):t()
       h:copy_(g)
       check_close("d2h into strided " .. dt.name, x, h, 0)
@@ -118,6 +129,15 @@ describe("cuda backend", function()
           check_close(name .. " strided", f(a, at:t()), f(ga, gat:t()), tol)
           check_close(name .. " contiguous", f(a, a), f(ga, ga), tol)
           check_close(name .. " scalar", f(a, 1.5), f(ga, 1.5), tol)
+          if dt ~= torch.float32 then
+            -- f32 with a reduced dtype, contiguous (k_map2_mixed), aligned and one element off
+            local fa, gfa = a:float(), ga:float()
+            check_close(name .. " mixed", f(fa, a), f(gfa, ga), 4e-5)
+            check_close(name .. " mixed rev", f(a, fa), f(ga, gfa), 4e-5)
+            local n = a:numel() - 1
+            check_close(name .. " mixed unaligned", f(fa:view(-1):narrow(0, 1, n), a:view(-1):narrow(0, 0, n)),
+                        f(gfa:view(-1):narrow(0, 1, n), ga:view(-1):narrow(0, 0, n)), 4e-5)
+          end
           -- backward through autograd
           local a1 = a:clone():requires_grad_(true)
           local b1 = b:clone():requires_grad_(true)
@@ -151,6 +171,13 @@ describe("cuda backend", function()
           f(a1):sum():backward()
           f(ga1):sum():backward()
           check_close(name .. " grad", a1.grad, ga1.grad, tol * 4)
+          -- a contiguous upstream gradient (the 16-byte FUnBwd path; sum's is an expanded one)
+          local w, gw = pair({ 129, 31 }, dt)
+          local a2 = a:clone():requires_grad_(true)
+          local ga2 = ga:clone():requires_grad_(true)
+          ; (f(a2) * w):sum():backward()
+          ; (f(ga2) * gw):sum():backward()
+          check_close(name .. " grad contiguous", a2.grad, ga2.grad, tol * 4)
         end
       end)
 
@@ -172,9 +199,13 @@ describe("cuda backend", function()
         -- dim, two merged ones, and two that cannot merge
         local cols, gcols = pair({ 4099, 70 }, dt)
         local c4, gc4 = pair({ 400, 3, 50, 7 }, dt)
+        local cv, gcv = pair({ 3001, 256 }, dt) -- aligned rows: the 16-byte path (k_reduce_cols_vec)
         for _, name in ipairs({ "sum", "mean", "amax", "amin" }) do
           local rtol = (name == "sum" or name == "mean") and math.max(tol, 1e-5) * 4 or 0
           check_close(name .. " cols", torch[name](cols, 0), torch[name](gcols, 0), rtol)
+          check_close(name .. " cols vec", torch[name](cv, 0), torch[name](gcv, 0), rtol)
+          check_close(name .. " cols vec narrowed", torch[name](cv:narrow(1, 8, 240), 0),
+                      torch[name](gcv:narrow(1, 8, 240), 0), rtol)
           check_close(name .. " cols {0,1}", torch[name](c4, { 0, 1 }), torch[name](gc4, { 0, 1 }), rtol)
           check_close(name .. " cols {0,2}", torch[name](c4, { 0, 2 }), torch[name](gc4, { 0, 2 }), rtol)
         end

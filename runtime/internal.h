@@ -187,6 +187,13 @@ typedef struct rt_backend {
     int (*gemm_bias)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const void *a,
                      int64_t lda, const void *b, int64_t ldb, const void *bias, void *c,
                      int64_t ldc, int dtype);
+    /* AdamW over n parameters at once (runtime/optim.c): element for element the update of
+     * adamw_step, bit for bit; views contiguous, non-empty, param numel = the others', written
+     * ranges disjoint, on one device. NULL: the runtime loops over adamw_step (the CPU). */
+    int (*adamw_step_multi)(int n, const rt_kview *params, const rt_kview *grads,
+                            const rt_kview *exp_avgs, const rt_kview *exp_avg_sqs, double lr,
+                            double beta1, double beta2, double eps, double weight_decay,
+                            int64_t step);
 } rt_backend;
 
 /* The backend for a device: CPU for RT_DEVICE_CPU; CUDA (loaded on first use) for ordinals.

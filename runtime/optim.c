@@ -1,10 +1,13 @@
 /* optim.c: the fused optimizer updates (DESIGN section 6). Validate the parameter, its gradient
  * and its optimizer state (devices, dtypes, shapes, contiguity, hyper-parameters), then run the
  * backend's one-pass kernel where the parameter lives. In place, no autograd: the parameter's
- * storage version is bumped like any in-place write. */
+ * storage version is bumped like any in-place write. rt_adamw_step_multi updates n parameters
+ * in one backend call (a few launches on a GPU: kernels/cuda/optim_multi.cu). */
 #include "internal.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 /* One tensor of the update: present, on the parameter's device, contiguous, same shape. */
 static int check_operand(const char *op, const char *what, const rt_tensor *param,
@@ -43,14 +46,8 @@ static const rt_backend *backend_of(const rt_tensor *param) {
  * AdamW
  * ============================================================================================== */
 
-int rt_adamw_step(rt_tensor *param, rt_tensor *grad, rt_tensor *exp_avg, rt_tensor *exp_avg_sq,
-                  double lr, double beta1, double beta2, double eps, double weight_decay,
-                  int64_t step) {
-    static const char *op = "adamw_step";
-    RT_TRY(check_param(op, param));
-    RT_TRY(check_operand(op, "grad", param, grad, 0));
-    RT_TRY(check_operand(op, "exp_avg", param, exp_avg, 1));
-    RT_TRY(check_operand(op, "exp_avg_sq", param, exp_avg_sq, 1));
+static int check_adamw_hparams(const char *op, double lr, double beta1, double beta2, double eps,
+                               double weight_decay, int64_t step) {
     if (!(lr >= 0))
         return RT_ERR(RT_ERR_INVALID, "%s: invalid learning rate %g (expected >= 0)", op, lr);
     if (!(beta1 >= 0 && beta1 < 1))
@@ -65,6 +62,18 @@ int rt_adamw_step(rt_tensor *param, rt_tensor *grad, rt_tensor *exp_avg, rt_tens
         return RT_ERR(RT_ERR_INVALID,
                       "%s: step must be >= 1 (the count after this update), got %lld", op,
                       (long long)step);
+    return RT_OK;
+}
+
+int rt_adamw_step(rt_tensor *param, rt_tensor *grad, rt_tensor *exp_avg, rt_tensor *exp_avg_sq,
+                  double lr, double beta1, double beta2, double eps, double weight_decay,
+                  int64_t step) {
+    static const char *op = "adamw_step";
+    RT_TRY(check_param(op, param));
+    RT_TRY(check_operand(op, "grad", param, grad, 0));
+    RT_TRY(check_operand(op, "exp_avg", param, exp_avg, 1));
+    RT_TRY(check_operand(op, "exp_avg_sq", param, exp_avg_sq, 1));
+    RT_TRY(check_adamw_hparams(op, lr, beta1, beta2, eps, weight_decay, step));
     if (param->meta.numel == 0) return RT_OK;
     const rt_backend *be = backend_of(param);
     rt_kview vp = rt_kview_of(param), vg = rt_kview_of(grad), vm = rt_kview_of(exp_avg),
@@ -74,6 +83,122 @@ int rt_adamw_step(rt_tensor *param, rt_tensor *grad, rt_tensor *exp_avg, rt_tens
     rt_tensor_bump_version(param);
     rt_tensor_bump_version(exp_avg);
     rt_tensor_bump_version(exp_avg_sq);
+    return RT_OK;
+}
+
+/* ================================================================================================
+ * AdamW over many parameters (rt_adamw_step_multi)
+ *
+ * Everything is checked before any tensor is touched, so a bad entry leaves all n unchanged. The
+ * written tensors (params, exp_avgs, exp_avg_sqs) must not overlap: the GPU updates them all at
+ * once, so a parameter listed twice would race instead of taking two updates in turn.
+ * ============================================================================================== */
+
+typedef struct written_range {
+    uintptr_t lo, hi; /* [lo, hi) bytes */
+    int index;
+    const char *what;
+} written_range;
+
+static int cmp_range(const void *a, const void *b) {
+    const written_range *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo ? 1 : (x->index > y->index) - (x->index < y->index);
+}
+
+static written_range range_of(const rt_tensor *t, int index, const char *what) {
+    uintptr_t lo = (uintptr_t)((char *)t->storage->data +
+                               t->meta.offset * (int64_t)rt_dtype_size(t->meta.dtype));
+    written_range r = {lo, lo + (uintptr_t)t->meta.numel * rt_dtype_size(t->meta.dtype), index,
+                       what};
+    return r;
+}
+
+static int check_disjoint(const char *op, written_range *r, int nr) {
+    qsort(r, (size_t)nr, sizeof *r, cmp_range);
+    int far = 0; /* the range reaching furthest so far */
+    for (int k = 1; k < nr; k++) {
+        if (r[k].lo < r[far].hi) {
+            const written_range *a = r[far].index <= r[k].index ? &r[far] : &r[k];
+            const written_range *b = a == &r[far] ? &r[k] : &r[far];
+            return RT_ERR(RT_ERR_INVALID,
+                          "%s: tensor %d's %s overlaps tensor %d's %s in memory (every parameter "
+                          "and state tensor must appear once and not share memory)",
+                          op, a->index, a->what, b->index, b->what);
+        }
+        if (r[k].hi > r[far].hi) far = k;
+    }
+    return RT_OK;
+}
+
+int rt_adamw_step_multi(int n, rt_tensor **params, rt_tensor **grads, rt_tensor **exp_avgs,
+                        rt_tensor **exp_avg_sqs, double lr, double beta1, double beta2, double eps,
+                        double weight_decay, int64_t step) {
+    static const char *op = "adamw_step_multi";
+    if (n < 0) return RT_ERR(RT_ERR_INVALID, "%s: n must be >= 0, got %d", op, n);
+    RT_TRY(check_adamw_hparams(op, lr, beta1, beta2, eps, weight_decay, step));
+    if (n == 0) return RT_OK;
+    if (!params || !grads || !exp_avgs || !exp_avg_sqs)
+        return RT_ERR(RT_ERR_INVALID, "%s: %s array is NULL (n = %d)", op,
+                      !params     ? "params"
+                      : !grads    ? "grads"
+                      : !exp_avgs ? "exp_avgs"
+                                  : "exp_avg_sqs",
+                      n);
+    int nonempty = 0;
+    for (int i = 0; i < n; i++) {
+        char at[64];
+        snprintf(at, sizeof at, "%s: tensor %d", op, i);
+        RT_TRY(check_param(at, params[i]));
+        if (params[i]->meta.device != params[0]->meta.device)
+            return RT_ERR(RT_ERR_DEVICE,
+                          "%s: param is on device %d but tensor 0's param is on device %d (one "
+                          "call updates the parameters of one device)",
+                          at, params[i]->meta.device, params[0]->meta.device);
+        RT_TRY(check_operand(at, "grad", params[i], grads[i], 0));
+        RT_TRY(check_operand(at, "exp_avg", params[i], exp_avgs[i], 1));
+        RT_TRY(check_operand(at, "exp_avg_sq", params[i], exp_avg_sqs[i], 1));
+        if (params[i]->meta.numel > 0) nonempty++;
+    }
+    if (nonempty == 0) return RT_OK;
+    /* one block: the written ranges, then the kernel views of the non-empty entries */
+    size_t bytes = (size_t)nonempty * (3 * sizeof(written_range) + 4 * sizeof(rt_kview));
+    char *mem = malloc(bytes);
+    if (!mem)
+        return RT_ERR(RT_ERR_OOM, "%s: out of host memory for the work list of %d tensors", op, n);
+    written_range *ranges = (written_range *)mem;
+    rt_kview *vp = (rt_kview *)(mem + (size_t)nonempty * 3 * sizeof(written_range));
+    rt_kview *vg = vp + nonempty, *vm = vg + nonempty, *vv = vm + nonempty;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (params[i]->meta.numel == 0) continue;
+        ranges[3 * k] = range_of(params[i], i, "param");
+        ranges[3 * k + 1] = range_of(exp_avgs[i], i, "exp_avg");
+        ranges[3 * k + 2] = range_of(exp_avg_sqs[i], i, "exp_avg_sq");
+        vp[k] = rt_kview_of(params[i]);
+        vg[k] = rt_kview_of(grads[i]);
+        vm[k] = rt_kview_of(exp_avgs[i]);
+        vv[k] = rt_kview_of(exp_avg_sqs[i]);
+        k++;
+    }
+    int rc = check_disjoint(op, ranges, 3 * nonempty);
+    const rt_backend *be = backend_of(params[0]);
+    if (rc == RT_OK && be->adamw_step_multi) {
+        rc = be->adamw_step_multi(nonempty, vp, vg, vm, vv, lr, beta1, beta2, eps, weight_decay,
+                                  step);
+    } else if (rc == RT_OK) {
+        /* backends without a multi-tensor kernel (the CPU): the per-tensor one in turn */
+        for (int j = 0; j < nonempty && rc == RT_OK; j++)
+            rc = RT_BE_CALL(be, adamw_step, op, &vp[j], &vg[j], &vm[j], &vv[j], lr, beta1, beta2,
+                            eps, weight_decay, step);
+    }
+    free(mem);
+    if (rc != RT_OK) return rc;
+    for (int i = 0; i < n; i++) {
+        if (params[i]->meta.numel == 0) continue;
+        rt_tensor_bump_version(params[i]);
+        rt_tensor_bump_version(exp_avgs[i]);
+        rt_tensor_bump_version(exp_avg_sqs[i]);
+    }
     return RT_OK;
 }
 

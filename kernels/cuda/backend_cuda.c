@@ -1072,6 +1072,7 @@ static const rt_backend k_cuda_backend = {
     .sdpa_backward = rtc_be_sdpa_backward,
     .cross_entropy_reduce = rtc_be_cross_entropy_reduce,
     .gemm_bias = cuda_gemm_bias,
+    .adamw_step_multi = rtc_be_adamw_step_multi,
 };
 
 /* Called once by runtime/backend.c. NULL (with the reason in rt_last_error) when no device or

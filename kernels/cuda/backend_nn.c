@@ -73,6 +73,14 @@ int rtc_be_adamw_step(const rt_kview *param, const rt_kview *grad, const rt_kvie
     return rtc_adamw_step(CV(param), CV(grad), CV(exp_avg), CV(exp_avg_sq), lr, beta1, beta2, eps,
                           weight_decay, step);
 }
+/* rtc_view has rt_kview's layout (static asserts in backend_cuda.c), so arrays convert too. */
+int rtc_be_adamw_step_multi(int n, const rt_kview *params, const rt_kview *grads,
+                            const rt_kview *exp_avgs, const rt_kview *exp_avg_sqs, double lr,
+                            double beta1, double beta2, double eps, double weight_decay,
+                            int64_t step) {
+    return rtc_adamw_step_multi(n, CV(params), CV(grads), CV(exp_avgs), CV(exp_avg_sqs), lr, beta1,
+                                beta2, eps, weight_decay, step);
+}
 int rtc_be_sgd_step(const rt_kview *param, const rt_kview *grad, const rt_kview *buf, double lr,
                     double momentum, double dampening, double weight_decay, int nesterov,
                     int first_step) {

@@ -38,6 +38,10 @@ int rtc_be_adamw_step(const rt_kview *param, const rt_kview *grad, const rt_kvie
 int rtc_be_sgd_step(const rt_kview *param, const rt_kview *grad, const rt_kview *buf, double lr,
                     double momentum, double dampening, double weight_decay, int nesterov,
                     int first_step);
+int rtc_be_adamw_step_multi(int n, const rt_kview *params, const rt_kview *grads,
+                            const rt_kview *exp_avgs, const rt_kview *exp_avg_sqs, double lr,
+                            double beta1, double beta2, double eps, double weight_decay,
+                            int64_t step);
 
 /* transformer ops (rms_norm.cu, rope.cu, attention.cu) */
 int rtc_be_rms_norm(const rt_kview *out, const rt_kview *rstd, const rt_kview *x,

@@ -101,6 +101,11 @@ int rtc_adamw_step(const rtc_view *param, const rtc_view *grad, const rtc_view *
 int rtc_sgd_step(const rtc_view *param, const rtc_view *grad, const rtc_view *buf, double lr,
                  double momentum, double dampening, double weight_decay, int nesterov,
                  int first_step);
+/* optim_multi.cu: n parameters (arrays of n views each) in ceil(n / 80) launches per dtype
+ * combination; the tensors are non-empty */
+int rtc_adamw_step_multi(int n, const rtc_view *params, const rtc_view *grads,
+                         const rtc_view *exp_avgs, const rtc_view *exp_avg_sqs, double lr,
+                         double beta1, double beta2, double eps, double weight_decay, int64_t step);
 
 /* ---- transformer ops (semantics in kernels/cpu/rms_norm.c, rope.c, attention.c) ---- */
 /* rms_norm.cu */

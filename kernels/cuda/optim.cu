@@ -3,38 +3,14 @@
  * parameters, rounded once on store; f64 for f64). Every multiply, add, divide and square root is
  * an explicit round-to-nearest intrinsic so nvcc cannot fuse them into FMAs: the GPU update is the
  * CPU's, bit for bit. Views are contiguous with the same numel (runtime/optim.c checked). */
+#include "adamw_elem.cuh"
 #include "rowops.cuh"
 
 /* ---- AdamW
  * --------------------------------------------------------------------------------------- */
 
-struct adamw_f {
-    float decay, w1, w2, b2, bc2, eps, neg_step;
-    int do_decay;
-};
-struct adamw_d {
-    double decay, w1, w2, b2, bc2, eps, neg_step;
-    int do_decay;
-};
-
-__device__ __forceinline__ float lerp_f(float a, float b, float w) {
-    return (w < 0.5f && w > -0.5f) ? __fadd_rn(a, __fmul_rn(w, __fsub_rn(b, a)))
-                                   : __fsub_rn(b, __fmul_rn(__fsub_rn(b, a), __fsub_rn(1.0f, w)));
-}
-__device__ __forceinline__ double lerp_d(double a, double b, double w) {
-    return (w < 0.5 && w > -0.5) ? __dadd_rn(a, __dmul_rn(w, __dsub_rn(b, a)))
-                                 : __dsub_rn(b, __dmul_rn(__dsub_rn(b, a), __dsub_rn(1.0, w)));
-}
-
-__device__ __forceinline__ void adamw_elem_f(const adamw_f &c, float &p, float g, float &m,
-                                             float &v) {
-    if (c.do_decay) p = __fmul_rn(p, c.decay);
-    m = lerp_f(m, g, c.w1);
-    v = __fmul_rn(v, c.b2);
-    v = __fadd_rn(v, __fmul_rn(__fmul_rn(c.w2, g), g));
-    float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(v), c.bc2), c.eps);
-    p = __fadd_rn(p, __fdiv_rn(__fmul_rn(c.neg_step, m), denom));
-}
+/* adamw_f / adamw_d, adamw_scalars and the element update adamw_elem_f / adamw_elem_d are in
+ * adamw_elem.cuh, shared with the multi-tensor kernel (optim_multi.cu). */
 
 __global__ void k_adamw_f32(int64_t n, float *__restrict__ p, const float *__restrict__ g,
                             float *__restrict__ m, float *__restrict__ v, adamw_f c) {
@@ -68,12 +44,7 @@ __global__ void k_adamw_f64(int64_t n, char *p, int pd, const char *g, int gd, c
     RTC_GRID_STRIDE(i, n) {
         double pi = rtc_ldd(p + i * ep, pd), gi = rtc_ldd(g + i * eg, gd);
         double mi = rtc_ldd(m + i * em, md), vi = rtc_ldd(v + i * ev, vd);
-        if (c.do_decay) pi = __dmul_rn(pi, c.decay);
-        mi = lerp_d(mi, gi, c.w1);
-        vi = __dmul_rn(vi, c.b2);
-        vi = __dadd_rn(vi, __dmul_rn(__dmul_rn(c.w2, gi), gi));
-        double denom = __dadd_rn(__ddiv_rn(__dsqrt_rn(vi), c.bc2), c.eps);
-        pi = __dadd_rn(pi, __ddiv_rn(__dmul_rn(c.neg_step, mi), denom));
+        adamw_elem_d(c, pi, gi, mi, vi);
         rtc_std(p + i * ep, pd, pi);
         rtc_std(m + i * em, md, mi);
         rtc_std(v + i * ev, vd, vi);
@@ -85,30 +56,23 @@ extern "C" int rtc_adamw_step(const rtc_view *param, const rtc_view *grad, const
                               double eps, double weight_decay, int64_t step) {
     int64_t n = param->numel;
     if (n == 0) return RT_OK;
-    /* the scalars exactly as kernels/cpu/optim.c computes them (host double) */
-    const double decay = 1.0 - lr * weight_decay;
-    const double w1 = 1.0 - beta1, w2 = 1.0 - beta2;
-    const double bc1 = 1.0 - pow(beta1, (double)step);
-    const double bc2_sqrt = sqrt(1.0 - pow(beta2, (double)step));
-    const double step_size = lr / bc1;
-    const int do_decay = weight_decay != 0.0;
+    adamw_f cf;
+    adamw_d cd;
+    adamw_scalars(lr, beta1, beta2, eps, weight_decay, step, &cf, &cd);
     unsigned grid = rtc_grid(n, RTC_BLOCK);
     cudaStream_t st = rtc_stream();
     int pd = param->dtype, gd = grad->dtype, md = exp_avg->dtype, vd = exp_avg_sq->dtype;
     if (pd == RT_F64) {
-        adamw_d c = {decay, w1, w2, beta2, bc2_sqrt, eps, -step_size, do_decay};
         k_adamw_f64<<<grid, RTC_BLOCK, 0, st>>>(n, param->data, pd, grad->data, gd, exp_avg->data,
-                                                md, exp_avg_sq->data, vd, c);
+                                                md, exp_avg_sq->data, vd, cd);
     } else {
-        adamw_f c = {(float)decay,    (float)w1,  (float)w2,         (float)beta2,
-                     (float)bc2_sqrt, (float)eps, (float)-step_size, do_decay};
         if (pd == RT_F32 && gd == RT_F32 && md == RT_F32 && vd == RT_F32)
             k_adamw_f32<<<grid, RTC_BLOCK, 0, st>>>(
                 n, (float *)param->data, (const float *)grad->data, (float *)exp_avg->data,
-                (float *)exp_avg_sq->data, c);
+                (float *)exp_avg_sq->data, cf);
         else
             k_adamw_mixed<<<grid, RTC_BLOCK, 0, st>>>(n, param->data, pd, grad->data, gd,
-                                                      exp_avg->data, md, exp_avg_sq->data, vd, c);
+                                                      exp_avg->data, md, exp_avg_sq->data, vd, cf);
     }
     RTC_LAUNCH_CHECK("adamw_step");
     return RT_OK;

@@ -696,6 +696,19 @@ int rt_offload_set_profiling(int enabled); /* returns the previous setting */
 int64_t rt_offload_set_grad_chunk_bytes(int64_t bytes);
 int rt_offload_get_profile(int device, rt_offload_profile *out);
 
+/* ------------------------------------------------------------------------------------------------
+ * Multi-tensor AdamW (runtime/optim.c): n device-resident parameters in one call
+ * ---------------------------------------------------------------------------------------------- */
+
+/* rt_adamw_step on params[i], grads[i], exp_avgs[i], exp_avg_sqs[i] for i = 0 .. n-1, with one set
+ * of hyper-parameters and one step count: the same result bit for bit, in a few kernel launches on
+ * a GPU (the CPU loops over rt_adamw_step's kernel). Every tensor is checked first (rt_adamw_step's
+ * checks, all on params[0]'s device, and no two written tensors overlapping); an error names the
+ * index and leaves every tensor unchanged. n == 0 does nothing. */
+int rt_adamw_step_multi(int n, rt_tensor **params, rt_tensor **grads, rt_tensor **exp_avgs,
+                        rt_tensor **exp_avg_sqs, double lr, double beta1, double beta2, double eps,
+                        double weight_decay, int64_t step);
+
 #ifndef RT_CDEF
 #ifdef __cplusplus
 }

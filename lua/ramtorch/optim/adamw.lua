@@ -1,7 +1,9 @@
 -- ramtorch/optim/adamw.lua: AdamW (Loshchilov & Hutter) with PyTorch's semantics: decoupled weight
 -- decay, bias correction, amsgrad off. State per parameter: step (a number), exp_avg and exp_avg_sq
 -- (f32, or f64 for f64 parameters; a bf16 parameter keeps f32 state and is rounded once per step).
--- Each parameter is updated by one fused C call (rt_adamw_step) where it lives.
+-- Host parameters are updated by one fused C call each (rt_host_adamw_step); the rest (device
+-- parameters, float64 ones) in batches: one rt_adamw_step_multi call per device and step count in
+-- each param group, a few kernel launches on a GPU instead of one per parameter.
 local torch = require("ramtorch")
 local rffi = require("ramtorch.ffi")
 local optimizer = require("ramtorch.optim.optimizer")
@@ -111,12 +113,28 @@ end
 
 function AdamW:_armed_done(p, st) st.step = st.step + 1 end
 
+-- One rt_adamw_step_multi call for a batch (parameters of one device and step count, one param
+-- group). The C side checks every entry before it writes any, and groups the tensors by dtype
+-- combination itself; b.g keeps negated/contiguous gradient copies alive through the call.
+local function run_batch(b, g)
+  local n = #b.p
+  local P, G = ffi.new("rt_tensor *[?]", n), ffi.new("rt_tensor *[?]", n)
+  local Mv, V = ffi.new("rt_tensor *[?]", n), ffi.new("rt_tensor *[?]", n)
+  for i = 1, n do
+    local st = b.st[i]
+    P[i - 1], G[i - 1], Mv[i - 1], V[i - 1] = b.p[i].p, b.g[i].p, st.exp_avg.p, st.exp_avg_sq.p
+  end
+  check(C.rt_adamw_step_multi(n, P, G, Mv, V, g.lr, g.betas[1], g.betas[2], g.eps, g.weight_decay,
+                              b.step))
+  for i = 1, n do b.st[i].step = b.step end
+end
+
 function AdamW:step(closure)
   local loss = self:_closure_loss(closure)
   local done = self:_finish_overlap()
   local offload
   for _, g in ipairs(self.param_groups) do
-    local lr, b1, b2, eps, wd = g.lr, g.betas[1], g.betas[2], g.eps, g.weight_decay
+    local batches, order, pending = {}, {}, {}
     for _, p in ipairs(g.params) do
       local grad = p.grad
       if grad ~= nil and not done[p] then
@@ -125,22 +143,37 @@ function AdamW:step(closure)
           st = self:_new_state(p)
           self.state[p] = st
         end
+        if pending[st] then
+          -- listed twice in the group: its first update lands before the second (as before batching)
+          for _, b in ipairs(order) do run_batch(b, g) end
+          batches, order, pending = {}, {}, {}
+        end
         local step = st.step + 1
         if host_path(p, grad) then
           offload = offload or require("ramtorch.offload")
           check(C.rt_host_adamw_step(p.p, grad.p, st.exp_avg.p, st.exp_avg_sq.p, offload.existing_handle(p),
                                      fill_hparams(g, step, st.seed)))
+          st.step = step
         else
           if st.exp_avg.dtype == torch.bfloat16 then
             error("AdamW: bfloat16 state needs a host parameter (float32 or bfloat16) with a contiguous host gradient", 2)
           end
           if g.maximize then grad = torch.no_grad(function() return -grad end) end
           if not grad:is_contiguous() then grad = grad:contiguous() end
-          check(C.rt_adamw_step(p.p, grad.p, st.exp_avg.p, st.exp_avg_sq.p, lr, b1, b2, eps, wd, step))
+          local key = tostring(p.device) .. "#" .. step
+          local b = batches[key]
+          if b == nil then
+            b = { step = step, p = {}, g = {}, st = {} }
+            batches[key] = b
+            order[#order + 1] = b
+          end
+          local k = #b.p + 1
+          b.p[k], b.g[k], b.st[k] = p, grad, st
+          pending[st] = true
         end
-        st.step = step
       end
     end
+    for _, b in ipairs(order) do run_batch(b, g) end
   end
   self:_learn_counts()
   return loss

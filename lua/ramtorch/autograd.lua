@@ -73,7 +73,11 @@ end
 
 function M.run_backward(t, grad, retain_graph)
   tensor.expect_tensor(t, "backward", 3)
-  check(C.rt_autograd_begin(t.p, grad and grad.p or nil, retain_graph and 1 or 0, task_box))
+  -- the seed gradient (ones like the root) is allocated here: the same rule as every call site
+  local gp, keep = grad and grad.p or nil, retain_graph and 1 or 0
+  local rc = C.rt_autograd_begin(t.p, gp, keep, task_box)
+  if oom_retry and core.oom(rc) == false then rc = C.rt_autograd_begin(t.p, gp, keep, task_box) end
+  check(rc)
   local task = task_box[0]
   local ok, err = pcall(drive, task)
   C.rt_autograd_task_free(task)

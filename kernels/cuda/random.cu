@@ -67,7 +67,8 @@ __global__ void k_random(rtc_view d, int kind, uint64_t seed, uint64_t offset, d
             rtc_std(p, d.dtype, a + b * sqrt(-2.0 * log(1.0 - u1)) * cos(6.283185307179586 * u2));
         } else {
             uint64_t x = ((uint64_t)r[0] << 32) | r[1];
-            int64_t v = lo + (int64_t)(x % (uint64_t)(hi - lo));
+            /* unsigned difference and sum, as the CPU (high - low can exceed INT64_MAX) */
+            int64_t v = (int64_t)((uint64_t)lo + x % ((uint64_t)hi - (uint64_t)lo));
             if (d.dtype == RT_I64)
                 *(int64_t *)p = v;
             else

@@ -108,6 +108,12 @@ describe("cuda backend", function()
     torch.manual_seed(5)
     local i2 = torch.randint(-7, 1000, { 333 }, { device = "cuda" })
     check_close("randint", i1, i2, 0)
+    -- a range wider than INT64_MAX (high - low overflows int64; the CPU takes it unsigned)
+    torch.manual_seed(6)
+    local i3 = torch.randint(-2 ^ 62, 2 ^ 62, { 64 })
+    torch.manual_seed(6)
+    local i4 = torch.randint(-2 ^ 62, 2 ^ 62, { 64 }, { device = "cuda" })
+    assert.are.equal(0, torch.ne(i3, i4:to("cpu")):sum():item())
   end)
 
   local binops = { "add", "sub", "mul", "div", "maximum", "minimum", "pow" }

@@ -9,7 +9,7 @@
 /* One AdamW update over n elements. p is f32 (param_bf16 = 0) or bf16 (rounded to nearest even on
  * store); g is grad_dtype: f32 or bf16 (every path) or f16 (scalar path), the dtype in which the
  * offload engine lands a first micro-batch's gradient; m and v are f32 or bf16 (state_bf16:
- * stochastic rounding with Philox4x32-10 keyed by key, counter and word chosen from the element
+ * stochastic rounding, 32 random bits per element from a counter-based hash of key and element
  * index, see the kernel); shadow, when not NULL, receives the updated parameter in shadow_dtype
  * (RT_BF16 or RT_F16, rounded to nearest even like the engine's lazy refresh). Scalars are in the
  * compute precision, computed as kernels/cpu/optim.c does. */

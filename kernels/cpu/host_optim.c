@@ -10,12 +10,27 @@
  * division are correctly rounded in every path.
  *
  * bf16 optimizer state is stored with stochastic rounding: the f32 bits plus 16 random bits,
- * truncated. The random bits come from Philox4x32-10 (rt_philox4x32) keyed by a per-parameter,
- * per-step key, with the element index choosing counter and word: element i lies in block
- * b = i / 64 at r = i % 64; its bits are word r / 16 of counter b * 16 + r % 16 (low half for
- * exp_avg, high half for exp_avg_sq). A 16-lane (or two 8-lane) Philox over one block's counters
- * thus yields the random bits of 16 consecutive elements per word, and every path and every thread
- * split (tiles are whole blocks) draws the same bits for the same element. */
+ * truncated. Element i draws 32 bits, sr_hash(key words, i) below (low half for exp_avg, high half
+ * for exp_avg_sq): a counter-based hash of (per-parameter, per-step key, element index), so every
+ * path and every thread split computes the same bits for the same element from its index alone.
+ *
+ * Why a hash and not Philox: the bits used to come from Philox4x32-10, 4 elements per call with all
+ * 128 bits used (2 x 16 per element: one call cannot serve 8 elements). Measured on the 2-core
+ * CI-class Xeon, one thread, 16 AVX-512 lanes: Philox4x32-10 0.49-0.56 ns per element,
+ * Philox4x32-7 (Salmon et al. 2011: Crush-resistant from 7 rounds, 10 being their safety margin)
+ * 0.31-0.38 ns, this hash 0.15 ns (0.13 with two rounds), against about 1.2 ns for the rest of a
+ * bf16-state update. scripts/bench/host_adamw.lua 24 1 (AVX-512): f32 parameters with bf16
+ * states 0.60-0.65 -> 0.77-0.81 Gparam/s, all-bf16 0.73-0.75 -> 0.90-0.91 (BENCHMARKS.md).
+ * Stochastic rounding needs 16-bit offsets that are uniform and independent of the value rounded,
+ * of the other elements and of the other steps, not cryptographic strength. The rounds are
+ * Wellons' lowbias32 (hash-prospector constants) with the second key word injected after the
+ * first, plus a third: with two, the stream over the elements of one step passed dieharder 3.31
+ * -a except dab_bytedistrib (p = 1 - 2e-7: too even over consecutive counters), which the third
+ * round passes (p = 0.08; AES_OFB 0.69), as it passes 8 other tests (2 WEAK at 100 p-samples
+ * passed at 300). The stream over the steps of one element had no FAILED in
+ * the 102 of -a's 114 results run with two rounds (its keys are splitmix64 outputs).
+ * tests/c/test_host_optim.c checks each half's round-up rate and the absence of correlation across
+ * steps, neighbours and the tensor. */
 #include "cpu_kernels.h"
 
 #include "../../runtime/host_optim.h"
@@ -32,16 +47,48 @@
 #define RT_HAVE_X86 1
 #endif
 
-#define BLK 64    /* elements per random block */
+#define BLK 64    /* elements per SIMD block */
 #define TILE 4096 /* elements per OpenMP work item (whole blocks) */
 
 /* RT_SIMD_* of ramtorch.h, repeated here to keep the kernels free of the public header's order */
 enum { SIMD_SCALAR = 1, SIMD_AVX2 = 2, SIMD_AVX512 = 3 };
 
-#define PHILOX_M0 0xD2511F53u
-#define PHILOX_M1 0xCD9E8D57u
-#define PHILOX_W0 0x9E3779B9u
-#define PHILOX_W1 0xBB67AE85u
+/* sr_hash constants: Wellons' lowbias32 multipliers (hash-prospector, shifts 16 / 15 / 15), and a
+ * third round with lowbias32's first published multiplier */
+#define SR_M1 0x21f0aaadu
+#define SR_M2 0x735a2d97u
+#define SR_M3 0x846ca68bu
+
+/* The key words of elements [hi * 2^32, (hi + 1) * 2^32): the (hi + 1)-th splitmix64 output from
+ * the step's key, so that tensors beyond 2^32 elements do not repeat bits. A tile never straddles
+ * such a boundary (TILE divides 2^32), so each kernel call computes them once. */
+typedef struct sr_keys {
+    uint32_t a, b;
+} sr_keys;
+
+static inline sr_keys sr_keys_for(uint64_t key, int64_t i) {
+    uint64_t x = key + ((uint64_t)i >> 32) * 0x9E3779B97F4A7C15ull + 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    x ^= x >> 31;
+    return (sr_keys){(uint32_t)x, (uint32_t)(x >> 32)};
+}
+
+/* 32 random bits of element i (c = its low 32 bits): key word a added to the counter, three
+ * multiply-xorshift rounds with key word b xored in after the first (so the two key words do not
+ * act as a mere shift of the counter). The SIMD versions below are the same operations lane-wise.
+ */
+static inline uint32_t sr_hash(sr_keys k, uint32_t c) {
+    uint32_t x = c + k.a;
+    x ^= x >> 16;
+    x *= SR_M1;
+    x ^= x >> 15;
+    x ^= k.b;
+    x *= SR_M2;
+    x ^= x >> 15;
+    x *= SR_M3;
+    return x ^ (x >> 16);
+}
 
 static inline uint32_t f2u(float f) {
     uint32_t u;
@@ -82,15 +129,6 @@ int rt_host_optim_resolve_simd(int requested) {
  * Scalar path (also the tail of every tile and the f16-gradient path)
  * ============================================================================================== */
 
-static void philox_block(uint64_t key, int64_t blk, uint32_t w[4][16]) {
-    for (int k = 0; k < 16; k++) {
-        uint32_t o[4];
-        rt_philox4x32(key, (uint64_t)blk * 16 + (uint64_t)k, o);
-        for (int q = 0; q < 4; q++)
-            w[q][k] = o[q];
-    }
-}
-
 /* A gradient element in its landing dtype (f32, bf16 or f16), widened exactly to f32. */
 static inline float ld_grad(const void *g, int dt, int64_t i) {
     return dt == RT_BF16  ? rt_bf16_to_f32(((const uint16_t *)g)[i])
@@ -106,19 +144,9 @@ static inline void store_shadow(void *shadow, int dt, int64_t i, float v) {
 }
 
 static void adamw_scalar(const rt_host_adamw_job *j, int64_t i0, int64_t i1) {
-    uint32_t w[4][16];
-    int64_t have = -1;
+    const sr_keys k = sr_keys_for(j->key, i0);
     for (int64_t i = i0; i < i1; i++) {
-        uint32_t rnd = 0;
-        if (j->state_bf16) {
-            int64_t b = i / BLK;
-            if (b != have) {
-                philox_block(j->key, b, w);
-                have = b;
-            }
-            int r = (int)(i % BLK);
-            rnd = w[r >> 4][r & 15];
-        }
+        uint32_t rnd = j->state_bf16 ? sr_hash(k, (uint32_t)i) : 0;
         float pi =
             j->param_bf16 ? rt_bf16_to_f32(((const uint16_t *)j->p)[i]) : ((const float *)j->p)[i];
         float gi = ld_grad(j->g, j->grad_dtype, i);
@@ -176,43 +204,22 @@ static void sgd_scalar(const rt_host_sgd_job *j, int64_t i0, int64_t i1) {
 
 #ifdef RT_HAVE_X86
 /* ================================================================================================
- * AVX2 path: 8 lanes; Philox over a block's 16 counters in two halves
+ * AVX2 path: 8 lanes
  * ============================================================================================== */
 
 #define T_AVX2 __attribute__((target("avx2,fma")))
 
-T_AVX2 static inline void mulhilo8(__m256i a, __m256i m, __m256i *hi, __m256i *lo) {
-    __m256i ev = _mm256_mul_epu32(a, m);
-    __m256i od = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
-    *lo = _mm256_blend_epi32(ev, _mm256_slli_epi64(od, 32), 0xAA);
-    *hi = _mm256_blend_epi32(_mm256_srli_epi64(ev, 32), od, 0xAA);
-}
-
-/* Philox4x32-10 on counters base + 0..7 (base a multiple of 8): out[q] lane k = word q. */
-T_AVX2 static inline void philox8(uint64_t key, uint64_t base, __m256i out[4]) {
-    __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32((int)(uint32_t)base),
-                                  _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    __m256i c1 = _mm256_set1_epi32((int)(uint32_t)(base >> 32));
-    __m256i c2 = _mm256_setzero_si256(), c3 = _mm256_setzero_si256();
-    uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
-    const __m256i m0 = _mm256_set1_epi32((int)PHILOX_M0), m1 = _mm256_set1_epi32((int)PHILOX_M1);
-    for (int r = 0; r < 10; r++) {
-        __m256i h0, l0, h1, l1;
-        mulhilo8(c0, m0, &h0, &l0);
-        mulhilo8(c2, m1, &h1, &l1);
-        __m256i n0 = _mm256_xor_si256(_mm256_xor_si256(h1, c1), _mm256_set1_epi32((int)k0));
-        __m256i n2 = _mm256_xor_si256(_mm256_xor_si256(h0, c3), _mm256_set1_epi32((int)k1));
-        c1 = l1;
-        c3 = l0;
-        c0 = n0;
-        c2 = n2;
-        k0 += PHILOX_W0;
-        k1 += PHILOX_W1;
-    }
-    out[0] = c0;
-    out[1] = c1;
-    out[2] = c2;
-    out[3] = c3;
+/* sr_hash on 8 counters; ka, kb: the key words broadcast */
+T_AVX2 static inline __m256i sr_hash8(__m256i c, __m256i ka, __m256i kb) {
+    __m256i x = _mm256_add_epi32(c, ka);
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)SR_M1));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
+    x = _mm256_xor_si256(x, kb);
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)SR_M2));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)SR_M3));
+    return _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
 }
 
 T_AVX2 static inline __m256 ld_bf16_8(const uint16_t *s) {
@@ -247,18 +254,16 @@ adamw_avx2_body(const rt_host_adamw_job *j, int64_t b0, int64_t b1, const int pb
                  w2 = _mm256_set1_ps(j->w2), bc2 = _mm256_set1_ps(j->bc2_sqrt),
                  eps = _mm256_set1_ps(j->eps), nstep = _mm256_set1_ps(j->neg_step),
                  sign = _mm256_set1_ps(-0.0f);
-    const __m256i lo16 = _mm256_set1_epi32(0xffff);
+    const __m256i lo16 = _mm256_set1_epi32(0xffff),
+                  iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const sr_keys k = sr_keys_for(j->key, b0 * BLK);
+    const __m256i ka = _mm256_set1_epi32((int)k.a), kb = _mm256_set1_epi32((int)k.b);
     float *P = j->p;
     const float *G = j->g;
     const uint16_t *PB = j->p, *GB = j->g;
     /* the shadow is only written: streaming stores spare the read-for-ownership of its lines */
     const int nt_shadow = j->shadow_dtype == RT_BF16 && ((uintptr_t)j->shadow & 15) == 0;
     for (int64_t b = b0; b < b1; b++) {
-        __m256i rw[2][4];
-        if (j->state_bf16) {
-            philox8(j->key, (uint64_t)b * 16, rw[0]);
-            philox8(j->key, (uint64_t)b * 16 + 8, rw[1]);
-        }
         for (int q = 0; q < 8; q++) {
             int64_t i = b * BLK + q * 8;
             __m256 p = pbf ? ld_bf16_8(PB + i) : _mm256_loadu_ps(P + i);
@@ -284,8 +289,8 @@ adamw_avx2_body(const rt_host_adamw_job *j, int64_t b0, int64_t b1, const int pb
             else
                 _mm256_storeu_ps(P + i, p);
             if (j->state_bf16) {
-                /* element r = q * 8 + l: word (q * 8) / 16 = q / 2, lane (q % 2) * 8 + l */
-                __m256i bits = rw[q & 1][q >> 1];
+                __m256i bits =
+                    sr_hash8(_mm256_add_epi32(_mm256_set1_epi32((int)(uint32_t)i), iota), ka, kb);
                 _mm_storeu_si128((__m128i *)((uint16_t *)j->m + i),
                                  to_bf16_8(m, _mm256_and_si256(bits, lo16)));
                 _mm_storeu_si128((__m128i *)((uint16_t *)j->v + i),
@@ -345,43 +350,22 @@ T_AVX2 static void sgd_avx2(const rt_host_sgd_job *j, int64_t i0, int64_t i1) {
 }
 
 /* ================================================================================================
- * AVX-512 path: 16 lanes; one Philox call per block
+ * AVX-512 path: 16 lanes
  * ============================================================================================== */
 
 #define T_AVX512 __attribute__((target("avx512f,avx512bw")))
 
-T_AVX512 static inline void mulhilo16(__m512i a, __m512i m, __m512i *hi, __m512i *lo) {
-    __m512i ev = _mm512_mul_epu32(a, m);
-    __m512i od = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
-    *lo = _mm512_mask_blend_epi32(0xAAAA, ev, _mm512_slli_epi64(od, 32));
-    *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(ev, 32), od);
-}
-
-T_AVX512 static inline void philox16(uint64_t key, uint64_t base, __m512i out[4]) {
-    __m512i c0 =
-        _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)base),
-                         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-    __m512i c1 = _mm512_set1_epi32((int)(uint32_t)(base >> 32));
-    __m512i c2 = _mm512_setzero_si512(), c3 = _mm512_setzero_si512();
-    uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
-    const __m512i m0 = _mm512_set1_epi32((int)PHILOX_M0), m1 = _mm512_set1_epi32((int)PHILOX_M1);
-    for (int r = 0; r < 10; r++) {
-        __m512i h0, l0, h1, l1;
-        mulhilo16(c0, m0, &h0, &l0);
-        mulhilo16(c2, m1, &h1, &l1);
-        __m512i n0 = _mm512_xor_si512(_mm512_xor_si512(h1, c1), _mm512_set1_epi32((int)k0));
-        __m512i n2 = _mm512_xor_si512(_mm512_xor_si512(h0, c3), _mm512_set1_epi32((int)k1));
-        c1 = l1;
-        c3 = l0;
-        c0 = n0;
-        c2 = n2;
-        k0 += PHILOX_W0;
-        k1 += PHILOX_W1;
-    }
-    out[0] = c0;
-    out[1] = c1;
-    out[2] = c2;
-    out[3] = c3;
+/* sr_hash on 16 counters */
+T_AVX512 static inline __m512i sr_hash16(__m512i c, __m512i ka, __m512i kb) {
+    __m512i x = _mm512_add_epi32(c, ka);
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)SR_M1));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_xor_si512(x, kb);
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)SR_M2));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)SR_M3));
+    return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
 }
 
 T_AVX512 static inline __m512 ld_bf16_16(const uint16_t *s) {
@@ -414,15 +398,16 @@ adamw_avx512_body(const rt_host_adamw_job *j, int64_t b0, int64_t b1, const int 
                  omw1 = _mm512_set1_ps(j->one_minus_w1), beta2 = _mm512_set1_ps(j->beta2),
                  w2 = _mm512_set1_ps(j->w2), bc2 = _mm512_set1_ps(j->bc2_sqrt),
                  eps = _mm512_set1_ps(j->eps), nstep = _mm512_set1_ps(j->neg_step);
-    const __m512i lo16 = _mm512_set1_epi32(0xffff), sign = _mm512_set1_epi32((int)0x80000000u);
+    const __m512i lo16 = _mm512_set1_epi32(0xffff), sign = _mm512_set1_epi32((int)0x80000000u),
+                  iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const sr_keys k = sr_keys_for(j->key, b0 * BLK);
+    const __m512i ka = _mm512_set1_epi32((int)k.a), kb = _mm512_set1_epi32((int)k.b);
     float *P = j->p;
     const float *G = j->g;
     const uint16_t *PB = j->p, *GB = j->g;
     /* the shadow is only written: streaming stores spare the read-for-ownership of its lines */
     const int nt_shadow = j->shadow_dtype == RT_BF16 && ((uintptr_t)j->shadow & 31) == 0;
     for (int64_t b = b0; b < b1; b++) {
-        __m512i rw[4];
-        if (j->state_bf16) philox16(j->key, (uint64_t)b * 16, rw);
         for (int q = 0; q < 4; q++) {
             int64_t i = b * BLK + q * 16;
             __m512 p = pbf ? ld_bf16_16(PB + i) : _mm512_loadu_ps(P + i);
@@ -449,10 +434,12 @@ adamw_avx512_body(const rt_host_adamw_job *j, int64_t b0, int64_t b1, const int 
             else
                 _mm512_storeu_ps(P + i, p);
             if (j->state_bf16) {
+                __m512i bits =
+                    sr_hash16(_mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)i), iota), ka, kb);
                 _mm256_storeu_si256((__m256i *)((uint16_t *)j->m + i),
-                                    to_bf16_16(m, _mm512_and_si512(rw[q], lo16)));
+                                    to_bf16_16(m, _mm512_and_si512(bits, lo16)));
                 _mm256_storeu_si256((__m256i *)((uint16_t *)j->v + i),
-                                    to_bf16_16(v, _mm512_srli_epi32(rw[q], 16)));
+                                    to_bf16_16(v, _mm512_srli_epi32(bits, 16)));
             } else {
                 _mm512_storeu_ps((float *)j->m + i, m);
                 _mm512_storeu_ps((float *)j->v + i, v);

@@ -600,8 +600,8 @@ int rt_autocast_get_dtype(void);
  * (and the bf16/f16 transfer shadow of an offloaded f32 master), scalar / AVX2 / AVX-512 paths
  * chosen at run time with bit-identical results, OpenMP over whole 64-element blocks (results do
  * not depend on the thread count). AdamW state may be bfloat16, stored with stochastic rounding
- * (Philox keyed by seed, step and element index: deterministic). The update can also run on the
- * offload engine's host worker as soon as a streamed parameter's last gradient has landed
+ * (a counter-based hash of seed, step and element index: deterministic). The update can also run on
+ * the offload engine's host worker as soon as a streamed parameter's last gradient has landed
  * (overlap with the backward): arm it before the last backward of a step, finish it after.
  * ---------------------------------------------------------------------------------------------- */
 

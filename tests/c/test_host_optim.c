@@ -2,9 +2,10 @@
  * the scalar, AVX2 and AVX-512 paths agree bit for bit (f32 and bf16 state, both lerp branches,
  * weight decay on and off, maximize, SGD variants), results do not depend on the thread count,
  * the f32 path matches the generic CPU kernel (rt_adamw_step / rt_sgd_step) bit for bit,
- * stochastic rounding is deterministic and unbiased, and bad arguments give messages. Gradients in
- * the dtypes the offload engine lands them in (bf16, f16) give the same bits as their exact f32
- * widening on every path, and a bf16 parameter is the f32 update rounded to nearest even. */
+ * stochastic rounding is deterministic and unbiased with uniform, uncorrelated random offsets, and
+ * bad arguments give messages. Gradients in the dtypes the offload engine lands them in (bf16, f16)
+ * give the same bits as their exact f32 widening on every path, and a bf16 parameter is the f32
+ * update rounded to nearest even. */
 #include "test_util.h"
 
 #include <stdint.h>
@@ -214,6 +215,101 @@ static void test_stochastic_rounding_unbiased(void) {
         rt_tensor_release(t[i]);
 }
 
+static uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+/* Round-up statistics of one state half over S steps: ups[s * N + i] is 1 when element i rounded up
+ * at step s; q the probability stochastic rounding gives (the value's distance above the bf16 below
+ * it, in ulps). Checks the rate, that each element's count over the steps has the binomial
+ * variance (no correlation across steps), that neighbours round up together at rate q^2 and that
+ * the per-step totals have the binomial variance (no correlation across the tensor). */
+static void check_round_ups(const unsigned char *ups, int S, double q, const char *what) {
+    double total = 0, pairs = 0, var_el = 0, var_step = 0;
+    for (int i = 0; i < N; i++) {
+        int c = 0;
+        for (int s = 0; s < S; s++) {
+            c += ups[(size_t)s * N + i];
+            if (i + 1 < N) pairs += ups[(size_t)s * N + i] & ups[(size_t)s * N + i + 1];
+        }
+        total += c;
+        var_el += (c - S * q) * (c - S * q);
+    }
+    for (int s = 0; s < S; s++) {
+        int c = 0;
+        for (int i = 0; i < N; i++)
+            c += ups[(size_t)s * N + i];
+        var_step += (c - N * q) * (c - N * q);
+    }
+    double trials = (double)N * S, rate = total / trials, pair_rate = pairs / ((double)(N - 1) * S);
+    double r_el = var_el / N / (S * q * (1 - q)), r_step = var_step / S / (N * q * (1 - q));
+    if (!(fabs(rate - q) < 5 * sqrt(q * (1 - q) / trials) &&
+          fabs(pair_rate - q * q) < 6 * sqrt(q * q * (1 - q * q) / trials) + 1e-9 && r_el > 0.8 &&
+          r_el < 1.25 && r_step > 0.4 && r_step < 2.2)) {
+        fprintf(stderr,
+                "%s, q %.6f: rate %.6f, neighbour pairs %.6f (q^2 %.6f), per-element variance "
+                "ratio %.3f, per-step variance ratio %.3f\n",
+                what, q, rate, pair_rate, q * q, r_el, r_step);
+        CHECK(0);
+    }
+}
+
+/* The 16 random bits behind each rounding are uniform and independent: a value a fraction q of a
+ * bf16 ulp above a bf16 number rounds up with probability q, in exp_avg (the low 16 bits of an
+ * element's draw) and exp_avg_sq (the high 16), without correlation across steps (each step has
+ * its own key), neighbouring elements or the tensor. q from 2^-8 to 1 - 2^-7 probes the offsets'
+ * low and high bits. */
+static void test_stochastic_rounding_offsets(void) {
+    enum { S = 64 };
+    const uint32_t lows[] = {0x0100, 0x1000, 0x5555, 0x8000, 0xc000, 0xfe00};
+    rt_tensor *p, *g, *m, *v;
+    CHECK_OK(rt_full(1, g_shape, 0.0, RT_F32, RT_DEVICE_CPU, &p));
+    CHECK_OK(rt_full(1, g_shape, 0.0, RT_F32, RT_DEVICE_CPU, &g));
+    CHECK_OK(rt_full(1, g_shape, 0.0, RT_BF16, RT_DEVICE_CPU, &m));
+    CHECK_OK(rt_full(1, g_shape, 0.0, RT_BF16, RT_DEVICE_CPU, &v));
+    float *buf = malloc(sizeof(float) * N);
+    unsigned char *um = malloc((size_t)N * S), *uv = malloc((size_t)N * S);
+    for (size_t k = 0; k < sizeof lows / sizeof lows[0]; k++) {
+        uint32_t xb = 0x3f800000u | lows[k];
+        float x;
+        memcpy(&x, &xb, 4);
+        /* beta1 = 0: exp_avg = g; beta2 = 0.5 from zero: exp_avg_sq = (0.5 g) g, as the kernel
+         * computes it */
+        float y = (0.5f * x) * x;
+        uint32_t yb = f32_bits(y);
+        CHECK_OK(rt_fill_(g, x));
+        rt_adamw_hparams h = {0.0, 0.0, 0.5, 1e-8, 0.0, 1, 4242, 0};
+        for (int s = 0; s < S; s++) {
+            CHECK_OK(rt_fill_(m, 0.0));
+            CHECK_OK(rt_fill_(v, 0.0));
+            h.step = s + 1;
+            CHECK_OK(rt_host_adamw_step(p, g, m, v, NULL, &h));
+            CHECK_OK(rt_to_host(m, buf, RT_F32));
+            for (int i = 0; i < N; i++) {
+                uint32_t b = f32_bits(buf[i]);
+                CHECK(b == (xb & 0xffff0000u) || b == (xb & 0xffff0000u) + 0x10000u);
+                um[(size_t)s * N + i] = b != (xb & 0xffff0000u);
+            }
+            CHECK_OK(rt_to_host(v, buf, RT_F32));
+            for (int i = 0; i < N; i++) {
+                uint32_t b = f32_bits(buf[i]);
+                CHECK(b == (yb & 0xffff0000u) || b == (yb & 0xffff0000u) + 0x10000u);
+                uv[(size_t)s * N + i] = b != (yb & 0xffff0000u);
+            }
+        }
+        check_round_ups(um, S, (xb & 0xffff) / 65536.0, "exp_avg");
+        check_round_ups(uv, S, (yb & 0xffff) / 65536.0, "exp_avg_sq");
+    }
+    free(buf);
+    free(um);
+    free(uv);
+    rt_tensor *t[] = {p, g, m, v};
+    for (int i = 0; i < 4; i++)
+        rt_tensor_release(t[i]);
+}
+
 static rt_tensor *as_dtype(rt_tensor *t, int dtype) {
     rt_tensor *c = NULL;
     CHECK_OK(rt_to_dtype(t, dtype, &c));
@@ -333,6 +429,7 @@ int main(void) {
     RUN(test_adamw_matches_generic_kernel);
     RUN(test_sgd_paths_agree);
     RUN(test_stochastic_rounding_unbiased);
+    RUN(test_stochastic_rounding_offsets);
     RUN(test_adamw_landing_dtypes);
     RUN(test_errors);
     return test_summary();

@@ -252,7 +252,8 @@ struct FUn {
     __device__ float operator()(float x, float) const { return un_f(op, x); }
 };
 /* FUn / FUnBwd with the op fixed at compile time: the switch folds away and the 8 elements of a
- * vector interleave (GELU's forward ran at half of PyTorch's speed through the runtime switch) */
+ * vector interleave (GELU's and ReLU's forwards ran at half of PyTorch's speed through the runtime
+ * switch: ReLU on 16384 x 8192 bf16 0.245 vs 0.126 ms) */
 template <int OP> struct FUnK {
     __device__ float operator()(float x, float) const { return un_f(OP, x); }
 };
@@ -801,7 +802,9 @@ extern "C" int rtc_unary(int op, const rtc_view *out, const rtc_view *a) {
     rtc_geo g = rtc_geo_make(2, v);
     int to = out->dtype, ta = a->dtype;
     if (reduced(to) && ta == to && rtc_geo_contig(g)) {
-        switch (op) { /* the activations of transformer MLPs, specialised */
+        switch (op) { /* the activations of MLPs and transformers, specialised */
+        case RT_RELU:
+            return map2_dtype("unary", to, out->data, a->data, a->data, g.numel, FUnK<RT_RELU>{});
         case RT_GELU_TANH:
             return map2_dtype("unary", to, out->data, a->data, a->data, g.numel,
                               FUnK<RT_GELU_TANH>{});
@@ -845,6 +848,8 @@ extern "C" int rtc_unary_backward(int op, const rtc_view *grad_in, const rtc_vie
         const char *name = "unary_backward";
         void *o = grad_in->data;
         switch (op) {
+        case RT_RELU:
+            return map2_dtype(name, dt, o, grad_out->data, x->data, g.numel, FUnBwdK<RT_RELU>{});
         case RT_GELU_TANH:
             return map2_dtype(name, dt, o, grad_out->data, x->data, g.numel,
                               FUnBwdK<RT_GELU_TANH>{});

@@ -121,33 +121,42 @@ if has nodeprof; then
   RAMTORCH_AUTOGRAD_PROFILE=1 timeout 120 $RTLUA scripts/bench/gpt_stack.lua --autocast --steps 1 --warmup 1 2>&1 |
     awk '/autograd profile/ {n++} n == 2' | head -40
 fi
-if has ncu; then
-  # kernel time per kernel name (Nsight Compute, one metric, kernels serialized) for a 2-layer GPT
-  # (the same shapes per layer as the benchmark's 12), ours and PyTorch's, two steps each
-  step "GPT stack kernels (ncu, ${NCU_LAYERS:-2} layers, per step)"
-  NCU=$(command -v ncu || find /opt/nvidia/nsight-compute /usr/local/cuda*/ -name ncu -type f 2>/dev/null | head -1)
-  kprof() { local name=$1 steps=$2; shift 2
-    timeout ${NCU_TIMEOUT:-240} $NCU --metrics gpu__time_duration.sum --csv --print-units base "$@" > /tmp/ncu_$name.csv 2> /tmp/ncu_$name.err
-    echo "$name rc=$? $(wc -l < /tmp/ncu_$name.csv) lines"; grep -m3 -i "error\|ERR_" /tmp/ncu_$name.err /tmp/ncu_$name.csv
-    python3 - /tmp/ncu_$name.csv $name $steps <<'PY'
+# kprof NAME STEPS CMD...: kernel time per kernel name (Nsight Compute, one metric, kernels
+# serialized), divided by STEPS
+NCU=$(command -v ncu || find /opt/nvidia/nsight-compute /usr/local/cuda*/ -name ncu -type f 2>/dev/null | head -1)
+kprof() { local name=$1 steps=$2; shift 2
+  timeout ${NCU_TIMEOUT:-240} $NCU --metrics gpu__time_duration.sum --csv --print-units base "$@" > /tmp/ncu_$name.csv 2> /tmp/ncu_$name.err
+  echo "$name rc=$? $(wc -l < /tmp/ncu_$name.csv) lines"; grep -m3 -i "error\|ERR_" /tmp/ncu_$name.err /tmp/ncu_$name.csv
+  python3 - /tmp/ncu_$name.csv $name $steps <<'PY'
 import csv, sys, collections
 rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
 if not rows: sys.exit()
 h = rows[0]; ki = h.index("Kernel Name"); vi = h.index("Metric Value")
 agg = collections.defaultdict(lambda: [0.0, 0])
 for r in rows[1:]:
-    try: v = float(r[vi].replace(",", ""))
-    except ValueError: continue
-    k = r[ki][:100]; agg[k][0] += v; agg[k][1] += 1
+  try: v = float(r[vi].replace(",", ""))
+  except ValueError: continue
+  k = r[ki][:100]; agg[k][0] += v; agg[k][1] += 1
 st = float(sys.argv[3])
 tot = sum(a[0] for a in agg.values()) / st
 print("%s: %d kernels per step, %.2f ms kernel time per step" % (sys.argv[2], sum(a[1] for a in agg.values()) / st, tot / 1e6))
 for k, (t, n) in sorted(agg.items(), key=lambda x: -x[1][0])[:40]:
-    print("%s %8.3f ms/step %5.0f x %s" % (sys.argv[2], t / st / 1e6, n / st, k))
+  print("%s %8.3f ms/step %5.0f x %s" % (sys.argv[2], t / st / 1e6, n / st, k))
 PY
-  }
+}
+if has ncu; then
+  # kernel time per kernel name (Nsight Compute, one metric, kernels serialized) for a 2-layer GPT
+  # (the same shapes per layer as the benchmark's 12), ours and PyTorch's, two steps each
+  step "GPT stack kernels (ncu, ${NCU_LAYERS:-2} layers, per step)"
   kprof rt 2 $RTLUA scripts/bench/gpt_stack.lua --autocast --n-layer ${NCU_LAYERS:-2} --steps 1 --warmup 1
   kprof pt 3 env -u LD_LIBRARY_PATH python3 scripts/bench/gpt_stack.py --n-layer ${NCU_LAYERS:-2} --steps 1 --warmup 1 --modes autocast
+fi
+if has mlpncu; then
+  # the streamed MLP at T=16384 beside PyTorch all-resident, kernel by kernel (1 warm-up + 1 timed
+  # iteration of forward and of forward+backward each; totals, not per step)
+  step "streamed MLP T=16384 kernels (ncu)"
+  kprof rt 1 $RTLUA scripts/bench/streamed_mlp.lua --tokens 16384 --steps 1 --warmup 1
+  kprof pt 1 env -u LD_LIBRARY_PATH python3 scripts/bench/streamed_mlp_torch.py --tokens 16384 --steps 1 --warmup 1
 fi
 if has cevar; then
   step "cross_entropy load variants (RAMTORCH_CE_LOAD)"

@@ -16,6 +16,13 @@ T0=$(date +%s)
 step() { echo "== engine [$(($(date +%s) - T0))s]: $*"; }
 mlp() { timeout 150 $RTLUA scripts/bench/streamed_mlp.lua --steps 3 --warmup 2 "$@" 2>&1 |
         grep -E "^T=|RESULT|profile|worker|rror" | sed "s/^/[$*] /"; }
+if has mnist; then
+  # the main job on the GPU (issue 4), one epoch of the Fashion-MNIST files carried in .data/
+  step "Fashion-MNIST main job on cuda, one epoch, beside PyTorch"
+  timeout 120 $RTLUA scripts/train_mnist.lua --epochs 1 --data .data --out /tmp/mnist --device cuda 2>&1 |
+    tr '\r' '\n' | grep -E "^epoch 1:|^done|rror" | sed "s/^/ramtorch cuda | /"
+  timeout 120 $PY scripts/bench/mnist_torch.py .data --device cuda 2>&1 | tail -2
+fi
 if has specout; then
   step "GPU specs with failure details"
   BUSTED=${BUSTED_BIN:-/tmp/debroot/usr/bin/busted}

@@ -286,9 +286,20 @@ int rt_binary(int op, rt_tensor *a, rt_tensor *b, rt_tensor **out) {
     return RT_OK;
 }
 
+/* PyTorch refuses an integer tensor to a negative integer power (the result would be 0 for
+ * every base but 1 and -1, silently). */
+static int check_int_pow(const char *name, const rt_tensor *a, double s, int scalar_first) {
+    if (scalar_first || rt_dtype_is_float(a->meta.dtype) || s >= 0 || s != floor(s)) return RT_OK;
+    return RT_ERR(RT_ERR_INVALID,
+                  "%s: integers to negative integer powers are not allowed (a %s tensor to the "
+                  "power %g); convert the tensor to a float dtype first",
+                  name, rt_dtype_name(a->meta.dtype), s);
+}
+
 int rt_binary_scalar(int op, rt_tensor *a, double s, int scalar_first, rt_tensor **out) {
     *out = NULL;
     RT_TRY(check_op(op));
+    if (op == RT_POW) RT_TRY(check_int_pow("pow", a, s, scalar_first));
     int dtype = a->meta.dtype;
     if (is_comparison(op))
         dtype = RT_BOOL;
@@ -374,6 +385,7 @@ int rt_binary_scalar_(int op, rt_tensor *a, double s) {
     RT_TRY(check_inplace(k_binary_names[op], a));
     if (is_comparison(op))
         return RT_ERR(RT_ERR_INVALID, "%s_: comparisons have no in-place form", k_binary_names[op]);
+    if (op == RT_POW) RT_TRY(check_int_pow("pow_", a, s, 0));
     rt_kview va = rt_kview_of(a);
     if (a->meta.numel)
         RT_TRY(

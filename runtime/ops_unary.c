@@ -33,6 +33,10 @@ int rt_unary(int op, rt_tensor *a, rt_tensor **out) {
     if (!a) return RT_ERR(RT_ERR_INVALID, "%s: expected a tensor, got NULL", k_unary_names[op]);
     const char *name = k_unary_node_names[op];
     int dtype = a->meta.dtype;
+    if (op == RT_NEG && dtype == RT_BOOL) /* PyTorch's rule and message */
+        return RT_ERR(RT_ERR_DTYPE,
+                      "neg: negation, the `-` operator, on a bool tensor is not supported; to "
+                      "invert a mask use logical_not()");
     if (!rt_dtype_is_float(dtype) && op != RT_NEG && op != RT_ABS && op != RT_RELU &&
         op != RT_SQUARE)
         dtype = RT_F32; /* exp of an int tensor is a float tensor, as in PyTorch */

@@ -171,6 +171,16 @@ if opts.resume then
   end
   step = info.step or 0
   loss_ema = info.extra.loss_ema -- the shown loss continues as if the run had not stopped
+  -- the loaded schedule was made for the first run's --steps: a longer (or shorter) run stretches
+  -- the cosine part to end at the new total, from the learning rate it has now (without this the
+  -- cosine would swing back up past its old end)
+  local first_total = info.extra.total_steps
+  if first_total ~= nil and first_total ~= opts.steps and step < opts.steps then
+    local cosine, milestone = scheduler._schedulers[2], scheduler._milestones[1]
+    cosine.T_max = math.max(1, opts.steps - milestone)
+    io.stderr:write(("train_gpt: --steps %d differs from the first run's %d: the cosine schedule now ends at step %d\n")
+      :format(opts.steps, first_total, math.max(opts.steps, milestone + 1)))
+  end
   print(("train_gpt: resumed from %s at step %d"):format(ckpt_path, step))
 end
 
@@ -200,7 +210,7 @@ end
 local function save_ckpt()
   local sok, serr = pcall(torch.save_checkpoint, ckpt_path, { model = model, optimizer = optimizer, scheduler = scheduler, step = step,
                                      data_position = step * B,
-                                     extra = { vocab = table.concat(itos), loss_ema = loss_ema } })
+                                     extra = { vocab = table.concat(itos), loss_ema = loss_ema, total_steps = opts.steps } })
   if not sok then fail(serr) end
 end
 

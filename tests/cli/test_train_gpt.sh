@@ -74,6 +74,20 @@ grep -q "val_loss" "$TMP/full.tail" && cmp -s "$TMP/full.tail" "$TMP/part.tail" 
 check
 cmp -s "$TMP/full/model.safetensors" "$TMP/part/model.safetensors" || fail "model.safetensors differ"
 
+# resuming with a larger --steps stretches the cosine schedule to the new end (it used to keep the
+# first run's T_max and swing the learning rate back up past the old end)
+run "$RT" "${GPT[@]}" --steps 20 --out "$TMP/longer" --stop-at 7
+expect_rc 0
+run "$RT" "${GPT[@]}" --steps 30 --out "$TMP/longer" --resume
+expect_rc 0
+expect_err "--steps 30 differs from the first run's 20: the cosine schedule now ends at step 30"
+tr '\r' '\n' < "$TMP/out" | grep -o '^train \[[#.]*\] [0-9]*/30 loss [0-9.]* lr [0-9.]*' |
+    awk '{ split($3, a, "/"); if (a[1] >= 20) print $7 }' > "$TMP/longer.lr"
+check
+[ "$(wc -l < "$TMP/longer.lr")" -ge 2 ] && sort -g -r -c "$TMP/longer.lr" 2> /dev/null &&
+    [ "$(tail -1 "$TMP/longer.lr")" = "0.0003" ] ||
+    fail "learning rate after step 20 of the longer run is not decreasing to 0.0003: $(tr '\n' ' ' < "$TMP/longer.lr")"
+
 # resuming with other flags, another vocabulary, a corrupt checkpoint: a message, no traceback
 run "$RT" "${GPT[@]}" --steps 20 --out "$TMP/part" --resume --n-embd 32
 expect_rc 1

@@ -251,6 +251,10 @@ int rt_promote_types(int a, int b);
 /* Normalise a possibly negative dim against ndim; error names op. */
 int rt_wrap_dim(const char *op, int dim, int ndim, int *out);
 /* Same device check with a message naming op. */
+/* An in-place write into t (copy_, add_, uniform_, ...): refuses a tensor whose elements share
+ * memory through an expanded (stride 0) dim, as PyTorch does: the writes would race on the GPU and
+ * depend on their order on the CPU. fill_ allows it (idempotent, as in PyTorch). */
+int rt_check_no_internal_overlap(const char *op, const rt_tensor *t);
 int rt_check_same_device(const char *op, const rt_tensor *a, const rt_tensor *b);
 /* Sum t down to shape (undo broadcasting), result new tensor. */
 int rt_sum_to_shape(rt_tensor *t, int ndim, const int64_t *shape, rt_tensor **out);

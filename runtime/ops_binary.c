@@ -4,6 +4,7 @@
 #include "internal.h"
 
 #include <math.h>
+#include <stdio.h>
 
 static const char *const k_binary_names[RT_NUM_BINARY_OPS] = {
     "add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne", "lt", "le", "gt", "ge"};
@@ -344,6 +345,9 @@ int rt_binary_scalar(int op, rt_tensor *a, double s, int scalar_first, rt_tensor
 /* In-place writes are not recorded: they are for optimizer updates and gradient accumulation. A
  * leaf that requires grad may only be written in place under no_grad, as in PyTorch. */
 static int check_inplace(const char *name, rt_tensor *a) {
+    char nm[48];
+    snprintf(nm, sizeof nm, "%s_", name);
+    RT_TRY(rt_check_no_internal_overlap(nm, a));
     if (rt_grad_enabled() && a->meta.requires_grad && a->meta.is_leaf)
         return RT_ERR(RT_ERR_AUTOGRAD,
                       "%s_: a leaf tensor that requires grad is being used in an in-place "

@@ -121,6 +121,19 @@ static const char *device_str(char *buf, size_t n, int device) {
     return buf;
 }
 
+int rt_check_no_internal_overlap(const char *op, const rt_tensor *t) {
+    for (int d = 0; d < t->meta.ndim; d++)
+        if (t->meta.shape[d] > 1 && t->meta.strides[d] == 0) {
+            char b[RT_SHAPE_BUF];
+            return RT_ERR(RT_ERR_INVALID,
+                          "%s: unsupported operation: more than one element of the written-to "
+                          "tensor refers to a single memory location (dim %d of the %s tensor is "
+                          "expanded); clone() it first",
+                          op, d, rt_shape_str(b, sizeof b, t->meta.ndim, t->meta.shape));
+        }
+    return RT_OK;
+}
+
 int rt_check_same_device(const char *op, const rt_tensor *a, const rt_tensor *b) {
     if (a->meta.device == b->meta.device) return RT_OK;
     char da[16], db[16];
@@ -600,6 +613,7 @@ int rt_item(const rt_tensor *t, double *out) {
  * ============================================================================================== */
 
 int rt_copy_(rt_tensor *dst, rt_tensor *src) {
+    RT_TRY(rt_check_no_internal_overlap("copy_", dst));
     rt_kview s;
     RT_TRY(rt_kview_broadcast(src, dst->meta.ndim, dst->meta.shape, &s));
     rt_kview d = rt_kview_of(dst);

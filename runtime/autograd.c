@@ -447,6 +447,8 @@ void rt_autograd_task_free(rt_autograd_task *t) {
     free(t->fin_grads);
     free(t->nodes);
     free(t->ready);
+    /* a backward that failed reports what it timed here, so its rows never join the next one's */
+    if (rt_autograd_profile_enabled()) rt_autograd_profile_report();
     rt_set_grad_enabled(t->prev_grad_mode);
     free(t);
 }

@@ -143,7 +143,8 @@ function AdamW:step(closure)
           st = self:_new_state(p)
           self.state[p] = st
         end
-        if pending[st] then
+        local pkey = tostring(p.p) -- the C tensor: it may be listed under two handles
+        if pending[pkey] then
           -- listed twice in the group: its first update lands before the second (as before batching)
           for _, b in ipairs(order) do run_batch(b, g) end
           batches, order, pending = {}, {}, {}
@@ -169,7 +170,7 @@ function AdamW:step(closure)
           end
           local k = #b.p + 1
           b.p[k], b.g[k], b.st[k] = p, grad, st
-          pending[st] = true
+          pending[pkey] = true
         end
       end
     end

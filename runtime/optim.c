@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* One tensor of the update: present, on the parameter's device, contiguous, same shape. */
 static int check_operand(const char *op, const char *what, const rt_tensor *param,
@@ -130,6 +131,37 @@ static int check_disjoint(const char *op, written_range *r, int nr) {
     return RT_OK;
 }
 
+/* A gradient is read while the other entries' tensors are written, in one launch on a GPU: one
+ * that shares memory with a written range of the batch would race (the per-tensor calls ran one
+ * after another). Only its own parameter's exact range is allowed (each element is read before the
+ * same element is written). w: the written ranges, sorted and disjoint (check_disjoint). */
+static int check_grad_reads(const char *op, const written_range *w, int nw, rt_tensor **params,
+                            rt_tensor **grads, int n) {
+    for (int i = 0; i < n; i++) {
+        if (params[i]->meta.numel == 0) continue;
+        written_range g = range_of(grads[i], i, "grad");
+        int lo = 0, hi = nw; /* the first written range ending after g.lo */
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            if (w[mid].hi <= g.lo)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        for (int k = lo; k < nw && w[k].lo < g.hi; k++) {
+            if (w[k].index == i && w[k].lo == g.lo && w[k].hi == g.hi &&
+                strcmp(w[k].what, "param") == 0)
+                continue;
+            return RT_ERR(RT_ERR_INVALID,
+                          "%s: tensor %d's grad overlaps tensor %d's %s in memory (a gradient "
+                          "may not share memory with a tensor the step writes, other than its own "
+                          "parameter exactly)",
+                          op, i, w[k].index, w[k].what);
+        }
+    }
+    return RT_OK;
+}
+
 int rt_adamw_step_multi(int n, rt_tensor **params, rt_tensor **grads, rt_tensor **exp_avgs,
                         rt_tensor **exp_avg_sqs, double lr, double beta1, double beta2, double eps,
                         double weight_decay, int64_t step) {
@@ -181,6 +213,7 @@ int rt_adamw_step_multi(int n, rt_tensor **params, rt_tensor **grads, rt_tensor 
         k++;
     }
     int rc = check_disjoint(op, ranges, 3 * nonempty);
+    if (rc == RT_OK) rc = check_grad_reads(op, ranges, 3 * nonempty, params, grads, n);
     const rt_backend *be = backend_of(params[0]);
     if (rc == RT_OK && be->adamw_step_multi) {
         rc = be->adamw_step_multi(nonempty, vp, vg, vm, vv, lr, beta1, beta2, eps, weight_decay,

@@ -217,6 +217,22 @@ describe("rt_adamw_step_multi", function()
         l[2].m = s:narrow(0, 0, 1)
         l[6].v = s:narrow(0, 0, 7)
       end, "adamw_step_multi: tensor 1's exp_avg overlaps tensor 5's exp_avg_sq")
+      -- a gradient read from memory another entry writes (one launch on a GPU would race)
+      fails_untouched(function(l) l[4].g = l[12].p:narrow(0, 0, 4) end,
+                      "adamw_step_multi: tensor 3's grad overlaps tensor 11's param")
+      fails_untouched(function(l) l[4].g = l[9].m:view(-1):narrow(0, 1, 4) end,
+                      "adamw_step_multi: tensor 3's grad overlaps tensor 8's exp_avg")
+    end)
+
+    it("a gradient that is its own parameter exactly is read before each element is written", function()
+      torch.manual_seed(3)
+      local p1, p2 = torch.randn({ 37 }), nil
+      p2 = p1:clone()
+      local m1, v1, m2, v2 = torch.zeros({ 37 }), torch.zeros({ 37 }), torch.zeros({ 37 }), torch.zeros({ 37 })
+      check(multi({ { p = p1, g = p1, m = m1, v = v1 } }, H1, 1))
+      check(C.rt_adamw_step(p2.p, p2:clone().p, m2.p, v2.p, H1.lr, H1.b1, H1.b2, H1.eps, H1.wd, 1))
+      assert.are.equal(bytes(p2), bytes(p1))
+      assert.are.equal(bytes(m2), bytes(m1))
     end)
 
     it("bad hyper-parameters use rt_adamw_step's messages", function()

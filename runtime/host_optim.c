@@ -4,6 +4,7 @@
  * offload engine (runtime/offload.c) runs the update on the engine's host worker thread, in C,
  * as soon as a streamed parameter's last gradient of the step has been accumulated. */
 #include "host_optim.h"
+#include "adamw_coeffs.h"
 
 #include "internal.h"
 #include "offload_internal.h"
@@ -160,10 +161,9 @@ static uint64_t mix64(uint64_t x) { /* splitmix64's finaliser */
 static int run_adamw(rt_tensor *param, rt_tensor *grad, rt_tensor *m, rt_tensor *v,
                      rt_offload_param *shadow_of, const rt_adamw_hparams *h) {
     if (param->meta.numel == 0) return RT_OK;
-    /* the scalars of kernels/cpu/optim.c, so that both kernels agree bit for bit */
-    const double decay = 1.0 - h->lr * h->weight_decay;
-    const double bc1 = 1.0 - pow(h->beta1, (double)h->step);
-    const double bc2_sqrt = sqrt(1.0 - pow(h->beta2, (double)h->step));
+    /* the scalars every AdamW kernel takes, so that this one agrees with them bit for bit */
+    const rt_adamw_coeffs c =
+        rt_adamw_coeffs_of(h->lr, h->beta1, h->beta2, h->weight_decay, h->step);
     rt_host_adamw_job j = {0};
     j.p = rt_tensor_data_ptr(param);
     j.g = rt_tensor_data_ptr(grad);
@@ -174,17 +174,17 @@ static int run_adamw(rt_tensor *param, rt_tensor *grad, rt_tensor *m, rt_tensor 
     j.param_bf16 = param->meta.dtype == RT_BF16;
     j.state_bf16 = m->meta.dtype == RT_BF16;
     j.shadow_dtype = -1;
-    j.do_decay = h->weight_decay != 0.0;
+    j.do_decay = c.do_decay;
     j.maximize = h->maximize != 0;
-    j.decay = (float)decay;
-    j.w1 = (float)(1.0 - h->beta1);
+    j.decay = (float)c.decay;
+    j.w1 = (float)c.w1;
     j.one_minus_w1 = 1.0f - j.w1;
     j.lerp_small = j.w1 < 0.5 && j.w1 > -0.5;
     j.beta2 = (float)h->beta2;
-    j.w2 = (float)(1.0 - h->beta2);
-    j.bc2_sqrt = (float)bc2_sqrt;
+    j.w2 = (float)c.w2;
+    j.bc2_sqrt = (float)c.bc2_sqrt;
     j.eps = (float)h->eps;
-    j.neg_step = (float)-(h->lr / bc1);
+    j.neg_step = (float)-c.step_size;
     j.key = mix64(h->seed ^ mix64((uint64_t)h->step));
     if (shadow_of && !j.param_bf16)
         RT_TRY(rt_offload_param_shadow_for_write(shadow_of, &j.shadow, &j.shadow_dtype));

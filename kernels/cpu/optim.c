@@ -7,6 +7,7 @@
  * element is independent, so results do not depend on the thread count.
  *
  * runtime/optim.c has checked that every view is contiguous with the same number of elements. */
+#include "adamw_coeffs.h"
 #include "cpu_kernels.h"
 
 #include <stdint.h>
@@ -78,12 +79,10 @@ int rt_cpu_adamw_step(const rt_kview *param, const rt_kview *grad, const rt_kvie
                       const rt_kview *exp_avg_sq, double lr, double beta1, double beta2, double eps,
                       double weight_decay, int64_t step) {
     const int64_t n = param->numel;
-    const double decay = 1.0 - lr * weight_decay;
-    const double w1 = 1.0 - beta1, w2 = 1.0 - beta2;
-    const double bc1 = 1.0 - pow(beta1, (double)step);
-    const double bc2_sqrt = sqrt(1.0 - pow(beta2, (double)step));
-    const double step_size = lr / bc1;
-    const int do_decay = weight_decay != 0.0;
+    const rt_adamw_coeffs c = rt_adamw_coeffs_of(lr, beta1, beta2, weight_decay, step);
+    const double decay = c.decay, w1 = c.w1, w2 = c.w2, bc2_sqrt = c.bc2_sqrt;
+    const double step_size = c.step_size;
+    const int do_decay = c.do_decay;
     char *pp = param->data, *pm = exp_avg->data, *pv = exp_avg_sq->data;
     const char *pg = grad->data;
     const int pd = param->dtype, gd = grad->dtype, md = exp_avg->dtype, vd = exp_avg_sq->dtype;

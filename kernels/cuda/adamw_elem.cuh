@@ -7,6 +7,7 @@
 #ifndef RT_CUDA_ADAMW_ELEM_CUH
 #define RT_CUDA_ADAMW_ELEM_CUH
 
+#include "adamw_coeffs.h"
 #include "cuda_common.cuh"
 
 #include <math.h>
@@ -20,19 +21,14 @@ struct adamw_d {
     int do_decay;
 };
 
-/* The scalars exactly as kernels/cpu/optim.c computes them (host double, then f32 for the f32
+/* The scalars of runtime/adamw_coeffs.h, as every AdamW kernel takes them (f32 for the f32
  * compute path). */
 static inline void adamw_scalars(double lr, double beta1, double beta2, double eps,
                                  double weight_decay, int64_t step, adamw_f *cf, adamw_d *cd) {
-    const double decay = 1.0 - lr * weight_decay;
-    const double w1 = 1.0 - beta1, w2 = 1.0 - beta2;
-    const double bc1 = 1.0 - pow(beta1, (double)step);
-    const double bc2_sqrt = sqrt(1.0 - pow(beta2, (double)step));
-    const double step_size = lr / bc1;
-    const int do_decay = weight_decay != 0.0;
-    *cd = adamw_d{decay, w1, w2, beta2, bc2_sqrt, eps, -step_size, do_decay};
-    *cf = adamw_f{(float)decay,    (float)w1,  (float)w2,         (float)beta2,
-                  (float)bc2_sqrt, (float)eps, (float)-step_size, do_decay};
+    const rt_adamw_coeffs c = rt_adamw_coeffs_of(lr, beta1, beta2, weight_decay, step);
+    *cd = adamw_d{c.decay, c.w1, c.w2, beta2, c.bc2_sqrt, eps, -c.step_size, c.do_decay};
+    *cf = adamw_f{(float)c.decay,    (float)c.w1, (float)c.w2,         (float)beta2,
+                  (float)c.bc2_sqrt, (float)eps,  (float)-c.step_size, c.do_decay};
 }
 
 /* lerp as ATen computes it: the formula switches at weight 0.5 to stay exact at both ends. */

@@ -165,10 +165,4 @@ if has mlpncu; then
   kprof rt 1 $RTLUA scripts/bench/streamed_mlp.lua --tokens 16384 --steps 1 --warmup 1
   kprof pt 1 env -u LD_LIBRARY_PATH python3 scripts/bench/streamed_mlp_torch.py --tokens 16384 --steps 1 --warmup 1
 fi
-if has cevar; then
-  step "cross_entropy load variants (RAMTORCH_CE_LOAD)"
-  for v in 0 1 2 3 0; do
-    RAMTORCH_CE_LOAD=$v timeout 90 $RTLUA scripts/bench/ce_variants.lua load$v 2>&1 | grep RESULT
-  done
-fi
 step "done"

@@ -157,9 +157,12 @@ static uint64_t mix64(uint64_t x) { /* splitmix64's finaliser */
     return x ^ (x >> 31);
 }
 
-/* Run the checked update; writes p's shadow when shadow_of has one. */
+/* Run the checked update; writes p's shadow when shadow_of has one, or the transfer copies the
+ * delayed update hands in (runtime/host_optim_delay.c): copy in param's dtype, shadow in
+ * shadow_dtype. */
 static int run_adamw(rt_tensor *param, rt_tensor *grad, rt_tensor *m, rt_tensor *v,
-                     rt_offload_param *shadow_of, const rt_adamw_hparams *h) {
+                     rt_offload_param *shadow_of, void *copy, void *shadow, int shadow_dtype,
+                     const rt_adamw_hparams *h) {
     if (param->meta.numel == 0) return RT_OK;
     /* the scalars every AdamW kernel takes, so that this one agrees with them bit for bit */
     const rt_adamw_coeffs c =
@@ -170,6 +173,7 @@ static int run_adamw(rt_tensor *param, rt_tensor *grad, rt_tensor *m, rt_tensor 
     j.grad_dtype = grad->meta.dtype;
     j.m = rt_tensor_data_ptr(m);
     j.v = rt_tensor_data_ptr(v);
+    j.copy = copy;
     j.n = param->meta.numel;
     j.param_bf16 = param->meta.dtype == RT_BF16;
     j.state_bf16 = m->meta.dtype == RT_BF16;
@@ -186,25 +190,29 @@ static int run_adamw(rt_tensor *param, rt_tensor *grad, rt_tensor *m, rt_tensor 
     j.eps = (float)h->eps;
     j.neg_step = (float)-c.step_size;
     j.key = mix64(h->seed ^ mix64((uint64_t)h->step));
-    if (shadow_of && !j.param_bf16)
+    if (shadow && !j.param_bf16) {
+        j.shadow = shadow;
+        j.shadow_dtype = shadow_dtype;
+    } else if (shadow_of && !j.param_bf16)
         RT_TRY(rt_offload_param_shadow_for_write(shadow_of, &j.shadow, &j.shadow_dtype));
     if (!j.shadow) j.shadow_dtype = -1;
     RT_TRY(rt_host_adamw_run(&j, rt_host_optim_simd(), rt_host_optim_threads()));
     rt_tensor_bump_version(param);
     rt_tensor_bump_version(m);
     rt_tensor_bump_version(v);
-    if (j.shadow) rt_offload_param_shadow_written(shadow_of);
+    if (j.shadow && shadow_of) rt_offload_param_shadow_written(shadow_of);
     return RT_OK;
 }
 
 static int run_sgd(rt_tensor *param, rt_tensor *grad, rt_tensor *buf, rt_offload_param *shadow_of,
-                   const rt_sgd_hparams *h) {
+                   void *copy, void *shadow, int shadow_dtype, const rt_sgd_hparams *h) {
     if (param->meta.numel == 0) return RT_OK;
     rt_host_sgd_job j = {0};
     j.p = rt_tensor_data_ptr(param);
     j.g = rt_tensor_data_ptr(grad);
     j.grad_dtype = grad->meta.dtype;
     j.buf = h->momentum != 0 ? rt_tensor_data_ptr(buf) : NULL;
+    j.copy = copy;
     j.n = param->meta.numel;
     j.shadow_dtype = -1;
     j.do_wd = h->weight_decay != 0.0;
@@ -215,12 +223,16 @@ static int run_sgd(rt_tensor *param, rt_tensor *grad, rt_tensor *buf, rt_offload
     j.momentum = (float)h->momentum;
     j.damp = (float)(1.0 - h->dampening);
     j.neg_lr = (float)-h->lr;
-    if (shadow_of) RT_TRY(rt_offload_param_shadow_for_write(shadow_of, &j.shadow, &j.shadow_dtype));
+    if (shadow) {
+        j.shadow = shadow;
+        j.shadow_dtype = shadow_dtype;
+    } else if (shadow_of)
+        RT_TRY(rt_offload_param_shadow_for_write(shadow_of, &j.shadow, &j.shadow_dtype));
     if (!j.shadow) j.shadow_dtype = -1;
     RT_TRY(rt_host_sgd_run(&j, rt_host_optim_simd(), rt_host_optim_threads()));
     rt_tensor_bump_version(param);
     if (j.buf) rt_tensor_bump_version(buf);
-    if (j.shadow) rt_offload_param_shadow_written(shadow_of);
+    if (j.shadow && shadow_of) rt_offload_param_shadow_written(shadow_of);
     return RT_OK;
 }
 
@@ -230,7 +242,7 @@ int rt_host_adamw_step(rt_tensor *param, rt_tensor *grad, rt_tensor *exp_avg, rt
     if (!grad) return RT_ERR(RT_ERR_INVALID, "%s: grad is NULL", op);
     RT_TRY(check_adamw(op, param, grad, exp_avg, exp_avg_sq, h));
     RT_TRY(check_shadow_of(op, param, shadow_of));
-    return run_adamw(param, grad, exp_avg, exp_avg_sq, shadow_of, h);
+    return run_adamw(param, grad, exp_avg, exp_avg_sq, shadow_of, NULL, NULL, -1, h);
 }
 
 int rt_host_sgd_step(rt_tensor *param, rt_tensor *grad, rt_tensor *momentum_buf,
@@ -239,7 +251,31 @@ int rt_host_sgd_step(rt_tensor *param, rt_tensor *grad, rt_tensor *momentum_buf,
     if (!grad) return RT_ERR(RT_ERR_INVALID, "%s: grad is NULL", op);
     RT_TRY(check_sgd(op, param, grad, momentum_buf, h));
     RT_TRY(check_shadow_of(op, param, shadow_of));
-    return run_sgd(param, grad, momentum_buf, shadow_of, h);
+    return run_sgd(param, grad, momentum_buf, shadow_of, NULL, NULL, -1, h);
+}
+
+/* The delayed update (runtime/host_optim_delay.c): checks when it is handed an update, runs it
+ * later on its own thread with the transfer copy to write in the same pass. */
+int rt_host_adamw_check(const char *op, rt_tensor *param, rt_tensor *grad, rt_tensor *m,
+                        rt_tensor *v, const rt_adamw_hparams *h) {
+    if (!grad) return RT_ERR(RT_ERR_INVALID, "%s: grad is NULL", op);
+    return check_adamw(op, param, grad, m, v, h);
+}
+
+int rt_host_sgd_check(const char *op, rt_tensor *param, rt_tensor *grad, rt_tensor *buf,
+                      const rt_sgd_hparams *h) {
+    if (!grad) return RT_ERR(RT_ERR_INVALID, "%s: grad is NULL", op);
+    return check_sgd(op, param, grad, buf, h);
+}
+
+int rt_host_adamw_apply(rt_tensor *param, rt_tensor *grad, rt_tensor *m, rt_tensor *v, void *copy,
+                        void *shadow, int shadow_dtype, const rt_adamw_hparams *h) {
+    return run_adamw(param, grad, m, v, NULL, copy, shadow, shadow_dtype, h);
+}
+
+int rt_host_sgd_apply(rt_tensor *param, rt_tensor *grad, rt_tensor *buf, void *copy, void *shadow,
+                      int shadow_dtype, const rt_sgd_hparams *h) {
+    return run_sgd(param, grad, buf, NULL, copy, shadow, shadow_dtype, h);
 }
 
 /* ================================================================================================
@@ -275,10 +311,10 @@ static void ov_run(void *ctx, rt_offload_param *p, rt_tensor *host_grad) {
     int rc;
     if (c->kind == OV_ADAMW) {
         rc = check_adamw("overlapped adamw", param, host_grad, c->s1, c->s2, &c->ah);
-        if (rc == RT_OK) rc = run_adamw(param, host_grad, c->s1, c->s2, p, &c->ah);
+        if (rc == RT_OK) rc = run_adamw(param, host_grad, c->s1, c->s2, p, NULL, NULL, -1, &c->ah);
     } else {
         rc = check_sgd("overlapped sgd", param, host_grad, c->s1, &c->sh);
-        if (rc == RT_OK) rc = run_sgd(param, host_grad, c->s1, p, &c->sh);
+        if (rc == RT_OK) rc = run_sgd(param, host_grad, c->s1, p, NULL, NULL, -1, &c->sh);
     }
     c->rc = rc;
     if (rc < 0) snprintf(c->msg, sizeof c->msg, "%s", rt_last_error());

@@ -198,12 +198,28 @@ struct rt_offload_param {
     rt_offload_grad_cb on_grad;
     void *on_grad_ctx;
     int expected, routed, arrived, fired, late;
+    /* The one-step-delayed update (runtime/host_optim_delay.c; compute thread only). While front[0]
+     * or front[1] is set, transfers read them (the weights before the pending update: [0] in the
+     * master's dtype, [1] in the narrow dtype front_sdtype) instead of the master, which the update
+     * writes with back[] on another thread; slot versions follow front_version. sent_mask: the
+     * dtypes p has been sent in (1: master's, 2: narrow sent_sdtype), the fronts a delay starts. */
+    rt_tensor *front[2], *back[2];
+    int front_sdtype, front_version, sent_mask, sent_sdtype;
 };
 
 static pthread_mutex_t g_ov_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int version_of(const rt_tensor *t) {
     return atomic_load(&t->storage->version);
+}
+
+static int delayed(const rt_offload_param *p) {
+    return p->front[0] != NULL || p->front[1] != NULL;
+}
+
+/* The version of what p's transfers read: the master's, or under a delayed update its fronts'. */
+static int param_version(const rt_offload_param *p) {
+    return delayed(p) ? p->front_version : version_of(p->host);
 }
 
 int rt_offload_param_new(rt_tensor *host, rt_offload_param **out) {
@@ -225,6 +241,7 @@ int rt_offload_param_new(rt_tensor *host, rt_offload_param **out) {
     rt_tensor_retain(host);
     p->host = host;
     p->shadow_dtype = -1;
+    p->front_sdtype = p->sent_sdtype = -1;
     *out = p;
     return RT_OK;
 }
@@ -240,6 +257,10 @@ void rt_offload_param_release(rt_offload_param *p) {
         p->shadow_api->event_destroy(p->shadow_busy);
     }
     rt_tensor_release(p->shadow);
+    for (int i = 0; i < 2; i++) {
+        rt_tensor_release(p->front[i]);
+        rt_tensor_release(p->back[i]);
+    }
     rt_tensor_release(p->host);
     free(p);
 }
@@ -301,6 +322,137 @@ int rt_offload_param_shadow_for_write(rt_offload_param *p, void **ptr, int *dtyp
 
 void rt_offload_param_shadow_written(rt_offload_param *p) {
     p->shadow_version = version_of(p->host);
+}
+
+/* ================================================================================================
+ * The one-step-delayed update's front and back copies (runtime/host_optim_delay.c). All on the
+ * compute thread; the update thread only writes the master and the back copies it was handed.
+ * ============================================================================================== */
+
+static int busy_wait(rt_offload_param *p) { /* copies still reading a shadow or front */
+    return p->shadow_busy ? p->shadow_api->event_synchronize(p->shadow_busy) : RT_OK;
+}
+
+/* Copy i (0: master's dtype, 1: front_sdtype) in the arena, page-locked for the H2D copies. */
+static int delay_buf(rt_offload_param *p, int i, rt_tensor **slot) {
+    if (*slot) return RT_OK;
+    rt_tensor *h = p->host;
+    return rt_arena_empty(h->meta.ndim, h->meta.shape, i == 0 ? h->meta.dtype : p->front_sdtype,
+                          slot);
+}
+
+/* front i := the master as it is now (no update of p may be running). */
+static void fill_from_master(rt_offload_param *p, int i) {
+    rt_tensor *h = p->host;
+    if (i == 0)
+        memcpy(rt_tensor_data_ptr(p->front[0]), rt_tensor_data_ptr(h),
+               (size_t)h->meta.numel * rt_dtype_size(h->meta.dtype));
+    else
+        convert_f32(rt_tensor_data_ptr(p->front[1]), p->front_sdtype, rt_tensor_data_ptr(h),
+                    h->meta.numel);
+}
+
+/* Transfer source under a delayed update: the front in dtype. A narrow front missing while the
+ * update runs is made from the master-dtype front (the same weights); the master cannot be read. */
+static int delayed_src(rt_offload_param *p, int dtype, const void **src) {
+    rt_tensor *h = p->host;
+    int i = dtype == h->meta.dtype ? 0 : 1;
+    if (i == 1 && (h->meta.dtype != RT_F32 || (dtype != RT_BF16 && dtype != RT_F16)))
+        return RT_ERR(RT_ERR_DTYPE,
+                      "offload: cannot send a %s parameter as %s (a shadow is made "
+                      "for float32 masters in bfloat16 or float16)",
+                      rt_dtype_name(h->meta.dtype), rt_dtype_name(dtype));
+    if (i == 1 && p->front[1] && p->front_sdtype != dtype)
+        return RT_ERR(RT_ERR_UNSUPPORTED,
+                      "offload: a parameter under a delayed optimizer update is sent as %s and as "
+                      "%s; it keeps its weights before the update in one narrow dtype (call "
+                      "optimizer:flush() before switching)",
+                      rt_dtype_name(p->front_sdtype), rt_dtype_name(dtype));
+    if (!p->front[i]) {
+        if (i == 0 || !p->front[0])
+            return RT_ERR(RT_ERR_INVALID,
+                          "offload: a parameter under a delayed optimizer update is sent as %s for "
+                          "the first time while its update may be running (its weights before "
+                          "the update are kept as %s only); call optimizer:flush() first",
+                          rt_dtype_name(dtype),
+                          rt_dtype_name(i == 0 ? p->front_sdtype : h->meta.dtype));
+        p->front_sdtype = dtype;
+        RT_TRY(delay_buf(p, 1, &p->front[1])); /* its back is made at the next prepare */
+        convert_f32(rt_tensor_data_ptr(p->front[1]), dtype, rt_tensor_data_ptr(p->front[0]),
+                    h->meta.numel);
+    }
+    *src = rt_tensor_data_ptr(p->front[i]);
+    return RT_OK;
+}
+
+int rt_offload_param_delay_prepare(rt_offload_param *p, void **back0, void **back1,
+                                   int *back1_dtype) {
+    *back0 = *back1 = NULL;
+    *back1_dtype = -1;
+    if (!delayed(p)) { /* fronts in the dtypes p has been sent in, from the master as it is */
+        int mask = p->sent_mask ? p->sent_mask : 1;
+        if ((mask & 2) && p->host->meta.dtype != RT_F32) mask = 1;
+        if (mask & 2) p->front_sdtype = p->sent_sdtype;
+        for (int i = 0; i < 2; i++) {
+            if (!(mask & (1 << i))) continue;
+            int rc = delay_buf(p, i, &p->front[i]);
+            if (rc < 0) {
+                rt_tensor_release(p->front[0]);
+                p->front[0] = NULL;
+                p->front_sdtype = -1;
+                return rc;
+            }
+            fill_from_master(p, i);
+        }
+        p->front_version = version_of(p->host);
+    }
+    for (int i = 0; i < 2; i++)
+        if (p->front[i]) RT_TRY(delay_buf(p, i, &p->back[i]));
+    if (p->front[0]) *back0 = rt_tensor_data_ptr(p->back[0]);
+    if (p->front[1]) {
+        *back1 = rt_tensor_data_ptr(p->back[1]);
+        *back1_dtype = p->front_sdtype;
+    }
+    return RT_OK;
+}
+
+int rt_offload_param_delay_swap(rt_offload_param *p, int wrote0, int wrote1) {
+    if (!delayed(p)) return RT_OK;
+    RT_TRY(busy_wait(p)); /* the old fronts are the next update's backs */
+    for (int i = 0; i < 2; i++) {
+        if (!p->front[i]) continue;
+        if ((i == 0 ? wrote0 : wrote1) && p->back[i]) {
+            rt_tensor *t = p->front[i];
+            p->front[i] = p->back[i];
+            p->back[i] = t;
+        } else {
+            fill_from_master(p, i);
+        }
+    }
+    p->front_version = version_of(p->host);
+    return RT_OK;
+}
+
+int rt_offload_param_delay_end(rt_offload_param *p) {
+    if (!delayed(p)) return RT_OK;
+    RT_TRY(busy_wait(p));
+    if (p->front[1]) { /* the narrow front is the shadow of the master at front_version */
+        rt_tensor_release(p->shadow);
+        p->shadow = p->front[1];
+        p->shadow_dtype = p->front_sdtype;
+        p->shadow_version = p->front_version;
+        p->front[1] = NULL;
+    }
+    rt_tensor_release(p->front[0]);
+    for (int i = 0; i < 2; i++)
+        rt_tensor_release(p->back[i]);
+    p->front[0] = p->back[0] = p->back[1] = NULL;
+    p->front_sdtype = -1;
+    return RT_OK;
+}
+
+int rt_offload_param_delayed(const rt_offload_param *p) {
+    return delayed(p);
 }
 
 void *rt_offload_param_set_grad_cb(rt_offload_param *p, rt_offload_grad_cb cb, void *ctx,
@@ -1174,6 +1326,13 @@ static int acquire_resident(rt_offload_engine *e, size_t nbytes, int *idx) {
 
 /* Source pointer of p's transfer as dtype, refreshing a stale shadow. */
 static int transfer_src(rt_offload_engine *e, rt_offload_param *p, int dtype, const void **src) {
+    if (dtype == p->host->meta.dtype)
+        p->sent_mask |= 1;
+    else {
+        p->sent_mask |= 2;
+        p->sent_sdtype = dtype;
+    }
+    if (delayed(p)) return delayed_src(p, dtype, src);
     if (dtype == p->host->meta.dtype) {
         *src = rt_tensor_data_ptr(p->host);
         return RT_OK;
@@ -1194,8 +1353,8 @@ static int load(rt_offload_engine *e, int i, rt_offload_param *p, int dtype) {
     /* the version before the copy starts: an update that lands while the copy runs (the overlapped
      * optimizer on the host worker) then leaves the slot stale instead of marking torn data current
      */
-    int ver = version_of(p->host);
-    const void *src;
+    int ver = param_version(p);
+    const void *src = NULL;
     RT_TRY(transfer_src(e, p, dtype, &src));
     slot *s = &e->slots[i];
     size_t n = transfer_bytes(p, dtype);
@@ -1210,7 +1369,7 @@ static int load(rt_offload_engine *e, int i, rt_offload_param *p, int dtype) {
     }
     tp_end(e, TP_H2D, e->h2d, t0);
     RT_TRY(a->event_record(s->ready, e->h2d));
-    if (dtype != p->host->meta.dtype) { /* the shadow is being read until this event */
+    if (src != rt_tensor_data_ptr(p->host)) { /* a shadow or front is read until this event */
         if (!p->shadow_busy) {
             RT_TRY(a->event_create(0, &p->shadow_busy));
             p->shadow_api = a;
@@ -1231,7 +1390,7 @@ static int load(rt_offload_engine *e, int i, rt_offload_param *p, int dtype) {
 /* The slot holding (p, dtype) at its current version, or -1; *stale gets a slot holding an older
  * version (or -1). */
 static int find_slot(rt_offload_engine *e, const rt_offload_param *p, int dtype, int *stale) {
-    int ver = version_of(p->host);
+    int ver = param_version(p);
     *stale = -1;
     for (int i = 0; i < e->nslots; i++) {
         slot *s = &e->slots[i];

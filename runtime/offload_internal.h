@@ -88,6 +88,19 @@ void rt_offload_param_grad_counts(rt_offload_param *p, int *routed, int *arrived
                                   int *late);
 void rt_offload_param_reset_grad_counts(rt_offload_param *p);
 
+/* ---- The one-step-delayed update (runtime/host_optim_delay.c; compute thread only) ----
+ * prepare: with no update of p running, put p in delayed mode if it is not (front copies of the
+ * master in the dtypes p has been sent in; transfers read them from now on) and hand out the back
+ * copies the next update writes: *back0 in the master's dtype, *back1 in *back1_dtype (NULL when
+ * p has no such front). swap: after that update, the backs it wrote become the fronts (a front
+ * whose back was not written is copied from the master). end: transfers read the master again
+ * (the narrow front becomes p's shadow). delayed: 1 while p is in delayed mode. */
+int rt_offload_param_delay_prepare(rt_offload_param *p, void **back0, void **back1,
+                                   int *back1_dtype);
+int rt_offload_param_delay_swap(rt_offload_param *p, int wrote0, int wrote1);
+int rt_offload_param_delay_end(rt_offload_param *p);
+int rt_offload_param_delayed(const rt_offload_param *p);
+
 /* ================================================================================================
  * Host gradient pass and profiling helpers (runtime/offload_accum.c, runtime/arena.c)
  * ============================================================================================== */

@@ -1,8 +1,10 @@
 /* host_optim.c: the fused host optimizer kernels (DESIGN section 6) for parameters that live in
  * host memory: AdamW and SGD in one pass over parameter, gradient and state (and the bf16/f16
- * transfer shadow of an offloaded f32 master), with a scalar path and AVX2 / AVX-512 paths that
- * runtime/host_optim.c picks at run time (__builtin_cpu_supports). The SIMD functions carry their
- * own target attributes, so the default build stays portable.
+ * transfer shadow of an offloaded f32 master, and the delayed update's back copy in the parameter's
+ * own dtype: one more store per element, not a copy pass reading the parameter again), with a
+ * scalar path and AVX2 / AVX-512 paths that runtime/host_optim.c picks at run time
+ * (__builtin_cpu_supports). The SIMD functions carry their own target attributes, so the default
+ * build stays portable.
  *
  * Bit-identical paths: every path performs the same IEEE operations in the same order as the
  * scalar path (which is kernels/cpu/optim.c's f32 arithmetic, PyTorch's single-tensor order): no
@@ -165,10 +167,14 @@ static void adamw_scalar(const rt_host_adamw_job *j, int64_t i0, int64_t i1) {
         vi = vi + j->w2 * gi * gi;
         float denom = sqrtf(vi) / j->bc2_sqrt + j->eps;
         pi = pi + j->neg_step * mi / denom;
-        if (j->param_bf16)
-            ((uint16_t *)j->p)[i] = rt_f32_to_bf16(pi);
-        else
+        if (j->param_bf16) {
+            uint16_t pb = rt_f32_to_bf16(pi);
+            ((uint16_t *)j->p)[i] = pb;
+            if (j->copy) ((uint16_t *)j->copy)[i] = pb;
+        } else {
             ((float *)j->p)[i] = pi;
+            if (j->copy) ((float *)j->copy)[i] = pi;
+        }
         if (j->state_bf16) {
             ((uint16_t *)j->m)[i] = sr_bf16(mi, rnd & 0xffffu);
             ((uint16_t *)j->v)[i] = sr_bf16(vi, rnd >> 16);
@@ -198,6 +204,7 @@ static void sgd_scalar(const rt_host_sgd_job *j, int64_t i0, int64_t i1) {
         }
         p = p + j->neg_lr * d;
         j->p[i] = p;
+        if (j->copy) j->copy[i] = p;
         if (j->shadow) store_shadow(j->shadow, j->shadow_dtype, i, p);
     }
 }
@@ -263,6 +270,8 @@ adamw_avx2_body(const rt_host_adamw_job *j, int64_t b0, int64_t b1, const int pb
     const uint16_t *PB = j->p, *GB = j->g;
     /* the shadow is only written: streaming stores spare the read-for-ownership of its lines */
     const int nt_shadow = j->shadow_dtype == RT_BF16 && ((uintptr_t)j->shadow & 15) == 0;
+    /* so is the copy (8 elements: 16 bytes bf16, 32 bytes f32) */
+    const int nt_copy = j->copy && ((uintptr_t)j->copy & (pbf ? 15 : 31)) == 0;
     for (int64_t b = b0; b < b1; b++) {
         for (int q = 0; q < 8; q++) {
             int64_t i = b * BLK + q * 8;
@@ -284,10 +293,20 @@ adamw_avx2_body(const rt_host_adamw_job *j, int64_t b0, int64_t b1, const int pb
             v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_mul_ps(w2, g), g));
             __m256 den = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(v), bc2), eps);
             p = _mm256_add_ps(p, _mm256_div_ps(_mm256_mul_ps(nstep, m), den));
-            if (pbf)
-                _mm_storeu_si128((__m128i *)((uint16_t *)j->p + i), to_bf16_8(p, rne_add8(p)));
-            else
+            if (pbf) {
+                __m128i pb = to_bf16_8(p, rne_add8(p));
+                _mm_storeu_si128((__m128i *)((uint16_t *)j->p + i), pb);
+                if (nt_copy)
+                    _mm_stream_si128((__m128i *)((uint16_t *)j->copy + i), pb);
+                else if (j->copy)
+                    _mm_storeu_si128((__m128i *)((uint16_t *)j->copy + i), pb);
+            } else {
                 _mm256_storeu_ps(P + i, p);
+                if (nt_copy)
+                    _mm256_stream_ps((float *)j->copy + i, p);
+                else if (j->copy)
+                    _mm256_storeu_ps((float *)j->copy + i, p);
+            }
             if (j->state_bf16) {
                 __m256i bits =
                     sr_hash8(_mm256_add_epi32(_mm256_set1_epi32((int)(uint32_t)i), iota), ka, kb);
@@ -309,7 +328,7 @@ adamw_avx2_body(const rt_host_adamw_job *j, int64_t b0, int64_t b1, const int pb
             }
         }
     }
-    if (nt_shadow) _mm_sfence();
+    if (nt_shadow || nt_copy) _mm_sfence();
 }
 
 T_AVX2 static void adamw_avx2(const rt_host_adamw_job *j, int64_t b0, int64_t b1) {
@@ -328,6 +347,8 @@ T_AVX2 static void sgd_avx2(const rt_host_sgd_job *j, int64_t i0, int64_t i1) {
     const __m256 wd = _mm256_set1_ps(j->wd), mom = _mm256_set1_ps(j->momentum),
                  damp = _mm256_set1_ps(j->damp), nlr = _mm256_set1_ps(j->neg_lr),
                  sign = _mm256_set1_ps(-0.0f);
+    /* the copy is only written: streaming stores spare the read-for-ownership of its lines */
+    const int nt_copy = j->copy && ((uintptr_t)j->copy & 31) == 0;
     for (int64_t i = i0; i < i1; i += 8) {
         __m256 p = _mm256_loadu_ps(j->p + i);
         __m256 d = j->grad_dtype == RT_BF16 ? ld_bf16_8((const uint16_t *)j->g + i)
@@ -344,9 +365,14 @@ T_AVX2 static void sgd_avx2(const rt_host_sgd_job *j, int64_t i0, int64_t i1) {
         }
         p = _mm256_add_ps(p, _mm256_mul_ps(nlr, d));
         _mm256_storeu_ps(j->p + i, p);
+        if (nt_copy)
+            _mm256_stream_ps(j->copy + i, p);
+        else if (j->copy)
+            _mm256_storeu_ps(j->copy + i, p);
         if (j->shadow_dtype == RT_BF16)
             _mm_storeu_si128((__m128i *)((uint16_t *)j->shadow + i), to_bf16_8(p, rne_add8(p)));
     }
+    if (nt_copy) _mm_sfence();
 }
 
 /* ================================================================================================
@@ -407,6 +433,8 @@ adamw_avx512_body(const rt_host_adamw_job *j, int64_t b0, int64_t b1, const int 
     const uint16_t *PB = j->p, *GB = j->g;
     /* the shadow is only written: streaming stores spare the read-for-ownership of its lines */
     const int nt_shadow = j->shadow_dtype == RT_BF16 && ((uintptr_t)j->shadow & 31) == 0;
+    /* so is the copy (16 elements: 32 bytes bf16, 64 bytes f32) */
+    const int nt_copy = j->copy && ((uintptr_t)j->copy & (pbf ? 31 : 63)) == 0;
     for (int64_t b = b0; b < b1; b++) {
         for (int q = 0; q < 4; q++) {
             int64_t i = b * BLK + q * 16;
@@ -429,10 +457,20 @@ adamw_avx512_body(const rt_host_adamw_job *j, int64_t b0, int64_t b1, const int 
             v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_mul_ps(w2, g), g));
             __m512 den = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(v), bc2), eps);
             p = _mm512_add_ps(p, _mm512_div_ps(_mm512_mul_ps(nstep, m), den));
-            if (pbf)
-                _mm256_storeu_si256((__m256i *)((uint16_t *)j->p + i), to_bf16_16(p, rne_add16(p)));
-            else
+            if (pbf) {
+                __m256i pb = to_bf16_16(p, rne_add16(p));
+                _mm256_storeu_si256((__m256i *)((uint16_t *)j->p + i), pb);
+                if (nt_copy)
+                    _mm256_stream_si256((__m256i *)((uint16_t *)j->copy + i), pb);
+                else if (j->copy)
+                    _mm256_storeu_si256((__m256i *)((uint16_t *)j->copy + i), pb);
+            } else {
                 _mm512_storeu_ps(P + i, p);
+                if (nt_copy)
+                    _mm512_stream_ps((float *)j->copy + i, p);
+                else if (j->copy)
+                    _mm512_storeu_ps((float *)j->copy + i, p);
+            }
             if (j->state_bf16) {
                 __m512i bits =
                     sr_hash16(_mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)i), iota), ka, kb);
@@ -454,7 +492,7 @@ adamw_avx512_body(const rt_host_adamw_job *j, int64_t b0, int64_t b1, const int 
             }
         }
     }
-    if (nt_shadow) _mm_sfence();
+    if (nt_shadow || nt_copy) _mm_sfence();
 }
 
 T_AVX512 static void adamw_avx512(const rt_host_adamw_job *j, int64_t b0, int64_t b1) {
@@ -473,6 +511,8 @@ T_AVX512 static void sgd_avx512(const rt_host_sgd_job *j, int64_t i0, int64_t i1
     const __m512 wd = _mm512_set1_ps(j->wd), mom = _mm512_set1_ps(j->momentum),
                  damp = _mm512_set1_ps(j->damp), nlr = _mm512_set1_ps(j->neg_lr);
     const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    /* the copy is only written: streaming stores spare the read-for-ownership of its lines */
+    const int nt_copy = j->copy && ((uintptr_t)j->copy & 63) == 0;
     for (int64_t i = i0; i < i1; i += 16) {
         __m512 p = _mm512_loadu_ps(j->p + i);
         __m512 d = j->grad_dtype == RT_BF16 ? ld_bf16_16((const uint16_t *)j->g + i)
@@ -489,10 +529,15 @@ T_AVX512 static void sgd_avx512(const rt_host_sgd_job *j, int64_t i0, int64_t i1
         }
         p = _mm512_add_ps(p, _mm512_mul_ps(nlr, d));
         _mm512_storeu_ps(j->p + i, p);
+        if (nt_copy)
+            _mm512_stream_ps(j->copy + i, p);
+        else if (j->copy)
+            _mm512_storeu_ps(j->copy + i, p);
         if (j->shadow_dtype == RT_BF16)
             _mm256_storeu_si256((__m256i *)((uint16_t *)j->shadow + i),
                                 to_bf16_16(p, rne_add16(p)));
     }
+    if (nt_copy) _mm_sfence();
 }
 #endif /* RT_HAVE_X86 */
 

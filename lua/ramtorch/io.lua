@@ -21,6 +21,9 @@ end
 -- ---- save ----------------------------------------------------------------------------------------
 
 function M.save(state_dict, path, metadata)
+  -- a pending delayed optimizer update (optim's delay_update) may still be writing the tensors
+  local o = package.loaded["ramtorch.optim.optimizer"]
+  if o ~= nil then o.flush_all() end
   if type(state_dict) ~= "table" then
     error(("save: expected a table of name -> Tensor (a state_dict), got %s"):format(cdata_desc(state_dict)), 2)
   end

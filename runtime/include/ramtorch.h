@@ -709,6 +709,37 @@ int rt_adamw_step_multi(int n, rt_tensor **params, rt_tensor **grads, rt_tensor 
                         rt_tensor **exp_avg_sqs, double lr, double beta1, double beta2, double eps,
                         double weight_decay, int64_t step);
 
+/* ------------------------------------------------------------------------------------------------
+ * One-step-delayed host update (issue 6; runtime/host_optim_delay.c): DeepSpeed ZeRO-Offload's
+ * delayed parameter update for streamed host parameters, opt-in (optim's delay_update(true)).
+ *
+ * add_adamw / add_sgd (checked at once, as rt_host_adamw_step / rt_host_sgd_step) put a streamed
+ * parameter's update into the next batch, with the gradient tensor it reads (retained: give the
+ * parameter a fresh gradient). The first add of a parameter puts it in delayed mode: from then on
+ * the engine sends front copies of its weights (made from the master then), not the master.
+ * launch hands the batch to the update thread and returns; it writes the masters, the states and
+ * back copies of the weights. wait (the next step) waits for it, and makes the backs the fronts:
+ * so the forward/backward of step k + 1 read the weights before update k, whatever the timing.
+ * flush waits and takes every parameter out of delayed mode (transfers read the master again).
+ * free flushes. Errors of the update are returned by wait / flush (the first one).
+ * ---------------------------------------------------------------------------------------------- */
+typedef struct rt_delayed_update rt_delayed_update;
+int rt_delayed_update_new(rt_delayed_update **out);
+void rt_delayed_update_free(rt_delayed_update *d); /* NULL is fine */
+int rt_delayed_update_add_adamw(rt_delayed_update *d, rt_offload_param *p, rt_tensor *grad,
+                                rt_tensor *exp_avg, rt_tensor *exp_avg_sq,
+                                const rt_adamw_hparams *h);
+int rt_delayed_update_add_sgd(rt_delayed_update *d, rt_offload_param *p, rt_tensor *grad,
+                              rt_tensor *momentum_buf, const rt_sgd_hparams *h);
+int rt_delayed_update_cancel(rt_delayed_update *d); /* drops the batch not yet launched */
+int rt_delayed_update_launch(rt_delayed_update *d);
+int rt_delayed_update_wait(rt_delayed_update *d);
+int rt_delayed_update_flush(rt_delayed_update *d);
+int rt_delayed_update_pending(const rt_delayed_update *d); /* 1 between launch and wait */
+/* Testing: the update thread sleeps this many microseconds before each parameter's update, so a
+ * forward that read what the update writes would see it changed for certain. */
+int rt_delayed_update_set_test_delay_us(int us);
+
 #ifndef RT_CDEF
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@
 --   ramtorch-lua scripts/bench/streamed_mlp.lua --budget-frac 0.5         -- half the weights resident
 --   ramtorch-lua scripts/bench/streamed_mlp.lua --device cpu --layers 4 --dim 256 --tokens 64
 --   ramtorch-lua scripts/bench/streamed_mlp.lua --optim adamw --state-dtype bf16 --overlap  -- issue 6: whole step
+--   ramtorch-lua scripts/bench/streamed_mlp.lua --optim adamw --state-dtype bf16 --delay    -- one-step-delayed update
 -- Prints one "RESULT" line per token count. With --optim, it also times the whole training step
 -- (forward, backward, optimizer step on the host, zero_grad) and prints the optimizer's share.
 local torch = require("ramtorch")
@@ -34,6 +35,7 @@ local opts = flags.parse(arg, {
   { "optim", "none", "also time whole training steps with this optimizer (none or adamw)" },
   { "state-dtype", "f32", "AdamW state dtype with --optim adamw (f32 or bf16)" },
   { "overlap", false, "with --optim: run each parameter's update on the host worker during the backward" },
+  { "delay", false, "with --optim: one-step-delayed update (step k's update runs during step k+1's forward and backward)" },
   { "lr", 1e-5, "learning rate with --optim" },
 }, "usage: ramtorch-lua scripts/bench/streamed_mlp.lua [options]")
 
@@ -77,7 +79,9 @@ local optimizer = nil
 if opts.optim == "adamw" then
   local optim = require("ramtorch.optim")
   optimizer = optim.AdamW(model:parameters(), { lr = opts.lr, state_dtype = opts.state_dtype })
+  if opts.overlap and opts.delay then error("--overlap and --delay: choose one", 0) end
   if opts.overlap then optimizer:overlap_with_backward(true) end
+  if opts.delay then optimizer:delay_update(true) end
 elseif opts.optim ~= "none" then
   error("--optim: expected none or adamw, got " .. tostring(opts.optim), 0)
 end
@@ -191,8 +195,10 @@ for tok in opts.tokens:gmatch("[^,]+") do
     local n = 0
     for _, p in ipairs(model:parameters()) do n = n + p:numel() end
     print(("T=%d whole step (forward, backward, AdamW %s states%s, zero_grad): %.2f ms, %.2f ms beyond forward+backward (%.2f Gparam/s if all of it were the update)")
-      :format(T, opts.state_dtype, opts.overlap and ", overlapped with the backward" or "", step_ms,
+      :format(T, opts.state_dtype, opts.overlap and ", overlapped with the backward"
+                or opts.delay and ", delayed one step" or "", step_ms,
               step_ms - (bwd_ms or 0), n / math.max(step_ms - (bwd_ms or 0), 1e-9) / 1e6))
+    optimizer:flush() -- steady state timed above: each step waited for the previous one's update
     line = line .. (" step_ms=%.2f"):format(step_ms)
     if not on_cpu then line = line .. (" peak_gpu_step=%s"):format(fmt_bytes(torch.cuda.max_memory_allocated())) end
   end

@@ -498,7 +498,14 @@ function M.state_dict_keys(sd)
 end
 
 -- state_dict({prefix=, keep_vars=}): parameters and persistent buffers, detached (sharing storage).
+-- A pending delayed optimizer update (optim's delay_update) writes the parameters: finish it first.
+local function flush_optimizers()
+  local o = package.loaded["ramtorch.optim.optimizer"]
+  if o ~= nil then o.flush_all() end
+end
+
 function Module.state_dict(self, opts)
+  flush_optimizers()
   opts = opts or {}
   local prefix = opts.prefix or ""
   local sd, keys = new_state_dict()
@@ -539,6 +546,7 @@ end
 -- unexpected key and shape mismatch (shape mismatches raise even when strict is false). Returns
 -- {missing_keys=, unexpected_keys=}.
 function Module.load_state_dict(self, sd, opts)
+  flush_optimizers()
   if type(sd) ~= "table" then error(("load_state_dict: expected a table name -> Tensor, got %s"):format(type(sd)), 2) end
   local strict = true
   if type(opts) == "boolean" then strict = opts

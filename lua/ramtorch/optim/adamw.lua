@@ -14,7 +14,7 @@ local Optimizer = optimizer.Optimizer
 local M = {}
 
 -- optim.AdamW(params, {lr=1e-3, betas={0.9, 0.999}, eps=1e-8, weight_decay=1e-2, maximize=false,
---                      state_dtype="f32" | "bf16", seed=0})
+--                      state_dtype="f32" | "bf16", seed=0, delayed_update=false})
 -- state_dtype "bf16" keeps exp_avg and exp_avg_sq of host parameters in bfloat16 with stochastic
 -- rounding (deterministic: keyed by seed, the parameter's index, the step and the element index).
 local AdamW = Optimizer:extend("AdamW")
@@ -42,6 +42,7 @@ function AdamW:__init(params, opts)
   self.state_dtype = sd
   self.seed = opts.seed or 0
   Optimizer.__init(self, params, defaults)
+  if opts.delayed_update then self:delay_update(true) end
 end
 
 function AdamW:_check_group(g, level)
@@ -131,7 +132,10 @@ end
 
 function AdamW:step(closure)
   local loss = self:_closure_loss(closure)
-  local done = self:_finish_overlap()
+  local delay = self._delay
+  if delay then self:_delay_wait(2) end
+  local done = delay and {} or self:_finish_overlap()
+  local delayed = {} -- delay mode: streamed host parameters, updated on the update thread
   local offload
   for _, g in ipairs(self.param_groups) do
     local batches, order, pending = {}, {}, {}
@@ -150,9 +154,19 @@ function AdamW:step(closure)
           batches, order, pending = {}, {}, {}
         end
         local step = st.step + 1
-        if host_path(p, grad) then
-          offload = offload or require("ramtorch.offload")
-          check(C.rt_host_adamw_step(p.p, grad.p, st.exp_avg.p, st.exp_avg_sq.p, offload.existing_handle(p),
+        offload = offload or require("ramtorch.offload")
+        local h = host_path(p, grad) and offload.existing_handle(p) or nil
+        if delay and h ~= nil then
+          delayed[#delayed + 1] = {
+            p = p,
+            add = function(d)
+              return C.rt_delayed_update_add_adamw(d, h, grad.p, st.exp_avg.p, st.exp_avg_sq.p,
+                                                   fill_hparams(g, step, st.seed))
+            end,
+            commit = function() st.step = step end,
+          }
+        elseif host_path(p, grad) then
+          check(C.rt_host_adamw_step(p.p, grad.p, st.exp_avg.p, st.exp_avg_sq.p, h,
                                      fill_hparams(g, step, st.seed)))
           st.step = step
         else
@@ -176,6 +190,7 @@ function AdamW:step(closure)
     end
     for _, b in ipairs(order) do run_batch(b, g) end
   end
+  if delay then self:_delay_launch(delayed, 2) end
   self:_learn_counts()
   return loss
 end

@@ -140,6 +140,10 @@ end
 -- Subclasses implement _arm(handle, p, group, state) -> true when armed.
 
 function Optimizer.overlap_with_backward(self, flag)
+  if flag ~= false and self._delay then
+    error(("%s.overlap_with_backward: cannot be combined with delay_update (turn delay_update off first)")
+          :format(getmetatable(self).__name), 2)
+  end
   self._overlap = flag ~= false
   return self
 end
@@ -210,12 +214,110 @@ function Optimizer._closure_loss(self, closure)
   return torch.enable_grad(closure)
 end
 
+-- ---- the one-step-delayed update (issue 6; runtime/host_optim_delay.c) -----------------------------
+-- optimizer:delay_update(true) (or the constructor option delayed_update = true): step() of
+-- iteration k hands the update of the streamed host parameters (those with an offload handle that
+-- take the fused host kernel) to a thread and returns; the next forward and backward read the
+-- weights before that update (front copies the engine keeps), and the next step() waits for it
+-- first. So iteration k's gradients are taken at the weights after update k-2 and applied to the
+-- master after update k-1 (DeepSpeed ZeRO-Offload's delayed parameter update). The gradient
+-- tensors go with the update: after step() those parameters' .grad is nil, and the next backward
+-- lands in fresh ones. Other parameters (on the device, not streamed) are updated in step() as
+-- before. optimizer:flush() waits for the pending update and makes the engine read the masters
+-- again; state_dict, load_state_dict, Module state_dict/load_state_dict, io.save and the
+-- checkpoint functions flush first. Read or write streamed parameters yourself only after flush().
+
+local live = setmetatable({}, { __mode = "k" }) -- optimizers with a delayed-update object
+
+function Optimizer.delay_update(self, flag)
+  local name = getmetatable(self).__name
+  if flag ~= nil and type(flag) ~= "boolean" then
+    error(("%s.delay_update: expected a boolean, got %s"):format(name, type(flag)), 2)
+  end
+  flag = flag ~= false
+  if flag and self._overlap then
+    error(("%s.delay_update: cannot be combined with overlap_with_backward (turn it off first)"):format(name), 2)
+  end
+  self:flush(3) -- switching on or off mid-flight finishes the pending update first
+  self._delay = flag
+  return self
+end
+
+function Optimizer.delay_update_enabled(self) return self._delay == true end
+
+-- True between a delayed step() and the wait for its update (the next step() or flush()).
+function Optimizer.update_pending(self)
+  local d = self._delayed_obj
+  return d ~= nil and C.rt_delayed_update_pending(d) ~= 0
+end
+
+-- Finish the pending delayed update (if any) and take the parameters out of delayed mode: the
+-- engine reads the masters again, which now hold every update. A no-op without delayed updates.
+function Optimizer.flush(self, level)
+  local d = self._delayed_obj
+  if d == nil then return self end
+  if C.rt_delayed_update_flush(d) ~= 0 then
+    error(getmetatable(self).__name .. ".flush: " .. ffi.string(C.rt_last_error()), level or 2)
+  end
+  return self
+end
+
+-- Every optimizer's pending update (Module state_dict / load_state_dict, io.save call it).
+function M.flush_all()
+  for opt in pairs(live) do opt:flush(3) end
+end
+
+function Optimizer._delay_object(self)
+  local d = self._delayed_obj
+  if d == nil then
+    local box = ffi.new("rt_delayed_update *[1]")
+    check(C.rt_delayed_update_new(box))
+    d = ffi.gc(box[0], C.rt_delayed_update_free)
+    self._delayed_obj = d
+    live[self] = true
+  end
+  return d
+end
+
+-- step() in delay mode, first: wait for the previous step's update.
+function Optimizer._delay_wait(self, level)
+  local d = self._delayed_obj
+  if d ~= nil and C.rt_delayed_update_wait(d) ~= 0 then
+    error(getmetatable(self).__name .. ".step: " .. ffi.string(C.rt_last_error()), level + 1)
+  end
+end
+
+-- step() in delay mode, last: entries {p = param, add = function(d) -> rc, commit = function()}.
+-- Every add is checked before anything is launched; on success the states commit and the
+-- parameters hand their gradients over (.grad = nil).
+function Optimizer._delay_launch(self, entries, level)
+  if #entries == 0 then return end
+  local d = self:_delay_object()
+  for _, e in ipairs(entries) do
+    if e.add(d) ~= 0 then
+      local msg = ffi.string(C.rt_last_error())
+      C.rt_delayed_update_cancel(d)
+      error(getmetatable(self).__name .. ".step: " .. msg, level + 1)
+    end
+  end
+  if C.rt_delayed_update_launch(d) ~= 0 then
+    local msg = ffi.string(C.rt_last_error())
+    C.rt_delayed_update_cancel(d)
+    error(getmetatable(self).__name .. ".step: " .. msg, level + 1)
+  end
+  for _, e in ipairs(entries) do
+    e.commit()
+    e.p.grad = nil
+  end
+end
+
 -- ---- state dicts ------------------------------------------------------------------------------------
 
 -- {state = {[0] = {step = 3, exp_avg = T, ...}, ...}, param_groups = {{lr = ..., params = {0, 1}}, ...}}
 -- Tensors in state are the live state tensors (as PyTorch returns references); load_state_dict
 -- copies them.
 function Optimizer.state_dict(self)
+  self:flush(3)
   local idx, next_idx = {}, 0
   local groups = {}
   for gi, g in ipairs(self.param_groups) do
@@ -250,6 +352,7 @@ end
 -- parameter's device, dtype kept), so a round trip restores exactly.
 function Optimizer.load_state_dict(self, sd)
   local name = getmetatable(self).__name
+  self:flush(3)
   if type(sd) ~= "table" or type(sd.param_groups) ~= "table" or type(sd.state) ~= "table" then
     error(("%s.load_state_dict: expected a table with 'state' and 'param_groups'"):format(name), 2)
   end

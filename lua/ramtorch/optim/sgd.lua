@@ -9,7 +9,8 @@ local Optimizer = optimizer.Optimizer
 
 local M = {}
 
--- optim.SGD(params, {lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=false, maximize=false})
+-- optim.SGD(params, {lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=false, maximize=false,
+--                    delayed_update=false})
 local SGD = Optimizer:extend("SGD")
 M.SGD = SGD
 
@@ -25,6 +26,7 @@ function SGD:__init(params, opts)
     maximize = opts.maximize == true,
   }
   Optimizer.__init(self, params, defaults)
+  if opts.delayed_update then self:delay_update(true) end
 end
 
 function SGD:_check_group(g, level)
@@ -71,7 +73,10 @@ end
 
 function SGD:step(closure)
   local loss = self:_closure_loss(closure)
-  local done = self:_finish_overlap()
+  local delay = self._delay
+  if delay then self:_delay_wait(2) end
+  local done = delay and {} or self:_finish_overlap()
+  local delayed = {} -- delay mode: streamed host parameters, updated on the update thread
   local offload
   for _, g in ipairs(self.param_groups) do
     local lr, mom, damp, wd, nest = g.lr, g.momentum, g.dampening, g.weight_decay, g.nesterov and 1 or 0
@@ -88,15 +93,28 @@ function SGD:step(closure)
           buf = st.momentum_buffer
           if buf == nil then
             buf = torch.zeros(p.shape, { dtype = state_dtype(p), device = p.device })
-            st.momentum_buffer = buf
             first = 1
+            -- in delay mode the buffer is kept once the update is launched (a failed launch
+            -- leaves the parameter's first step to come)
+            if not delay then st.momentum_buffer = buf end
           end
         end
-        if host_path(p, grad) then
-          offload = offload or require("ramtorch.offload")
-          check(C.rt_host_sgd_step(p.p, grad.p, buf and buf.p or nil, offload.existing_handle(p),
-                                   fill_hparams(g, first)))
+        offload = offload or require("ramtorch.offload")
+        local h = host_path(p, grad) and offload.existing_handle(p) or nil
+        if delay and h ~= nil then
+          local b = buf
+          delayed[#delayed + 1] = {
+            p = p,
+            add = function(d)
+              return C.rt_delayed_update_add_sgd(d, h, grad.p, b and b.p or nil, fill_hparams(g, first))
+            end,
+            commit = function() if b ~= nil then st.momentum_buffer = b end end,
+          }
+        elseif host_path(p, grad) then
+          if buf ~= nil then st.momentum_buffer = buf end
+          check(C.rt_host_sgd_step(p.p, grad.p, buf and buf.p or nil, h, fill_hparams(g, first)))
         else
+          if buf ~= nil then st.momentum_buffer = buf end
           if g.maximize then grad = torch.no_grad(function() return -grad end) end
           if not grad:is_contiguous() then grad = grad:contiguous() end
           check(C.rt_sgd_step(p.p, grad.p, buf and buf.p or nil, lr, mom, damp, wd, nest, first))
@@ -104,6 +122,7 @@ function SGD:step(closure)
       end
     end
   end
+  if delay then self:_delay_launch(delayed, 2) end
   self:_learn_counts()
   return loss
 end

@@ -21,6 +21,7 @@
  * a query-tile kernel that recomputes the scores and sums each element in a fixed order.
  * Generic path (any float dtype, any head dims, any strides): one warp per row in the compute type
  * (f32 for f32/bf16/f16, f64 for f64), the same passes as the CPU kernel. */
+#include "attention_params.cuh"
 #include "rowops.cuh"
 
 #include <float.h>
@@ -34,12 +35,6 @@
  * parameters and shared helpers
  * ============================================================================================== */
 
-struct av4 { /* a (B, H, N, E) view: data, dtype, element strides */
-    char *p;
-    int dt;
-    int64_t s[4];
-};
-
 static av4 av_of(const rtc_view *v) {
     av4 a;
     a.p = v ? v->data : NULL;
@@ -48,19 +43,6 @@ static av4 av_of(const rtc_view *v) {
         a.s[d] = v ? v->strides[d] : 0;
     return a;
 }
-
-struct attn_p {
-    int64_t B, H, T, S;
-    int D, Dv;
-    av4 q, k, v, o;      /* forward: o is the output; backward: o is the saved output */
-    av4 go, gq, gk, gv;  /* backward only */
-    av4 m;               /* mask (m.p NULL when none) */
-    void *lse, *dl, *gm; /* (B,H,T) compute dtype; Dl the same; grad mask (B,H,T,S) or NULL */
-    int causal;
-    double scale, dp, keep_scale;
-    uint32_t thresh;
-    uint64_t seed, offset;
-};
 
 __device__ __forceinline__ bool attn_keep(const attn_p &p, uint64_t n) {
     uint32_t r[4];
@@ -1110,6 +1092,17 @@ template <typename T> static int fa_bwd_d(const attn_p &p, bool extra) {
     return extra ? fa_bwd<T, 128, true>(p) : fa_bwd<T, 128, false>(p);
 }
 
+/* the Hopper wgmma kernels (attention_sm90.cu) take head dim 128 without mask or dropout */
+static bool sm90_ok(const attn_p &p, bool extra) {
+#ifdef RT_HAVE_SM90A
+    return !extra && p.D == 128 && p.Dv == 128 && p.B * p.H * ((p.S + 63) / 64) < (1ll << 31) &&
+           rtc_sm90_attn_usable();
+#else
+    (void)p, (void)extra;
+    return false;
+#endif
+}
+
 extern "C" int rtc_sdpa(const rtc_view *out, const rtc_view *lse, const rtc_view *q,
                         const rtc_view *k, const rtc_view *v, const rtc_view *mask, int is_causal,
                         double scale, double dropout_p, uint64_t seed, uint64_t offset) {
@@ -1121,6 +1114,7 @@ extern "C" int rtc_sdpa(const rtc_view *out, const rtc_view *lse, const rtc_view
     const rtc_view *more[1] = {out};
     if (fast_ok(q, k, v, more, 1) && p.B * p.H * ((p.T + 63) / 64) < (1ll << 31)) {
         bool extra = mask != NULL || dropout_p > 0;
+        if (sm90_ok(p, extra)) return rtc_sm90_attn_fwd(p, q->dtype == RT_BF16);
         return q->dtype == RT_BF16 ? fa_fwd_d<__nv_bfloat16>(p, extra) : fa_fwd_d<__half>(p, extra);
     }
     int64_t rows = p.B * p.H * p.T;
@@ -1196,8 +1190,11 @@ extern "C" int rtc_sdpa_backward(const rtc_view *grad_q, const rtc_view *grad_k,
     if (rc == RT_OK) {
         if (fast) {
             bool extra = mask != NULL || dropout_p > 0;
-            rc = q->dtype == RT_BF16 ? fa_bwd_d<__nv_bfloat16>(p, extra)
-                                     : fa_bwd_d<__half>(p, extra);
+            if (sm90_ok(p, extra))
+                rc = rtc_sm90_attn_bwd(p, q->dtype == RT_BF16);
+            else
+                rc = q->dtype == RT_BF16 ? fa_bwd_d<__nv_bfloat16>(p, extra)
+                                         : fa_bwd_d<__half>(p, extra);
         } else {
             rc = f64 ? gen_bwd<double>(p, op) : gen_bwd<float>(p, op);
         }

@@ -32,6 +32,29 @@ if has specout; then
     grep -aE "Failure|Error" -A12 /tmp/spec.log | head -${SPEC_FAIL_LINES:-40}
   done
 fi
+if has attn; then
+  # issue 7's attention line: the H200's wgmma kernels (attention_sm90.cu), the portable mma.sync
+  # kernels (RAMTORCH_ATTN_SM90=0) and PyTorch's SDPA in the same call, after the transformer spec
+  step "cuda_transformer_spec (poisoned allocations), attention benchmarks"
+  BUSTED=${BUSTED_BIN:-/tmp/debroot/usr/bin/busted}
+  RAMTORCH_CUDA_POISON=1 timeout 200 $RTLUA "$BUSTED" -o utfTerminal tests/gpu/cuda_transformer_spec.lua > /tmp/spec.log 2>&1
+  echo "SPEC cuda_transformer rc=$? $(grep -aE '[0-9]+ success' /tmp/spec.log | tail -1)"
+  grep -aE "Failure|Error" -A12 /tmp/spec.log | head -${SPEC_FAIL_LINES:-60}
+  for r in 1 2; do
+    timeout 120 $RTLUA scripts/bench/gpu_attention.lua 2>&1 | sed "s/^/sm90 run $r | /"
+  done
+  # other tile shapes of the wgmma kernels (warpgroups per CTA x keys per tile; dQ warpgroups)
+  for cfg in ${ATTN_CFGS:-}; do
+    f=${cfg%/*} d=${cfg#*/}
+    RAMTORCH_ATTN_SM90_FWD=$f RAMTORCH_ATTN_SM90_DQ=$d RAMTORCH_CUDA_POISON=1 timeout 200 $RTLUA "$BUSTED" \
+      -o utfTerminal tests/gpu/cuda_transformer_spec.lua > /tmp/spec.log 2>&1
+    echo "SPEC fwd $f dq $d rc=$? $(grep -aE '[0-9]+ success' /tmp/spec.log | tail -1)"
+    RAMTORCH_ATTN_SM90_FWD=$f RAMTORCH_ATTN_SM90_DQ=$d timeout 120 $RTLUA scripts/bench/gpu_attention.lua 2>&1 |
+      sed "s/^/sm90 fwd $f dq $d | /"
+  done
+  RAMTORCH_ATTN_SM90=0 timeout 120 $RTLUA scripts/bench/gpu_attention.lua 2>&1 | sed "s/^/mma.sync | /"
+  timeout 120 $PY scripts/bench/gpu_attention.py 2>&1 | sed "s/^/pytorch | /"
+fi
 if has specall; then
   step "ctest -L gpu (poisoned allocations)"
   (cd build-gpu && RAMTORCH_CUDA_POISON=1 timeout 200 ctest -L gpu --output-on-failure 2>&1 | tail -12)
@@ -74,9 +97,11 @@ fi
 if has step; then
   step "whole training step, T=4096: f32 masters + bf16 autocast + AdamW f32 states"
   mlp --tokens 4096 --dtype f32 --autocast --optim adamw --overlap
+  mlp --tokens 4096 --dtype f32 --autocast --optim adamw --delay
   [ -n "${ENGINE_NO_OVERLAP:-}" ] && mlp --tokens 4096 --dtype f32 --autocast --optim adamw
   step "whole training step, T=4096: bf16 weights + AdamW bf16 states"
   mlp --tokens 4096 --optim adamw --state-dtype bf16 --overlap
+  mlp --tokens 4096 --optim adamw --state-dtype bf16 --delay
   [ -n "${ENGINE_NO_OVERLAP:-}" ] && mlp --tokens 4096 --optim adamw --state-dtype bf16
 fi
 if has adamw; then
@@ -151,6 +176,22 @@ for k, (t, n) in sorted(agg.items(), key=lambda x: -x[1][0])[:40]:
   print("%s %8.3f ms/step %5.0f x %s" % (sys.argv[2], t / st / 1e6, n / st, k))
 PY
 }
+if has attnncu; then
+  # the attention benchmark kernel by kernel (Nsight Compute; 26 forward launches, 13 backward)
+  step "attention kernels (ncu)"
+  kprof attn 1 $RTLUA scripts/bench/gpu_attention.lua
+fi
+if has attnprof; then
+  # one launch of each wgmma attention kernel in detail: tensor-pipe use, stall reasons, issue
+  step "attention kernels, Nsight Compute sections"
+  for k in k_s9_fwd k_s9_dq k_s9_dkdv; do
+    timeout 200 $NCU --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
+      --section Occupancy --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+      -k regex:$k -c 1 $RTLUA scripts/bench/gpu_attention.lua > /tmp/prof_$k.txt 2>&1
+    echo "PROF $k rc=$?"
+    grep -aE "Duration|Throughput|Pipe|Issue|Stall|stall|Warp Cycles|Eligible|Active Warps|Occupancy|Registers|Shared Memory|Bank|L2 Hit|Mem Busy|Max Bandwidth|Executed Ipc|One or More|No Eligible" /tmp/prof_$k.txt | grep -v "^==PROF==" | head -60
+  done
+fi
 if has ncu; then
   # kernel time per kernel name (Nsight Compute, one metric, kernels serialized) for a 2-layer GPT
   # (the same shapes per layer as the benchmark's 12), ours and PyTorch's, two steps each

@@ -130,6 +130,11 @@ describe("cuda transformer kernels", function()
           run("T>S", 1, 2, 100, 33, {}, nil)
           run("causal T>S", 1, 2, 100, 33, { is_causal = true })
           run("scale", 1, 2, 65, 65, { scale = 0.3, is_causal = true })
+          -- several query blocks and key tiles (128-query blocks, 64/128-key tiles on the H200's
+          -- wgmma path), ragged ends on both sides
+          run("long causal", 1, 2, 300, 300, { is_causal = true })
+          run("long", 2, 1, 257, 200, {})
+          run("long causal T<S", 1, 1, 140, 333, { is_causal = true })
           -- padding mask (bool over keys, broadcast) with one batch entry fully masked in some rows
           local pad = torch.ones({ 2, 1, 1, 80 }, { dtype = torch.bool })
           pad:narrow(3, 60, 20):fill_(false)

@@ -1,0 +1,670 @@
+/* attention_sm90.cu: scaled-dot-product attention on Hopper (compute capability 9.0) with warpgroup
+ * MMA (wgmma, sm_90a), for the common training case: bf16/f16, head dim 128, causal or no mask, no
+ * dropout. Semantics are attention.cu's (which runs everything else): natural-log LSE in f32,
+ * causal masks key j > query i, rows past the ends are ignored.
+ *
+ * Why a second kernel family: mma.sync (attention.cu) issues a 16x8x16 product per warp and feeds
+ * it from registers that ldmatrix fills, so shared-memory traffic and issue slots bound it at about
+ * half of the H200's tensor throughput. wgmma lets a warpgroup (128 threads) multiply 64 x N x 16
+ * with both operands read by the tensor cores straight from shared memory (or A from registers),
+ * and runs asynchronously, so the softmax of one warpgroup overlaps another's products.
+ *
+ * Shared-memory tiles: R rows x 128 elements, stored as two 64-column halves (128 bytes per row)
+ * with the 128-byte swizzle (16-byte chunk c of row r at chunk c ^ (r % 8)), every tile 1024-byte
+ * aligned. The same tile serves as a K-major operand (rows = M or N, head dim = reduction: Q K^T,
+ * dO V^T) and as an MN-major B operand (rows = reduction: P V, dS K, P^T dO, dS^T Q).
+ *
+ * Kernels (each CTA walks its tiles with cp.async double buffering):
+ *   forward: 2 warpgroups x 64 queries; per key tile S = Q K^T (ss), online softmax, O += P V (rs);
+ *   dQ: 2 warpgroups x 64 queries; per key tile S, dP = dO V^T, dS = P (dP - Dl), dQ += dS K;
+ *   dK/dV: 1 warpgroup x 64 keys; per query tile S^T = K Q^T, dP^T = V dO^T, dV += P^T dO,
+ *          dK += dS^T Q.
+ * The backward recomputes S in both kernels (7 products instead of FlashAttention-2's 5) so that
+ * no gradient is summed with atomics: results repeat bit for bit. */
+#include "attention_params.cuh"
+#include "rowops.cuh"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define SM90_BODY 1
+#include "wgmma.cuh"
+#else
+#define SM90_BODY 0
+#endif
+
+#define S9_LOG2E 1.4426950408889634f
+#define S9_LN2 0.6931471805599453f
+#define S9_D 128
+/* K and V buffers of the forward: loads run two steps ahead (DRAM latency, not the tensor cores,
+ * bounded the two-buffer version) */
+#define S9_FWD_STAGES 3
+
+namespace {
+
+/* ---- device helpers (compiled into the sm_90a image only) ---------------------------------------
+ */
+#if SM90_BODY
+
+__device__ __forceinline__ uint32_t s9_addr(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+__device__ __forceinline__ void s9_cp16(uint32_t dst, const void *src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void s9_commit() {
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+template <int N> __device__ __forceinline__ void s9_cp_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+/* cp.async writes are generic-proxy writes; wgmma reads shared memory through the async proxy */
+__device__ __forceinline__ void s9_fence_async() {
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+/* barrier over the 128 threads of a 1-warpgroup CTA or over the whole CTA */
+__device__ __forceinline__ void s9_sync() {
+    __syncthreads();
+}
+
+__device__ __forceinline__ float s9_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+template <typename T> __device__ __forceinline__ uint32_t s9_pack(float lo, float hi);
+template <> __device__ __forceinline__ uint32_t s9_pack<__nv_bfloat16>(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+template <> __device__ __forceinline__ uint32_t s9_pack<__half>(float lo, float hi) {
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+
+/* rows [r0, r0 + R) of the (b, h) slice of a view into a swizzled tile at shared address `tile`;
+ * rows at or past nrows are zero-filled (so that P V never meets garbage) */
+template <int R, int NT, typename T>
+__device__ __forceinline__ void s9_load(uint32_t tile, const av4 &v, int64_t b, int64_t h,
+                                        int64_t r0, int64_t nrows, int tid) {
+    const T *base = (const T *)v.p + b * v.s[0] + h * v.s[1];
+#pragma unroll
+    for (int c = tid; c < R * 16; c += NT) {
+        int r = c >> 4, ch = c & 15, half = ch >> 3, cc = ch & 7;
+        bool ok = r0 + r < nrows;
+        const T *src = ok ? base + (r0 + r) * v.s[2] + ch * 8 : base;
+        s9_cp16(tile + half * (R * 128) + r * 128 + ((cc ^ (r & 7)) << 4), src, ok);
+    }
+}
+
+/* matrix descriptors, 128-byte swizzle: K-major (8-row groups 1024 bytes apart) and MN-major (the
+ * two 64-column halves `half_bytes` apart, 8-row groups of the reduction dim 1024 bytes apart) */
+__device__ __forceinline__ uint64_t s9_desc_k(uint32_t a) {
+    return (uint64_t)((a & 0x3FFFF) >> 4) | (1ull << 16) | (64ull << 32) | (1ull << 62);
+}
+__device__ __forceinline__ uint64_t s9_desc_mn(uint32_t a, uint32_t half_bytes) {
+    return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)(half_bytes >> 4) << 16) | (64ull << 32) |
+           (1ull << 62);
+}
+
+/* acc (64 x N) = A B^T over the head dim: A rows at a (a tile of ra rows, this warpgroup's 64
+ * starting there), B the N rows of a tile of rb rows at b; both K-major */
+template <bool BF, int N>
+__device__ __forceinline__ void s9_gemm_ss(float *acc, uint32_t a, int ra, uint32_t b, int rb) {
+#pragma unroll
+    for (int kk = 0; kk < S9_D / 16; kk++) {
+        uint32_t off = (uint32_t)(kk & 3) * 32;
+        uint64_t da = s9_desc_k(a + (kk >> 2) * (ra * 128) + off);
+        uint64_t db = s9_desc_k(b + (kk >> 2) * (rb * 128) + off);
+        wgmma_ss<BF, N>(acc, da, db, kk > 0 ? 1 : 0);
+    }
+}
+
+/* acc (64 x 128) += A B: A (64 x KR) in registers (pa[kk], the m16n8k16 A layout per warp), B the
+ * first KR rows of a tile of rb rows at b, read MN-major (rows = the reduction dim) */
+template <bool BF, int KR>
+__device__ __forceinline__ void s9_gemm_rs(float *acc, const uint32_t (*pa)[4], uint32_t b,
+                                           int rb) {
+#pragma unroll
+    for (int kk = 0; kk < KR / 16; kk++)
+        wgmma_rs<BF, 128>(acc, pa[kk], s9_desc_mn(b + kk * 16 * 128, (uint32_t)rb * 128));
+}
+
+/* A fragments of a 64 x KR accumulator (the wgmma and mma.sync layouts coincide per warp) */
+template <typename T, int KR>
+__device__ __forceinline__ void s9_pack_a(uint32_t (*a)[4], const float *s) {
+#pragma unroll
+    for (int kk = 0; kk < KR / 16; kk++) {
+        a[kk][0] = s9_pack<T>(s[8 * kk + 0], s[8 * kk + 1]);
+        a[kk][1] = s9_pack<T>(s[8 * kk + 2], s[8 * kk + 3]);
+        a[kk][2] = s9_pack<T>(s[8 * kk + 4], s[8 * kk + 5]);
+        a[kk][3] = s9_pack<T>(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+}
+
+template <int N> __device__ __forceinline__ void s9_fence_acc(float *a) {
+#pragma unroll
+    for (int i = 0; i < N; i++)
+        wg_reg_fence(a[i]);
+}
+
+/* 1024-byte aligned start of the dynamic shared memory (the launch adds 1 KiB of slack) */
+__device__ __forceinline__ uint32_t s9_smem_base(char *dyn) {
+    return (s9_addr(dyn) + 1023u) & ~1023u;
+}
+
+/* store a 64 x 128 accumulator block (rows row0 + the fragment rows) times `mul` into a view */
+template <typename T>
+__device__ __forceinline__ void s9_store_rows(const float *acc, const av4 &v, int64_t b, int64_t h,
+                                              int64_t ra, int64_t nrows, float mul0, float mul1,
+                                              int q) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int64_t i = ra + 8 * r;
+        if (i >= nrows) continue;
+        float mul = r ? mul1 : mul0;
+        T *row = (T *)v.p + b * v.s[0] + h * v.s[1] + i * v.s[2];
+#pragma unroll
+        for (int d = 0; d < S9_D / 8; d++)
+            *(uint32_t *)(row + d * 8 + 2 * q) =
+                s9_pack<T>(acc[4 * d + 2 * r] * mul, acc[4 * d + 2 * r + 1] * mul);
+    }
+}
+
+/* the forward's online softmax of a 64 x BN score block (in place: 2^(scaled score - new max)),
+ * with the running max m, sum l and the factor alpha that rescales what O holds so far */
+template <int BN>
+__device__ __forceinline__ void fwd_softmax(float *s, float *m, float *l, float *alpha,
+                                            const attn_p &p, int64_t j0, int64_t iw, int64_t ra,
+                                            int q, float sl2) {
+    bool edge = j0 + BN > p.S || (p.causal && j0 + BN - 1 > iw);
+    if (edge) {
+#pragma unroll
+        for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int64_t i = ra + 8 * (e >> 1), j = j0 + 8 * n + 2 * q + (e & 1);
+                bool out = j >= p.S || (p.causal && j > i);
+                s[4 * n + e] = out ? -INFINITY : s[4 * n + e] * sl2;
+            }
+    } else {
+#pragma unroll
+        for (int n = 0; n < BN / 2; n++)
+            s[n] *= sl2;
+    }
+    float mx[2] = {m[0], m[1]};
+#pragma unroll
+    for (int n = 0; n < BN / 8; n++) {
+        mx[0] = fmaxf(mx[0], fmaxf(s[4 * n], s[4 * n + 1]));
+        mx[1] = fmaxf(mx[1], fmaxf(s[4 * n + 2], s[4 * n + 3]));
+    }
+    float mu[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        mu[r] = mx[r] == -INFINITY ? 0.f : mx[r];
+        alpha[r] = s9_ex2(m[r] - mu[r]);
+        m[r] = mx[r];
+    }
+    float ls[2] = {0.f, 0.f};
+#pragma unroll
+    for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float v = s9_ex2(s[4 * n + e] - mu[e >> 1]);
+            s[4 * n + e] = v;
+            ls[e >> 1] += v;
+        }
+    l[0] = l[0] * alpha[0] + ls[0];
+    l[1] = l[1] * alpha[1] + ls[1];
+}
+
+/* dS = P (dP - Dl) of a 64 x 64 block into s, P = 2^(S sl2 - lse2) (0 where masked) */
+__device__ __forceinline__ void dq_ds(float *s, const float *dp, const float *lse2, const float *dl,
+                                      const attn_p &p, int64_t j0, int64_t iw, int64_t ra, int q,
+                                      float sl2) {
+    bool edge = j0 + 64 > p.S || (p.causal && j0 + 63 > iw);
+#pragma unroll
+    for (int n = 0; n < 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float pr = s9_ex2(s[4 * n + e] * sl2 - lse2[e >> 1]);
+            if (edge) {
+                int64_t i = ra + 8 * (e >> 1), j = j0 + 8 * n + 2 * q + (e & 1);
+                if (j >= p.S || (p.causal && j > i)) pr = 0.f;
+            }
+            s[4 * n + e] = pr * (dp[4 * n + e] - dl[e >> 1]);
+        }
+}
+
+#endif /* SM90_BODY */
+
+/* ---- forward
+ * -------------------------------------------------------------------------------------- CTA: 2
+ * warpgroups, 128 queries (64 each); key tiles of BN. Step `it` issues S_it = Q K_it^T and, behind
+ * it, O += P_{it-1} V_{it-1}; the softmax of S_it runs while the tensor cores do that P V
+ * (FlashAttention-3's intra-warpgroup overlap), and only then is O rescaled and P_it packed. So
+ * K_it and V_{it-1} are read in one step: K and V have separate double buffers, K loaded one step
+ * ahead of its use and V in the step of its use. A warpgroup whose rows all precede a (causal) key
+ * tile skips it; tiles that cross the diagonal or the end of the keys are masked element by
+ * element. */
+template <typename T, int BN, int NWG>
+__global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) k_s9_fwd(attn_p p, int nqt) {
+#if SM90_BODY
+    constexpr bool BF = __is_same(T, __nv_bfloat16);
+    constexpr int BM = 64 * NWG, NT = 128 * NWG, TQ = BM * 256, TK = BN * 256, NS = S9_FWD_STAGES;
+    extern __shared__ char s9_dyn[];
+    uint32_t sQ = s9_smem_base(s9_dyn), sK = sQ + TQ, sV = sK + NS * TK;
+    int tid = threadIdx.x, wg = tid >> 7, t = tid & 127, w = t >> 5, lane = t & 31;
+    int g = lane >> 2, q = lane & 3;
+    /* the query blocks of one (batch, head) are neighbours in launch order, so CTAs running at
+     * once share their K and V in L2 (head-major order read them from DRAM: 14% L2 hits); within a
+     * head the longest causal blocks go first */
+    int64_t qt = nqt - 1 - blockIdx.x % nqt, bh = blockIdx.x / nqt, b = bh / p.H, h = bh % p.H;
+    int64_t i0 = qt * BM, iw = i0 + 64 * wg, ra = iw + 16 * w + g;
+    int64_t kend = p.causal ? (i0 + BM < p.S ? i0 + BM : p.S) : p.S;
+    int nt = (int)((kend + BN - 1) / BN);
+    /* key tiles this warpgroup needs: causal rows iw..iw+63 see keys below iw + 64 */
+    int64_t kend_w = p.causal ? (iw + 64 < kend ? iw + 64 : kend) : kend;
+    int ntw = (int)((kend_w + BN - 1) / BN);
+    s9_load<BM, NT, T>(sQ, p.q, b, h, i0, p.T, tid);
+    if (nt > 0) s9_load<BN, NT, T>(sK, p.k, b, h, 0, p.S, tid);
+    if (nt > 1) s9_load<BN, NT, T>(sK + TK, p.k, b, h, BN, p.S, tid);
+    if (nt > 0) s9_load<BN, NT, T>(sV, p.v, b, h, 0, p.S, tid);
+    s9_commit();
+    float o[64], s[BN / 2], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    uint32_t pa[BN / 16][4];
+#pragma unroll
+    for (int i = 0; i < 64; i++)
+        o[i] = 0.f;
+    float sl2 = (float)p.scale * S9_LOG2E, alpha[2];
+    for (int it = 0; it <= nt; it++) {
+        int64_t j0 = (int64_t)it * BN;
+        s9_sync(); /* every warpgroup is done with K_{it-1} and V_{it-2}: their buffers refill */
+        if (it + 2 < nt)
+            s9_load<BN, NT, T>(sK + ((it + 2) % NS) * TK, p.k, b, h, j0 + 2 * BN, p.S, tid);
+        if (it + 1 < nt)
+            s9_load<BN, NT, T>(sV + ((it + 1) % NS) * TK, p.v, b, h, j0 + BN, p.S, tid);
+        s9_commit();
+        /* K_it and V_{it-1} have landed: they came with the prologue or two steps ago */
+        if (it == 0)
+            s9_cp_wait<1>();
+        else
+            s9_cp_wait<2>();
+        s9_fence_async();
+        s9_sync();
+        /* three self-contained shapes of a step (ptxas serializes every wgmma of a function when
+         * a conditional issue leaves it unable to prove which group a wait retires) */
+        if (it == 0 && ntw > 0) { /* S_0 alone */
+            wg_fence();
+            s9_gemm_ss<BF, BN>(s, sQ + wg * 64 * 128, BM, sK, BN);
+            wg_commit();
+            wg_wait<0>();
+            s9_fence_acc<BN / 2>(s);
+            fwd_softmax<BN>(s, m, l, alpha, p, j0, iw, ra, q, sl2);
+            s9_pack_a<T, BN>(pa, s);
+        } else if (it >= 1 && it < ntw) { /* S_it, with P_{it-1} V_{it-1} behind it */
+            wg_fence();
+            s9_gemm_ss<BF, BN>(s, sQ + wg * 64 * 128, BM, sK + (it % NS) * TK, BN);
+            wg_commit();
+            s9_gemm_rs<BF, BN>(o, pa, sV + ((it - 1) % NS) * TK, BN);
+            wg_commit();
+            wg_wait<1>();
+            s9_fence_acc<BN / 2>(s);
+            fwd_softmax<BN>(s, m, l, alpha, p, j0, iw, ra, q, sl2);
+            wg_wait<0>();
+            /* the P V in flight read pa and wrote o: only now may they change */
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; kk++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    wg_reg_fence(pa[kk][e]);
+            s9_fence_acc<64>(o);
+#pragma unroll
+            for (int d = 0; d < 16; d++) {
+                o[4 * d + 0] *= alpha[0], o[4 * d + 1] *= alpha[0];
+                o[4 * d + 2] *= alpha[1], o[4 * d + 3] *= alpha[1];
+            }
+            s9_pack_a<T, BN>(pa, s);
+        } else if (it >= 1 && it == ntw) { /* the last P V alone */
+            s9_fence_acc<64>(o);
+            wg_fence();
+            s9_gemm_rs<BF, BN>(o, pa, sV + ((it - 1) % NS) * TK, BN);
+            wg_commit();
+            wg_wait<0>();
+            s9_fence_acc<64>(o);
+        }
+    }
+    if (nt == 0) s9_cp_wait<0>();
+    float inv[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float lr = l[r];
+        lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+        lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+        inv[r] = lr > 0.f ? 1.f / lr : 0.f;
+        int64_t i = ra + 8 * r;
+        if (q == 0 && i < p.T)
+            ((float *)p.lse)[bh * p.T + i] = lr > 0.f ? (m[r] + log2f(lr)) * S9_LN2 : -INFINITY;
+    }
+    s9_store_rows<T>(o, p.o, b, h, ra, p.T, inv[0], inv[1], q);
+#else
+    (void)p, (void)nqt;
+#endif
+}
+
+/* ---- backward: dQ
+ * --------------------------------------------------------------------------------- CTA: 2
+ * warpgroups, 128 queries; key tiles of 64. P = 2^(S sl2 - lse2), dS = P (dP - Dl); dQ = scale dS
+ * K. Step `it` issues S_it and dP_it, then dQ += dS_{it-1} K_{it-1} behind them, and computes dS_it
+ * while that product runs: K is read two steps running, V one; loads run two steps ahead. */
+template <typename T, int NWG>
+__global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) k_s9_dq(attn_p p, int nqt) {
+#if SM90_BODY
+    constexpr bool BF = __is_same(T, __nv_bfloat16);
+    constexpr int BM = 64 * NWG, NT = 128 * NWG, BN = 64, TQ = BM * 256, TK = BN * 256;
+    extern __shared__ char s9_dyn[];
+    uint32_t sQ = s9_smem_base(s9_dyn), sO = sQ + TQ, sK = sO + TQ, sV = sK + 4 * TK;
+    int tid = threadIdx.x, wg = tid >> 7, t = tid & 127, w = t >> 5, lane = t & 31;
+    int g = lane >> 2, q = lane & 3;
+    /* the query blocks of one (batch, head) are neighbours in launch order, so CTAs running at
+     * once share their K and V in L2 (head-major order read them from DRAM: 14% L2 hits); within a
+     * head the longest causal blocks go first */
+    int64_t qt = nqt - 1 - blockIdx.x % nqt, bh = blockIdx.x / nqt, b = bh / p.H, h = bh % p.H;
+    int64_t i0 = qt * BM, iw = i0 + 64 * wg, ra = iw + 16 * w + g;
+    int64_t kend = p.causal ? (i0 + BM < p.S ? i0 + BM : p.S) : p.S;
+    int nt = (int)((kend + BN - 1) / BN);
+    int64_t kend_w = p.causal ? (iw + 64 < kend ? iw + 64 : kend) : kend;
+    int ntw = (int)((kend_w + BN - 1) / BN);
+    s9_load<BM, NT, T>(sQ, p.q, b, h, i0, p.T, tid);
+    s9_load<BM, NT, T>(sO, p.go, b, h, i0, p.T, tid);
+    for (int j = 0; j < 2 && j < nt; j++) {
+        s9_load<BN, NT, T>(sK + j * TK, p.k, b, h, (int64_t)j * BN, p.S, tid);
+        s9_load<BN, NT, T>(sV + j * TK, p.v, b, h, (int64_t)j * BN, p.S, tid);
+    }
+    s9_commit();
+    float sl2 = (float)p.scale * S9_LOG2E, lse2[2], dl[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int64_t i = ra + 8 * r;
+        float L = i < p.T ? ((const float *)p.lse)[bh * p.T + i] : -INFINITY;
+        lse2[r] = L == -INFINITY ? INFINITY : L * S9_LOG2E; /* a row with no key: P = 0 */
+        dl[r] = i < p.T ? ((const float *)p.dl)[bh * p.T + i] : 0.f;
+    }
+    float dq[64], s[32], dp[32];
+    uint32_t da[4][4];
+#pragma unroll
+    for (int i = 0; i < 64; i++)
+        dq[i] = 0.f;
+    for (int it = 0; it <= nt; it++) {
+        int64_t j0 = (int64_t)it * BN;
+        s9_sync();         /* K_{it-2} and V_{it-1} are free */
+        if (it + 2 < nt) { /* two steps ahead: four K buffers (K is read in two steps), three V */
+            s9_load<BN, NT, T>(sK + ((it + 2) % 4) * TK, p.k, b, h, j0 + 2 * BN, p.S, tid);
+            s9_load<BN, NT, T>(sV + ((it + 2) % 3) * TK, p.v, b, h, j0 + 2 * BN, p.S, tid);
+        }
+        s9_commit();
+        if (it == 0) /* tile it has landed (prologue, or two steps ago) */
+            s9_cp_wait<1>();
+        else
+            s9_cp_wait<2>();
+        s9_fence_async();
+        s9_sync();
+        if (it == 0 && ntw > 0) { /* S_0, dP_0 alone */
+            wg_fence();
+            s9_gemm_ss<BF, 64>(s, sQ + wg * 64 * 128, BM, sK, BN);
+            s9_gemm_ss<BF, 64>(dp, sO + wg * 64 * 128, BM, sV, BN);
+            wg_commit();
+            wg_wait<0>();
+            s9_fence_acc<32>(s);
+            s9_fence_acc<32>(dp);
+            dq_ds(s, dp, lse2, dl, p, j0, iw, ra, q, sl2);
+            s9_pack_a<T, 64>(da, s);
+        } else if (it >= 1 && it < ntw) { /* S_it, dP_it, with dS_{it-1} K_{it-1} behind them */
+            wg_fence();
+            s9_gemm_ss<BF, 64>(s, sQ + wg * 64 * 128, BM, sK + (it % 4) * TK, BN);
+            s9_gemm_ss<BF, 64>(dp, sO + wg * 64 * 128, BM, sV + (it % 3) * TK, BN);
+            wg_commit();
+            s9_gemm_rs<BF, 64>(dq, da, sK + ((it + 3) % 4) * TK, BN);
+            wg_commit();
+            wg_wait<1>();
+            s9_fence_acc<32>(s);
+            s9_fence_acc<32>(dp);
+            dq_ds(s, dp, lse2, dl, p, j0, iw, ra, q, sl2);
+            wg_wait<0>();
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    wg_reg_fence(da[kk][e]);
+            s9_fence_acc<64>(dq);
+            s9_pack_a<T, 64>(da, s);
+        } else if (it >= 1 && it == ntw) { /* the last dS K alone */
+            s9_fence_acc<64>(dq);
+            wg_fence();
+            s9_gemm_rs<BF, 64>(dq, da, sK + ((it + 3) % 4) * TK, BN);
+            wg_commit();
+            wg_wait<0>();
+            s9_fence_acc<64>(dq);
+        }
+    }
+    if (nt == 0) s9_cp_wait<0>();
+    float sc = (float)p.scale;
+    s9_store_rows<T>(dq, p.gq, b, h, ra, p.T, sc, sc, q);
+#else
+    (void)p, (void)nqt;
+#endif
+}
+
+/* ---- backward: dK, dV
+ * ----------------------------------------------------------------------------- CTA: 1 warpgroup,
+ * 64 keys; query tiles of 64 (Q, dO and their lse / Dl double-buffered). The scores are computed
+ * transposed (keys as rows), so P^T and dS^T come out of the accumulators in the A layout of the
+ * next products. Causal: query tiles start at the diagonal. */
+template <typename T> __global__ void __launch_bounds__(128, 2) k_s9_dkdv(attn_p p, int nkt) {
+#if SM90_BODY
+    constexpr bool BF = __is_same(T, __nv_bfloat16);
+    constexpr int BN = 64, BM = 64, TT = 64 * 256;
+    extern __shared__ char s9_dyn[];
+    uint32_t sK = s9_smem_base(s9_dyn), sV = sK + TT, sQ = sV + TT, sO = sQ + 2 * TT;
+    float *sL = (float *)(s9_dyn + (sO + 2 * TT - s9_addr(s9_dyn))), *sD = sL + 2 * BM;
+    int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
+    /* key blocks of one (batch, head) are neighbours in launch order (they share Q and dO in L2);
+     * causal: the first key blocks have the most queries and go first */
+    int64_t kt = blockIdx.x % nkt, bh = blockIdx.x / nkt, b = bh / p.H, h = bh % p.H;
+    int64_t j0 = kt * BN, ja = j0 + 16 * w + g;
+    int64_t ifirst = p.causal ? (j0 / BM) * BM : 0;
+    int nt = ifirst < p.T ? (int)((p.T - ifirst + BM - 1) / BM) : 0;
+    float sl2 = (float)p.scale * S9_LOG2E;
+    s9_load<BN, 128, T>(sK, p.k, b, h, j0, p.S, tid);
+    s9_load<BN, 128, T>(sV, p.v, b, h, j0, p.S, tid);
+    auto load_q = [&](int it, int buf) {
+        int64_t i0 = ifirst + (int64_t)it * BM;
+        s9_load<BM, 128, T>(sQ + buf * TT, p.q, b, h, i0, p.T, tid);
+        s9_load<BM, 128, T>(sO + buf * TT, p.go, b, h, i0, p.T, tid);
+        if (tid < BM) {
+            int64_t i = i0 + tid;
+            float L = i < p.T ? ((const float *)p.lse)[bh * p.T + i] : -INFINITY;
+            sL[buf * BM + tid] = L == -INFINITY ? INFINITY : L * S9_LOG2E;
+            sD[buf * BM + tid] = i < p.T ? ((const float *)p.dl)[bh * p.T + i] : 0.f;
+        }
+    };
+    if (nt > 0) load_q(0, 0);
+    s9_commit();
+    float dk[64], dv[64];
+#pragma unroll
+    for (int i = 0; i < 64; i++)
+        dk[i] = dv[i] = 0.f;
+    for (int it = 0; it < nt; it++) {
+        int64_t i0 = ifirst + (int64_t)it * BM;
+        int buf = it & 1;
+        if (it + 1 < nt) {
+            load_q(it + 1, buf ^ 1);
+            s9_commit();
+            s9_cp_wait<1>();
+        } else {
+            s9_cp_wait<0>();
+        }
+        s9_fence_async();
+        s9_sync();
+        /* S^T and dP^T in two groups; P^T is formed while dP^T runs, dV += P^T dO runs while dS^T
+         * is formed, then dK += dS^T Q */
+        float s[32], dp[32];
+        uint32_t pa[4][4], da[4][4];
+        const float *L = sL + buf * BM, *Dl = sD + buf * BM;
+        bool edge = i0 + BM > p.T || j0 + BN > p.S || (p.causal && i0 < j0 + BN - 1);
+        wg_fence();
+        s9_gemm_ss<BF, 64>(s, sK, BN, sQ + buf * TT, BM);
+        wg_commit();
+        s9_gemm_ss<BF, 64>(dp, sV, BN, sO + buf * TT, BM);
+        wg_commit();
+        wg_wait<1>();
+        s9_fence_acc<32>(s);
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int c = 8 * n + 2 * q + (e & 1); /* query within the tile */
+                float pr = s9_ex2(s[4 * n + e] * sl2 - L[c]);
+                if (edge) {
+                    int64_t i = i0 + c, j = ja + 8 * (e >> 1);
+                    if (i >= p.T || j >= p.S || (p.causal && j > i)) pr = 0.f;
+                }
+                s[4 * n + e] = pr;
+            }
+        s9_pack_a<T, 64>(pa, s);
+        wg_fence();
+        s9_gemm_rs<BF, 64>(dv, pa, sO + buf * TT, BM);
+        wg_commit();
+        wg_wait<1>();
+        s9_fence_acc<32>(dp);
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                dp[4 * n + e] = s[4 * n + e] * (dp[4 * n + e] - Dl[8 * n + 2 * q + (e & 1)]);
+        s9_pack_a<T, 64>(da, dp);
+        wg_fence();
+        s9_gemm_rs<BF, 64>(dk, da, sQ + buf * TT, BM);
+        wg_commit();
+        wg_wait<0>();
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                wg_reg_fence(pa[kk][e]);
+                wg_reg_fence(da[kk][e]);
+            }
+        s9_fence_acc<64>(dv);
+        s9_fence_acc<64>(dk);
+        s9_sync();
+    }
+    if (nt == 0) s9_cp_wait<0>();
+    s9_store_rows<T>(dv, p.gv, b, h, ja, p.S, 1.f, 1.f, q);
+    float sc = (float)p.scale;
+    s9_store_rows<T>(dk, p.gk, b, h, ja, p.S, sc, sc, q);
+#else
+    (void)p, (void)nkt;
+#endif
+}
+
+/* ---- host side
+ * ----------------------------------------------------------------------------------- */
+
+template <typename K> int s9_set_smem(K kern, size_t bytes, const char *op) {
+    RTC_CUDA_TRY(
+        op, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    return RT_OK;
+}
+
+/* tile shapes (RAMTORCH_ATTN_SM90_FWD = "NWGxBN", RAMTORCH_ATTN_SM90_DQ = "NWG" pick others, for
+ * measurements): warpgroups per CTA and keys per tile */
+int s9_env_int(const char *name, int pos, int dflt) {
+    const char *e = getenv(name);
+    if (!e) return dflt;
+    int a = 0, b = 0;
+    if (sscanf(e, "%dx%d", &a, &b) < 1) return dflt;
+    return pos == 0 ? a : (b ? b : dflt);
+}
+
+template <typename T, int BN, int NWG> int s9_fwd_launch(const attn_p &p) {
+    const char *op = "scaled_dot_product_attention";
+    size_t smem = 1024 + (size_t)64 * NWG * 256 + 2 * S9_FWD_STAGES * (size_t)BN * 256;
+    RTC_TRY(s9_set_smem(k_s9_fwd<T, BN, NWG>, smem, op));
+    int nqt = (int)((p.T + 64 * NWG - 1) / (64 * NWG));
+    k_s9_fwd<T, BN, NWG><<<(unsigned)(nqt * p.B * p.H), 128 * NWG, smem, rtc_stream()>>>(p, nqt);
+    RTC_LAUNCH_CHECK(op);
+    return RT_OK;
+}
+
+template <typename T> int s9_fwd(const attn_p &p) {
+    int nwg = s9_env_int("RAMTORCH_ATTN_SM90_FWD", 0, 2),
+        bn = s9_env_int("RAMTORCH_ATTN_SM90_FWD", 1, 128);
+    if (nwg == 1 && bn == 64) return s9_fwd_launch<T, 64, 1>(p);
+    if (nwg == 1) return s9_fwd_launch<T, 128, 1>(p);
+    if (bn == 64) return s9_fwd_launch<T, 64, 2>(p);
+    return s9_fwd_launch<T, 128, 2>(p);
+}
+
+template <typename T, int NWG> int s9_dq_launch(const attn_p &p) {
+    const char *op = "scaled_dot_product_attention backward";
+    size_t s2 = 1024 + 2 * (size_t)64 * NWG * 256 + 7 * 64 * 256; /* Q, dO, 4 K, 3 V */
+    RTC_TRY(s9_set_smem(k_s9_dq<T, NWG>, s2, op));
+    int nqt = (int)((p.T + 64 * NWG - 1) / (64 * NWG));
+    k_s9_dq<T, NWG><<<(unsigned)(nqt * p.B * p.H), 128 * NWG, s2, rtc_stream()>>>(p, nqt);
+    RTC_LAUNCH_CHECK(op);
+    return RT_OK;
+}
+
+template <typename T> int s9_bwd(const attn_p &p) {
+    const char *op = "scaled_dot_product_attention backward";
+    size_t s1 = 1024 + 6 * 64 * 256 + 4 * 64 * sizeof(float); /* K, V, 2 x (Q, dO), lse, Dl */
+    RTC_TRY(s9_set_smem(k_s9_dkdv<T>, s1, op));
+    int nkt = (int)((p.S + 63) / 64);
+    k_s9_dkdv<T><<<(unsigned)(nkt * p.B * p.H), 128, s1, rtc_stream()>>>(p, nkt);
+    RTC_LAUNCH_CHECK(op);
+    return s9_env_int("RAMTORCH_ATTN_SM90_DQ", 0, 2) == 1 ? s9_dq_launch<T, 1>(p)
+                                                          : s9_dq_launch<T, 2>(p);
+}
+
+} /* namespace */
+
+/* Per device: compute capability 9.0 and a loadable sm_90a image of the kernels
+ * (cudaFuncGetAttributes fails when the binary holds none for this device). RAMTORCH_ATTN_SM90=0
+ * turns the path off. */
+bool rtc_sm90_attn_usable(void) {
+    static signed char known[64]; /* 0 unknown, 1 yes, -1 no */
+    static const bool off = [] {
+        const char *e = getenv("RAMTORCH_ATTN_SM90");
+        return e && strcmp(e, "0") == 0;
+    }();
+    if (off) return false;
+    int dev = rtc_current_device();
+    if (dev < 0 || dev >= 64) return false;
+    if (known[dev] == 0) {
+        int major = 0, minor = 0;
+        cudaFuncAttributes fa;
+        bool ok =
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
+            major == 9 && minor == 0 &&
+            cudaFuncGetAttributes(&fa, k_s9_fwd<__nv_bfloat16, 128, 2>) == cudaSuccess;
+        (void)cudaGetLastError(); /* a failed probe must not linger as the next launch's error */
+        known[dev] = ok ? 1 : -1;
+    }
+    return known[dev] > 0;
+}
+
+int rtc_sm90_attn_fwd(const attn_p &p, bool bf16) {
+    return bf16 ? s9_fwd<__nv_bfloat16>(p) : s9_fwd<__half>(p);
+}
+
+int rtc_sm90_attn_bwd(const attn_p &p, bool bf16) {
+    return bf16 ? s9_bwd<__nv_bfloat16>(p) : s9_bwd<__half>(p);
+}

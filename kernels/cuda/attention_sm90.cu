@@ -6,8 +6,12 @@
  * Why a second kernel family: mma.sync (attention.cu) issues a 16x8x16 product per warp and feeds
  * it from registers that ldmatrix fills, so shared-memory traffic and issue slots bound it at about
  * half of the H200's tensor throughput. wgmma lets a warpgroup (128 threads) multiply 64 x N x 16
- * with both operands read by the tensor cores straight from shared memory (or A from registers),
- * and runs asynchronously, so the softmax of one warpgroup overlaps another's products.
+ * with both operands read by the tensor cores straight from shared memory (or A from registers).
+ * On the H200 benchmark (B 8, H 16, T 2048, causal) these kernels reach about 55% of PyTorch's
+ * SDPA forward and 60% of its forward + backward: Nsight Compute shows the tensor pipe 32% busy
+ * and 2 of 16 warps per scheduler, each stalled most cycles (one eligible warp 38% of cycles).
+ * The rest is FlashAttention-3's design (a TMA producer warp, mbarrier pipelines, two consumer
+ * warpgroups taking turns), not built.
  *
  * Shared-memory tiles: R rows x 128 elements, stored as two 64-column halves (128 bytes per row)
  * with the 128-byte swizzle (16-byte chunk c of row r at chunk c ^ (r % 8)), every tile 1024-byte
@@ -24,7 +28,6 @@
 #include "attention_params.cuh"
 #include "rowops.cuh"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,9 +41,6 @@
 #define S9_LOG2E 1.4426950408889634f
 #define S9_LN2 0.6931471805599453f
 #define S9_D 128
-/* K and V buffers of the forward: loads run two steps ahead (DRAM latency, not the tensor cores,
- * bounded the two-buffer version) */
-#define S9_FWD_STAGES 3
 
 namespace {
 
@@ -247,99 +247,74 @@ __device__ __forceinline__ void dq_ds(float *s, const float *dp, const float *ls
 
 /* ---- forward
  * -------------------------------------------------------------------------------------- CTA: 2
- * warpgroups, 128 queries (64 each); key tiles of BN. Step `it` issues S_it = Q K_it^T and, behind
- * it, O += P_{it-1} V_{it-1}; the softmax of S_it runs while the tensor cores do that P V
- * (FlashAttention-3's intra-warpgroup overlap), and only then is O rescaled and P_it packed. So
- * K_it and V_{it-1} are read in one step: K and V have separate double buffers, K loaded one step
- * ahead of its use and V in the step of its use. A warpgroup whose rows all precede a (causal) key
- * tile skips it; tiles that cross the diagonal or the end of the keys are masked element by
- * element. */
-template <typename T, int BN, int NWG>
-__global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) k_s9_fwd(attn_p p, int nqt) {
+ * warpgroups, 128 queries (64 each); key tiles of BN, K and V double-buffered (the next tile loads
+ * while this one is used). Per tile S = Q K^T (ss), the online softmax, O += P V (rs). A warpgroup
+ * whose rows all precede a (causal) key tile skips it; tiles that cross the diagonal or the end of
+ * the keys are masked element by element. Measured alternatives that were not faster on the H200
+ * (commit 8a850b0): issuing S of the next tile before the softmax (FlashAttention-3's
+ * intra-warpgroup overlap), one warpgroup per CTA at two CTAs per SM, 64-key tiles, three stages,
+ * head-grouped launch order. */
+template <typename T, int BN>
+__global__ void __launch_bounds__(256, 1) k_s9_fwd(attn_p p, int nqt) {
 #if SM90_BODY
     constexpr bool BF = __is_same(T, __nv_bfloat16);
-    constexpr int BM = 64 * NWG, NT = 128 * NWG, TQ = BM * 256, TK = BN * 256, NS = S9_FWD_STAGES;
+    constexpr int BM = 128, TQ = BM * 256, TK = BN * 256;
     extern __shared__ char s9_dyn[];
-    uint32_t sQ = s9_smem_base(s9_dyn), sK = sQ + TQ, sV = sK + NS * TK;
+    uint32_t sQ = s9_smem_base(s9_dyn), sK = sQ + TQ, sV = sK + 2 * TK;
     int tid = threadIdx.x, wg = tid >> 7, t = tid & 127, w = t >> 5, lane = t & 31;
     int g = lane >> 2, q = lane & 3;
-    /* the query blocks of one (batch, head) are neighbours in launch order, so CTAs running at
-     * once share their K and V in L2 (head-major order read them from DRAM: 14% L2 hits); within a
-     * head the longest causal blocks go first */
-    int64_t qt = nqt - 1 - blockIdx.x % nqt, bh = blockIdx.x / nqt, b = bh / p.H, h = bh % p.H;
+    int64_t BH = p.B * p.H;
+    int64_t qt = nqt - 1 - blockIdx.x / BH, bh = blockIdx.x % BH, b = bh / p.H, h = bh % p.H;
     int64_t i0 = qt * BM, iw = i0 + 64 * wg, ra = iw + 16 * w + g;
     int64_t kend = p.causal ? (i0 + BM < p.S ? i0 + BM : p.S) : p.S;
     int nt = (int)((kend + BN - 1) / BN);
-    /* key tiles this warpgroup needs: causal rows iw..iw+63 see keys below iw + 64 */
-    int64_t kend_w = p.causal ? (iw + 64 < kend ? iw + 64 : kend) : kend;
-    int ntw = (int)((kend_w + BN - 1) / BN);
-    s9_load<BM, NT, T>(sQ, p.q, b, h, i0, p.T, tid);
-    if (nt > 0) s9_load<BN, NT, T>(sK, p.k, b, h, 0, p.S, tid);
-    if (nt > 1) s9_load<BN, NT, T>(sK + TK, p.k, b, h, BN, p.S, tid);
-    if (nt > 0) s9_load<BN, NT, T>(sV, p.v, b, h, 0, p.S, tid);
+    s9_load<BM, 256, T>(sQ, p.q, b, h, i0, p.T, tid);
+    if (nt > 0) {
+        s9_load<BN, 256, T>(sK, p.k, b, h, 0, p.S, tid);
+        s9_load<BN, 256, T>(sV, p.v, b, h, 0, p.S, tid);
+    }
     s9_commit();
-    float o[64], s[BN / 2], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-    uint32_t pa[BN / 16][4];
+    float o[64], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 #pragma unroll
     for (int i = 0; i < 64; i++)
         o[i] = 0.f;
-    float sl2 = (float)p.scale * S9_LOG2E, alpha[2];
-    for (int it = 0; it <= nt; it++) {
+    float sl2 = (float)p.scale * S9_LOG2E;
+    for (int it = 0; it < nt; it++) {
         int64_t j0 = (int64_t)it * BN;
-        s9_sync(); /* every warpgroup is done with K_{it-1} and V_{it-2}: their buffers refill */
-        if (it + 2 < nt)
-            s9_load<BN, NT, T>(sK + ((it + 2) % NS) * TK, p.k, b, h, j0 + 2 * BN, p.S, tid);
-        if (it + 1 < nt)
-            s9_load<BN, NT, T>(sV + ((it + 1) % NS) * TK, p.v, b, h, j0 + BN, p.S, tid);
-        s9_commit();
-        /* K_it and V_{it-1} have landed: they came with the prologue or two steps ago */
-        if (it == 0)
+        int buf = it & 1;
+        if (it + 1 < nt) {
+            s9_load<BN, 256, T>(sK + (buf ^ 1) * TK, p.k, b, h, j0 + BN, p.S, tid);
+            s9_load<BN, 256, T>(sV + (buf ^ 1) * TK, p.v, b, h, j0 + BN, p.S, tid);
+            s9_commit();
             s9_cp_wait<1>();
-        else
-            s9_cp_wait<2>();
+        } else {
+            s9_cp_wait<0>();
+        }
         s9_fence_async();
         s9_sync();
-        /* three self-contained shapes of a step (ptxas serializes every wgmma of a function when
-         * a conditional issue leaves it unable to prove which group a wait retires) */
-        if (it == 0 && ntw > 0) { /* S_0 alone */
+        if (!(p.causal && j0 > iw + 63)) {
+            float s[BN / 2], alpha[2];
+            uint32_t pa[BN / 16][4];
             wg_fence();
-            s9_gemm_ss<BF, BN>(s, sQ + wg * 64 * 128, BM, sK, BN);
+            s9_gemm_ss<BF, BN>(s, sQ + wg * 64 * 128, BM, sK + buf * TK, BN);
             wg_commit();
             wg_wait<0>();
             s9_fence_acc<BN / 2>(s);
             fwd_softmax<BN>(s, m, l, alpha, p, j0, iw, ra, q, sl2);
             s9_pack_a<T, BN>(pa, s);
-        } else if (it >= 1 && it < ntw) { /* S_it, with P_{it-1} V_{it-1} behind it */
-            wg_fence();
-            s9_gemm_ss<BF, BN>(s, sQ + wg * 64 * 128, BM, sK + (it % NS) * TK, BN);
-            wg_commit();
-            s9_gemm_rs<BF, BN>(o, pa, sV + ((it - 1) % NS) * TK, BN);
-            wg_commit();
-            wg_wait<1>();
-            s9_fence_acc<BN / 2>(s);
-            fwd_softmax<BN>(s, m, l, alpha, p, j0, iw, ra, q, sl2);
-            wg_wait<0>();
-            /* the P V in flight read pa and wrote o: only now may they change */
-#pragma unroll
-            for (int kk = 0; kk < BN / 16; kk++)
-#pragma unroll
-                for (int e = 0; e < 4; e++)
-                    wg_reg_fence(pa[kk][e]);
-            s9_fence_acc<64>(o);
 #pragma unroll
             for (int d = 0; d < 16; d++) {
                 o[4 * d + 0] *= alpha[0], o[4 * d + 1] *= alpha[0];
                 o[4 * d + 2] *= alpha[1], o[4 * d + 3] *= alpha[1];
             }
-            s9_pack_a<T, BN>(pa, s);
-        } else if (it >= 1 && it == ntw) { /* the last P V alone */
             s9_fence_acc<64>(o);
             wg_fence();
-            s9_gemm_rs<BF, BN>(o, pa, sV + ((it - 1) % NS) * TK, BN);
+            s9_gemm_rs<BF, BN>(o, pa, sV + buf * TK, BN);
             wg_commit();
             wg_wait<0>();
             s9_fence_acc<64>(o);
         }
+        s9_sync(); /* the next iteration's loads refill this tile's buffers */
     }
     if (nt == 0) s9_cp_wait<0>();
     float inv[2];
@@ -361,32 +336,26 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) k_s9_fwd(attn_p p
 
 /* ---- backward: dQ
  * --------------------------------------------------------------------------------- CTA: 2
- * warpgroups, 128 queries; key tiles of 64. P = 2^(S sl2 - lse2), dS = P (dP - Dl); dQ = scale dS
- * K. Step `it` issues S_it and dP_it, then dQ += dS_{it-1} K_{it-1} behind them, and computes dS_it
- * while that product runs: K is read two steps running, V one; loads run two steps ahead. */
-template <typename T, int NWG>
-__global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) k_s9_dq(attn_p p, int nqt) {
+ * warpgroups, 128 queries; key tiles of 64 (K, V double-buffered). P = 2^(S sl2 - lse2), dS = P (dP
+ * - Dl); dQ = scale dS K. */
+template <typename T> __global__ void __launch_bounds__(256, 1) k_s9_dq(attn_p p, int nqt) {
 #if SM90_BODY
     constexpr bool BF = __is_same(T, __nv_bfloat16);
-    constexpr int BM = 64 * NWG, NT = 128 * NWG, BN = 64, TQ = BM * 256, TK = BN * 256;
+    constexpr int BM = 128, BN = 64, TQ = BM * 256, TK = BN * 256;
     extern __shared__ char s9_dyn[];
-    uint32_t sQ = s9_smem_base(s9_dyn), sO = sQ + TQ, sK = sO + TQ, sV = sK + 4 * TK;
+    uint32_t sQ = s9_smem_base(s9_dyn), sO = sQ + TQ, sK = sO + TQ, sV = sK + 2 * TK;
     int tid = threadIdx.x, wg = tid >> 7, t = tid & 127, w = t >> 5, lane = t & 31;
     int g = lane >> 2, q = lane & 3;
-    /* the query blocks of one (batch, head) are neighbours in launch order, so CTAs running at
-     * once share their K and V in L2 (head-major order read them from DRAM: 14% L2 hits); within a
-     * head the longest causal blocks go first */
-    int64_t qt = nqt - 1 - blockIdx.x % nqt, bh = blockIdx.x / nqt, b = bh / p.H, h = bh % p.H;
+    int64_t BH = p.B * p.H;
+    int64_t qt = nqt - 1 - blockIdx.x / BH, bh = blockIdx.x % BH, b = bh / p.H, h = bh % p.H;
     int64_t i0 = qt * BM, iw = i0 + 64 * wg, ra = iw + 16 * w + g;
     int64_t kend = p.causal ? (i0 + BM < p.S ? i0 + BM : p.S) : p.S;
     int nt = (int)((kend + BN - 1) / BN);
-    int64_t kend_w = p.causal ? (iw + 64 < kend ? iw + 64 : kend) : kend;
-    int ntw = (int)((kend_w + BN - 1) / BN);
-    s9_load<BM, NT, T>(sQ, p.q, b, h, i0, p.T, tid);
-    s9_load<BM, NT, T>(sO, p.go, b, h, i0, p.T, tid);
-    for (int j = 0; j < 2 && j < nt; j++) {
-        s9_load<BN, NT, T>(sK + j * TK, p.k, b, h, (int64_t)j * BN, p.S, tid);
-        s9_load<BN, NT, T>(sV + j * TK, p.v, b, h, (int64_t)j * BN, p.S, tid);
+    s9_load<BM, 256, T>(sQ, p.q, b, h, i0, p.T, tid);
+    s9_load<BM, 256, T>(sO, p.go, b, h, i0, p.T, tid);
+    if (nt > 0) {
+        s9_load<BN, 256, T>(sK, p.k, b, h, 0, p.S, tid);
+        s9_load<BN, 256, T>(sV, p.v, b, h, 0, p.S, tid);
     }
     s9_commit();
     float sl2 = (float)p.scale * S9_LOG2E, lse2[2], dl[2];
@@ -397,62 +366,43 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) k_s9_dq(attn_p p,
         lse2[r] = L == -INFINITY ? INFINITY : L * S9_LOG2E; /* a row with no key: P = 0 */
         dl[r] = i < p.T ? ((const float *)p.dl)[bh * p.T + i] : 0.f;
     }
-    float dq[64], s[32], dp[32];
-    uint32_t da[4][4];
+    float dq[64];
 #pragma unroll
     for (int i = 0; i < 64; i++)
         dq[i] = 0.f;
-    for (int it = 0; it <= nt; it++) {
+    for (int it = 0; it < nt; it++) {
         int64_t j0 = (int64_t)it * BN;
-        s9_sync();         /* K_{it-2} and V_{it-1} are free */
-        if (it + 2 < nt) { /* two steps ahead: four K buffers (K is read in two steps), three V */
-            s9_load<BN, NT, T>(sK + ((it + 2) % 4) * TK, p.k, b, h, j0 + 2 * BN, p.S, tid);
-            s9_load<BN, NT, T>(sV + ((it + 2) % 3) * TK, p.v, b, h, j0 + 2 * BN, p.S, tid);
-        }
-        s9_commit();
-        if (it == 0) /* tile it has landed (prologue, or two steps ago) */
+        int buf = it & 1;
+        if (it + 1 < nt) {
+            s9_load<BN, 256, T>(sK + (buf ^ 1) * TK, p.k, b, h, j0 + BN, p.S, tid);
+            s9_load<BN, 256, T>(sV + (buf ^ 1) * TK, p.v, b, h, j0 + BN, p.S, tid);
+            s9_commit();
             s9_cp_wait<1>();
-        else
-            s9_cp_wait<2>();
+        } else {
+            s9_cp_wait<0>();
+        }
         s9_fence_async();
         s9_sync();
-        if (it == 0 && ntw > 0) { /* S_0, dP_0 alone */
+        if (!(p.causal && j0 > iw + 63)) {
+            float s[32], dp[32];
+            uint32_t da[4][4];
             wg_fence();
-            s9_gemm_ss<BF, 64>(s, sQ + wg * 64 * 128, BM, sK, BN);
-            s9_gemm_ss<BF, 64>(dp, sO + wg * 64 * 128, BM, sV, BN);
+            s9_gemm_ss<BF, 64>(s, sQ + wg * 64 * 128, BM, sK + buf * TK, BN);
+            s9_gemm_ss<BF, 64>(dp, sO + wg * 64 * 128, BM, sV + buf * TK, BN);
             wg_commit();
             wg_wait<0>();
             s9_fence_acc<32>(s);
             s9_fence_acc<32>(dp);
             dq_ds(s, dp, lse2, dl, p, j0, iw, ra, q, sl2);
             s9_pack_a<T, 64>(da, s);
-        } else if (it >= 1 && it < ntw) { /* S_it, dP_it, with dS_{it-1} K_{it-1} behind them */
-            wg_fence();
-            s9_gemm_ss<BF, 64>(s, sQ + wg * 64 * 128, BM, sK + (it % 4) * TK, BN);
-            s9_gemm_ss<BF, 64>(dp, sO + wg * 64 * 128, BM, sV + (it % 3) * TK, BN);
-            wg_commit();
-            s9_gemm_rs<BF, 64>(dq, da, sK + ((it + 3) % 4) * TK, BN);
-            wg_commit();
-            wg_wait<1>();
-            s9_fence_acc<32>(s);
-            s9_fence_acc<32>(dp);
-            dq_ds(s, dp, lse2, dl, p, j0, iw, ra, q, sl2);
-            wg_wait<0>();
-#pragma unroll
-            for (int kk = 0; kk < 4; kk++)
-#pragma unroll
-                for (int e = 0; e < 4; e++)
-                    wg_reg_fence(da[kk][e]);
-            s9_fence_acc<64>(dq);
-            s9_pack_a<T, 64>(da, s);
-        } else if (it >= 1 && it == ntw) { /* the last dS K alone */
             s9_fence_acc<64>(dq);
             wg_fence();
-            s9_gemm_rs<BF, 64>(dq, da, sK + ((it + 3) % 4) * TK, BN);
+            s9_gemm_rs<BF, 64>(dq, da, sK + buf * TK, BN);
             wg_commit();
             wg_wait<0>();
             s9_fence_acc<64>(dq);
         }
+        s9_sync();
     }
     if (nt == 0) s9_cp_wait<0>();
     float sc = (float)p.scale;
@@ -475,9 +425,9 @@ template <typename T> __global__ void __launch_bounds__(128, 2) k_s9_dkdv(attn_p
     uint32_t sK = s9_smem_base(s9_dyn), sV = sK + TT, sQ = sV + TT, sO = sQ + 2 * TT;
     float *sL = (float *)(s9_dyn + (sO + 2 * TT - s9_addr(s9_dyn))), *sD = sL + 2 * BM;
     int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
-    /* key blocks of one (batch, head) are neighbours in launch order (they share Q and dO in L2);
-     * causal: the first key blocks have the most queries and go first */
-    int64_t kt = blockIdx.x % nkt, bh = blockIdx.x / nkt, b = bh / p.H, h = bh % p.H;
+    int64_t BH = p.B * p.H;
+    int64_t kt = blockIdx.x / BH, bh = blockIdx.x % BH, b = bh / p.H, h = bh % p.H;
+    (void)nkt;
     int64_t j0 = kt * BN, ja = j0 + 16 * w + g;
     int64_t ifirst = p.causal ? (j0 / BM) * BM : 0;
     int nt = ifirst < p.T ? (int)((p.T - ifirst + BM - 1) / BM) : 0;
@@ -513,19 +463,17 @@ template <typename T> __global__ void __launch_bounds__(128, 2) k_s9_dkdv(attn_p
         }
         s9_fence_async();
         s9_sync();
-        /* S^T and dP^T in two groups; P^T is formed while dP^T runs, dV += P^T dO runs while dS^T
-         * is formed, then dK += dS^T Q */
         float s[32], dp[32];
         uint32_t pa[4][4], da[4][4];
         const float *L = sL + buf * BM, *Dl = sD + buf * BM;
         bool edge = i0 + BM > p.T || j0 + BN > p.S || (p.causal && i0 < j0 + BN - 1);
         wg_fence();
         s9_gemm_ss<BF, 64>(s, sK, BN, sQ + buf * TT, BM);
-        wg_commit();
         s9_gemm_ss<BF, 64>(dp, sV, BN, sO + buf * TT, BM);
         wg_commit();
-        wg_wait<1>();
+        wg_wait<0>();
         s9_fence_acc<32>(s);
+        s9_fence_acc<32>(dp);
 #pragma unroll
         for (int n = 0; n < 8; n++)
 #pragma unroll
@@ -537,30 +485,17 @@ template <typename T> __global__ void __launch_bounds__(128, 2) k_s9_dkdv(attn_p
                     if (i >= p.T || j >= p.S || (p.causal && j > i)) pr = 0.f;
                 }
                 s[4 * n + e] = pr;
+                dp[4 * n + e] = pr * (dp[4 * n + e] - Dl[c]);
             }
         s9_pack_a<T, 64>(pa, s);
+        s9_pack_a<T, 64>(da, dp);
+        s9_fence_acc<64>(dv);
+        s9_fence_acc<64>(dk);
         wg_fence();
         s9_gemm_rs<BF, 64>(dv, pa, sO + buf * TT, BM);
-        wg_commit();
-        wg_wait<1>();
-        s9_fence_acc<32>(dp);
-#pragma unroll
-        for (int n = 0; n < 8; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++)
-                dp[4 * n + e] = s[4 * n + e] * (dp[4 * n + e] - Dl[8 * n + 2 * q + (e & 1)]);
-        s9_pack_a<T, 64>(da, dp);
-        wg_fence();
         s9_gemm_rs<BF, 64>(dk, da, sQ + buf * TT, BM);
         wg_commit();
         wg_wait<0>();
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                wg_reg_fence(pa[kk][e]);
-                wg_reg_fence(da[kk][e]);
-            }
         s9_fence_acc<64>(dv);
         s9_fence_acc<64>(dk);
         s9_sync();
@@ -583,41 +518,15 @@ template <typename K> int s9_set_smem(K kern, size_t bytes, const char *op) {
     return RT_OK;
 }
 
-/* tile shapes (RAMTORCH_ATTN_SM90_FWD = "NWGxBN", RAMTORCH_ATTN_SM90_DQ = "NWG" pick others, for
- * measurements): warpgroups per CTA and keys per tile */
-int s9_env_int(const char *name, int pos, int dflt) {
-    const char *e = getenv(name);
-    if (!e) return dflt;
-    int a = 0, b = 0;
-    if (sscanf(e, "%dx%d", &a, &b) < 1) return dflt;
-    return pos == 0 ? a : (b ? b : dflt);
-}
-
-template <typename T, int BN, int NWG> int s9_fwd_launch(const attn_p &p) {
-    const char *op = "scaled_dot_product_attention";
-    size_t smem = 1024 + (size_t)64 * NWG * 256 + 2 * S9_FWD_STAGES * (size_t)BN * 256;
-    RTC_TRY(s9_set_smem(k_s9_fwd<T, BN, NWG>, smem, op));
-    int nqt = (int)((p.T + 64 * NWG - 1) / (64 * NWG));
-    k_s9_fwd<T, BN, NWG><<<(unsigned)(nqt * p.B * p.H), 128 * NWG, smem, rtc_stream()>>>(p, nqt);
-    RTC_LAUNCH_CHECK(op);
-    return RT_OK;
-}
+constexpr int S9_FWD_BN = 128;
 
 template <typename T> int s9_fwd(const attn_p &p) {
-    int nwg = s9_env_int("RAMTORCH_ATTN_SM90_FWD", 0, 2),
-        bn = s9_env_int("RAMTORCH_ATTN_SM90_FWD", 1, 128);
-    if (nwg == 1 && bn == 64) return s9_fwd_launch<T, 64, 1>(p);
-    if (nwg == 1) return s9_fwd_launch<T, 128, 1>(p);
-    if (bn == 64) return s9_fwd_launch<T, 64, 2>(p);
-    return s9_fwd_launch<T, 128, 2>(p);
-}
-
-template <typename T, int NWG> int s9_dq_launch(const attn_p &p) {
-    const char *op = "scaled_dot_product_attention backward";
-    size_t s2 = 1024 + 2 * (size_t)64 * NWG * 256 + 7 * 64 * 256; /* Q, dO, 4 K, 3 V */
-    RTC_TRY(s9_set_smem(k_s9_dq<T, NWG>, s2, op));
-    int nqt = (int)((p.T + 64 * NWG - 1) / (64 * NWG));
-    k_s9_dq<T, NWG><<<(unsigned)(nqt * p.B * p.H), 128 * NWG, s2, rtc_stream()>>>(p, nqt);
+    const char *op = "scaled_dot_product_attention";
+    constexpr int BN = S9_FWD_BN;
+    size_t smem = 1024 + 128 * 256 + 4 * (size_t)BN * 256; /* Q, 2 x (K, V) */
+    RTC_TRY(s9_set_smem(k_s9_fwd<T, BN>, smem, op));
+    int nqt = (int)((p.T + 127) / 128);
+    k_s9_fwd<T, BN><<<(unsigned)(nqt * p.B * p.H), 256, smem, rtc_stream()>>>(p, nqt);
     RTC_LAUNCH_CHECK(op);
     return RT_OK;
 }
@@ -629,8 +538,12 @@ template <typename T> int s9_bwd(const attn_p &p) {
     int nkt = (int)((p.S + 63) / 64);
     k_s9_dkdv<T><<<(unsigned)(nkt * p.B * p.H), 128, s1, rtc_stream()>>>(p, nkt);
     RTC_LAUNCH_CHECK(op);
-    return s9_env_int("RAMTORCH_ATTN_SM90_DQ", 0, 2) == 1 ? s9_dq_launch<T, 1>(p)
-                                                          : s9_dq_launch<T, 2>(p);
+    size_t s2 = 1024 + 2 * 128 * 256 + 4 * 64 * 256; /* Q, dO, 2 x (K, V) */
+    RTC_TRY(s9_set_smem(k_s9_dq<T>, s2, op));
+    int nqt = (int)((p.T + 127) / 128);
+    k_s9_dq<T><<<(unsigned)(nqt * p.B * p.H), 256, s2, rtc_stream()>>>(p, nqt);
+    RTC_LAUNCH_CHECK(op);
+    return RT_OK;
 }
 
 } /* namespace */
@@ -654,7 +567,7 @@ bool rtc_sm90_attn_usable(void) {
             cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
             cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
             major == 9 && minor == 0 &&
-            cudaFuncGetAttributes(&fa, k_s9_fwd<__nv_bfloat16, 128, 2>) == cudaSuccess;
+            cudaFuncGetAttributes(&fa, k_s9_fwd<__nv_bfloat16, S9_FWD_BN>) == cudaSuccess;
         (void)cudaGetLastError(); /* a failed probe must not linger as the next launch's error */
         known[dev] = ok ? 1 : -1;
     }

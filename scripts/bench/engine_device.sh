@@ -43,15 +43,6 @@ if has attn; then
   for r in 1 2; do
     timeout 120 $RTLUA scripts/bench/gpu_attention.lua 2>&1 | sed "s/^/sm90 run $r | /"
   done
-  # other tile shapes of the wgmma kernels (warpgroups per CTA x keys per tile; dQ warpgroups)
-  for cfg in ${ATTN_CFGS:-}; do
-    f=${cfg%/*} d=${cfg#*/}
-    RAMTORCH_ATTN_SM90_FWD=$f RAMTORCH_ATTN_SM90_DQ=$d RAMTORCH_CUDA_POISON=1 timeout 200 $RTLUA "$BUSTED" \
-      -o utfTerminal tests/gpu/cuda_transformer_spec.lua > /tmp/spec.log 2>&1
-    echo "SPEC fwd $f dq $d rc=$? $(grep -aE '[0-9]+ success' /tmp/spec.log | tail -1)"
-    RAMTORCH_ATTN_SM90_FWD=$f RAMTORCH_ATTN_SM90_DQ=$d timeout 120 $RTLUA scripts/bench/gpu_attention.lua 2>&1 |
-      sed "s/^/sm90 fwd $f dq $d | /"
-  done
   RAMTORCH_ATTN_SM90=0 timeout 120 $RTLUA scripts/bench/gpu_attention.lua 2>&1 | sed "s/^/mma.sync | /"
   timeout 120 $PY scripts/bench/gpu_attention.py 2>&1 | sed "s/^/pytorch | /"
 fi

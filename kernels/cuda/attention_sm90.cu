@@ -243,6 +243,35 @@ __device__ __forceinline__ void dq_ds(float *s, const float *dp, const float *ls
         }
 }
 
+/* ---- mbarrier pipelines (the warp-specialized kernels): a producer warp fills stages with
+ * cp.async and each of its lanes arrives on the stage's "full" barrier when its copies land; the
+ * consumer warps wait on "full", and each arrives on the stage's "empty" barrier once its
+ * products have read the stage, which the producer waits for before refilling it. */
+__device__ __forceinline__ void mb_init(uint32_t bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mb_wait(uint32_t bar, uint32_t parity) {
+    uint32_t done;
+    do {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                     "selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(bar), "r"(parity)
+                     : "memory");
+    } while (!done);
+}
+__device__ __forceinline__ void mb_arrive(uint32_t bar) {
+    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar)
+                 : "memory");
+}
+/* arrives when every cp.async this thread issued so far has landed */
+__device__ __forceinline__ void mb_arrive_cp(uint32_t bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void s9_cp_wait_all() {
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+
 #endif /* SM90_BODY */
 
 /* ---- forward
@@ -412,6 +441,140 @@ template <typename T> __global__ void __launch_bounds__(256, 1) k_s9_dq(attn_p p
 #endif
 }
 
+/* ---- forward and dQ with mbarrier stages
+ * ---------------------------------------------------------- The same per-tile work as k_s9_fwd /
+ * k_s9_dq, without CTA-wide barriers: the key tiles go through NS shared-memory stages whose
+ * hand-over is tracked by mbarriers. Every thread loads its share of a stage with cp.async and
+ * arrives on the stage's "full" barrier when its copies land (256 arrivals complete a phase); each
+ * warp arrives on the stage's "empty" barrier when its products are done with it; a stage is
+ * refilled (tile it + NS - 1, after tile it) once both warpgroups have released it. So the two
+ * warpgroups drift apart by up to a tile and one's softmax overlaps the other's products. (A
+ * separate producer warp would cost registers: 9 warps per CTA leave 168 per thread.) */
+template <typename T, int BN, int NS, bool DQ>
+__global__ void __launch_bounds__(256, 1) k_s9_ws(attn_p p, int nqt) {
+#if SM90_BODY
+    constexpr bool BF = __is_same(T, __nv_bfloat16);
+    constexpr int BM = 128, TQ = BM * 256, TK = BN * 256;
+    extern __shared__ char s9_dyn[];
+    uint32_t sQ = s9_smem_base(s9_dyn), sO = sQ + TQ, sK = sO + (DQ ? TQ : 0), sV = sK + NS * TK;
+    uint32_t bars = sV + NS * TK; /* full[NS], empty[NS] */
+    int tid = threadIdx.x, lane = tid & 31;
+    int64_t BH = p.B * p.H;
+    int64_t qt = nqt - 1 - blockIdx.x / BH, bh = blockIdx.x % BH, b = bh / p.H, h = bh % p.H;
+    int64_t i0 = qt * BM;
+    int64_t kend = p.causal ? (i0 + BM < p.S ? i0 + BM : p.S) : p.S;
+    int nt = (int)((kend + BN - 1) / BN);
+    if (tid == 0) {
+        for (int i = 0; i < NS; i++) {
+            mb_init(bars + 8 * i, 256);
+            mb_init(bars + 8 * (NS + i), 8);
+        }
+    }
+    __syncthreads();
+    s9_load<BM, 256, T>(sQ, p.q, b, h, i0, p.T, tid);
+    if (DQ) s9_load<BM, 256, T>(sO, p.go, b, h, i0, p.T, tid);
+    for (int j = 0; j < NS - 1 && j < nt; j++) { /* Q (and dO) land with tile 0 */
+        s9_load<BN, 256, T>(sK + j * TK, p.k, b, h, (int64_t)j * BN, p.S, tid);
+        s9_load<BN, 256, T>(sV + j * TK, p.v, b, h, (int64_t)j * BN, p.S, tid);
+        mb_arrive_cp(bars + 8 * j);
+    }
+    int wg = tid >> 7, t = tid & 127, w = t >> 5, g = lane >> 2, q = lane & 3;
+    int64_t iw = i0 + 64 * wg, ra = iw + 16 * w + g;
+    float sl2 = (float)p.scale * S9_LOG2E;
+    float acc[64], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, lse2[2], dl[2];
+#pragma unroll
+    for (int i = 0; i < 64; i++)
+        acc[i] = 0.f;
+    if (DQ) {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            int64_t i = ra + 8 * r;
+            float L = i < p.T ? ((const float *)p.lse)[bh * p.T + i] : -INFINITY;
+            lse2[r] = L == -INFINITY ? INFINITY : L * S9_LOG2E;
+            dl[r] = i < p.T ? ((const float *)p.dl)[bh * p.T + i] : 0.f;
+        }
+    }
+    for (int it = 0; it < nt; it++) {
+        int64_t j0 = (int64_t)it * BN;
+        int st = it % NS;
+        mb_wait(bars + 8 * st, (it / NS) & 1);
+        s9_fence_async();
+        if (!(p.causal && j0 > iw + 63)) {
+            if (!DQ) {
+                float s[BN / 2], alpha[2];
+                uint32_t pa[BN / 16][4];
+                wg_fence();
+                s9_gemm_ss<BF, BN>(s, sQ + wg * 64 * 128, BM, sK + st * TK, BN);
+                wg_commit();
+                wg_wait<0>();
+                s9_fence_acc<BN / 2>(s);
+                fwd_softmax<BN>(s, m, l, alpha, p, j0, iw, ra, q, sl2);
+                s9_pack_a<T, BN>(pa, s);
+#pragma unroll
+                for (int d = 0; d < 16; d++) {
+                    acc[4 * d + 0] *= alpha[0], acc[4 * d + 1] *= alpha[0];
+                    acc[4 * d + 2] *= alpha[1], acc[4 * d + 3] *= alpha[1];
+                }
+                s9_fence_acc<64>(acc);
+                wg_fence();
+                s9_gemm_rs<BF, BN>(acc, pa, sV + st * TK, BN);
+                wg_commit();
+                wg_wait<0>();
+                s9_fence_acc<64>(acc);
+            } else {
+                float s[BN / 2], dp[BN / 2];
+                uint32_t da[BN / 16][4];
+                wg_fence();
+                s9_gemm_ss<BF, BN>(s, sQ + wg * 64 * 128, BM, sK + st * TK, BN);
+                s9_gemm_ss<BF, BN>(dp, sO + wg * 64 * 128, BM, sV + st * TK, BN);
+                wg_commit();
+                wg_wait<0>();
+                s9_fence_acc<BN / 2>(s);
+                s9_fence_acc<BN / 2>(dp);
+                dq_ds(s, dp, lse2, dl, p, j0, iw, ra, q, sl2);
+                s9_pack_a<T, BN>(da, s);
+                s9_fence_acc<64>(acc);
+                wg_fence();
+                s9_gemm_rs<BF, BN>(acc, da, sK + st * TK, BN);
+                wg_commit();
+                wg_wait<0>();
+                s9_fence_acc<64>(acc);
+            }
+        }
+        __syncwarp();
+        if (lane == 0) mb_arrive(bars + 8 * (NS + st)); /* this warp is done with the stage */
+        int jn = it + NS - 1; /* refill the stage of tile it - 1 with tile it + NS - 1 */
+        if (jn < nt) {
+            int sn = jn % NS;
+            if (jn >= NS) mb_wait(bars + 8 * (NS + sn), ((jn / NS) - 1) & 1);
+            s9_load<BN, 256, T>(sK + sn * TK, p.k, b, h, (int64_t)jn * BN, p.S, tid);
+            s9_load<BN, 256, T>(sV + sn * TK, p.v, b, h, (int64_t)jn * BN, p.S, tid);
+            mb_arrive_cp(bars + 8 * sn);
+        }
+    }
+    s9_cp_wait_all();
+    if (DQ) {
+        float sc = (float)p.scale;
+        s9_store_rows<T>(acc, p.gq, b, h, ra, p.T, sc, sc, q);
+    } else {
+        float inv[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float lr = l[r];
+            lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+            lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+            inv[r] = lr > 0.f ? 1.f / lr : 0.f;
+            int64_t i = ra + 8 * r;
+            if (q == 0 && i < p.T)
+                ((float *)p.lse)[bh * p.T + i] = lr > 0.f ? (m[r] + log2f(lr)) * S9_LN2 : -INFINITY;
+        }
+        s9_store_rows<T>(acc, p.o, b, h, ra, p.T, inv[0], inv[1], q);
+    }
+#else
+    (void)p, (void)nqt;
+#endif
+}
+
 /* ---- backward: dK, dV
  * ----------------------------------------------------------------------------- CTA: 1 warpgroup,
  * 64 keys; query tiles of 64 (Q, dO and their lse / Dl double-buffered). The scores are computed
@@ -509,6 +672,127 @@ template <typename T> __global__ void __launch_bounds__(128, 2) k_s9_dkdv(attn_p
 #endif
 }
 
+/* ---- dK, dV with mbarrier stages
+ * ------------------------------------------------------------------ Two warpgroups of 64 keys each
+ * share the query-side tiles (Q, dO and their lse / Dl rows), which go through NS stages handed
+ * over by mbarriers as in k_s9_ws: half the shared-memory fills per product of the one-warpgroup
+ * kernel, two tiles of lookahead, and warpgroups that drift apart. The lse / Dl rows are copied
+ * with 4-byte cp.async (so that the stage's barrier covers them too) and turned into base-2 units
+ * where they are used. */
+template <typename T, int NS>
+__global__ void __launch_bounds__(256, 1) k_s9_dkdv_ws(attn_p p, int nkt) {
+#if SM90_BODY
+    constexpr bool BF = __is_same(T, __nv_bfloat16);
+    constexpr int BN = 128, BM = 64, TT = BM * 256, TS = TT * 2 + 1024; /* 1024-aligned */
+    extern __shared__ char s9_dyn[];
+    uint32_t sK = s9_smem_base(s9_dyn), sV = sK + BN * 256, st0 = sV + BN * 256;
+    uint32_t bars = st0 + NS * TS; /* full[NS], empty[NS] */
+    /* stage s: Q tile, dO tile, lse[64], Dl[64] */
+    int tid = threadIdx.x, lane = tid & 31;
+    int64_t BH = p.B * p.H;
+    int64_t kt = blockIdx.x / BH, bh = blockIdx.x % BH, b = bh / p.H, h = bh % p.H;
+    (void)nkt;
+    int64_t j0 = kt * BN;
+    int64_t ifirst = p.causal ? (j0 / BM) * BM : 0;
+    int nt = ifirst < p.T ? (int)((p.T - ifirst + BM - 1) / BM) : 0;
+    if (tid == 0) {
+        for (int i = 0; i < NS; i++) {
+            mb_init(bars + 8 * i, 256);
+            mb_init(bars + 8 * (NS + i), 8);
+        }
+    }
+    __syncthreads();
+    const float *lse = (const float *)p.lse + bh * p.T, *dlg = (const float *)p.dl + bh * p.T;
+    auto fill = [&](int j, int s) {
+        int64_t i0 = ifirst + (int64_t)j * BM;
+        uint32_t base = st0 + s * TS;
+        s9_load<BM, 256, T>(base, p.q, b, h, i0, p.T, tid);
+        s9_load<BM, 256, T>(base + TT, p.go, b, h, i0, p.T, tid);
+        if (tid < 2 * BM) {
+            int r = tid & (BM - 1);
+            bool ok = i0 + r < p.T;
+            const float *src = (tid < BM ? lse : dlg) + (ok ? i0 + r : 0);
+            asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(
+                             base + 2 * TT + (tid < BM ? 0 : BM * 4) + r * 4),
+                         "l"(src), "r"(ok ? 4 : 0));
+        }
+    };
+    s9_load<BN, 256, T>(sK, p.k, b, h, j0, p.S, tid);
+    s9_load<BN, 256, T>(sV, p.v, b, h, j0, p.S, tid);
+    for (int j = 0; j < NS - 1 && j < nt; j++) { /* K and V land with stage 0 */
+        fill(j, j);
+        mb_arrive_cp(bars + 8 * j);
+    }
+    int wg = tid >> 7, t = tid & 127, w = t >> 5, g = lane >> 2, q = lane & 3;
+    int64_t jw = j0 + 64 * wg, ja = jw + 16 * w + g;
+    float sl2 = (float)p.scale * S9_LOG2E;
+    float dk[64], dv[64];
+#pragma unroll
+    for (int i = 0; i < 64; i++)
+        dk[i] = dv[i] = 0.f;
+    for (int it = 0; it < nt; it++) {
+        int64_t i0 = ifirst + (int64_t)it * BM;
+        int st = it % NS;
+        uint32_t sQ = st0 + st * TS, sO = sQ + TT;
+        mb_wait(bars + 8 * st, (it / NS) & 1);
+        s9_fence_async();
+        if (!(p.causal && i0 + BM - 1 < jw)) { /* else every query of the tile precedes our keys */
+            const float *L = (const float *)(s9_dyn + (sQ + 2 * TT - s9_addr(s9_dyn)));
+            const float *Dl = L + BM;
+            float s[32], dp[32];
+            uint32_t pa[4][4], da[4][4];
+            bool edge = i0 + BM > p.T || jw + 64 > p.S || (p.causal && i0 < jw + 63);
+            wg_fence();
+            s9_gemm_ss<BF, 64>(s, sK + wg * 64 * 128, BN, sQ, BM);
+            s9_gemm_ss<BF, 64>(dp, sV + wg * 64 * 128, BN, sO, BM);
+            wg_commit();
+            wg_wait<0>();
+            s9_fence_acc<32>(s);
+            s9_fence_acc<32>(dp);
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int c = 8 * n + 2 * q + (e & 1); /* query within the tile */
+                    float pr = s9_ex2(s[4 * n + e] * sl2 - L[c] * S9_LOG2E);
+                    if (edge) {
+                        int64_t i = i0 + c, j = ja + 8 * (e >> 1);
+                        if (i >= p.T || j >= p.S || (p.causal && j > i)) pr = 0.f;
+                    }
+                    s[4 * n + e] = pr;
+                    dp[4 * n + e] = pr * (dp[4 * n + e] - Dl[c]);
+                }
+            s9_pack_a<T, 64>(pa, s);
+            s9_pack_a<T, 64>(da, dp);
+            s9_fence_acc<64>(dv);
+            s9_fence_acc<64>(dk);
+            wg_fence();
+            s9_gemm_rs<BF, 64>(dv, pa, sO, BM);
+            s9_gemm_rs<BF, 64>(dk, da, sQ, BM);
+            wg_commit();
+            wg_wait<0>();
+            s9_fence_acc<64>(dv);
+            s9_fence_acc<64>(dk);
+        }
+        __syncwarp();
+        if (lane == 0) mb_arrive(bars + 8 * (NS + st));
+        int jn = it + NS - 1;
+        if (jn < nt) {
+            int sn = jn % NS;
+            if (jn >= NS) mb_wait(bars + 8 * (NS + sn), ((jn / NS) - 1) & 1);
+            fill(jn, sn);
+            mb_arrive_cp(bars + 8 * sn);
+        }
+    }
+    s9_cp_wait_all();
+    s9_store_rows<T>(dv, p.gv, b, h, ja, p.S, 1.f, 1.f, q);
+    float sc = (float)p.scale;
+    s9_store_rows<T>(dk, p.gk, b, h, ja, p.S, sc, sc, q);
+#else
+    (void)p, (void)nkt;
+#endif
+}
+
 /* ---- host side
  * ----------------------------------------------------------------------------------- */
 
@@ -520,8 +804,12 @@ template <typename K> int s9_set_smem(K kern, size_t bytes, const char *op) {
 
 constexpr int S9_FWD_BN = 128;
 
+template <typename T, int BN, int NS, bool DQ> int s9_ws_launch(const attn_p &p, const char *op);
+bool s9_ws(void);
+
 template <typename T> int s9_fwd(const attn_p &p) {
     const char *op = "scaled_dot_product_attention";
+    if (s9_ws()) return s9_ws_launch<T, 128, 3, false>(p, op);
     constexpr int BN = S9_FWD_BN;
     size_t smem = 1024 + 128 * 256 + 4 * (size_t)BN * 256; /* Q, 2 x (K, V) */
     RTC_TRY(s9_set_smem(k_s9_fwd<T, BN>, smem, op));
@@ -531,8 +819,35 @@ template <typename T> int s9_fwd(const attn_p &p) {
     return RT_OK;
 }
 
+/* RAMTORCH_ATTN_SM90_WS=0: the CTA-barrier kernels instead of the mbarrier-staged ones */
+bool s9_ws(void) {
+    static const bool ws = [] {
+        const char *e = getenv("RAMTORCH_ATTN_SM90_WS");
+        return !(e && strcmp(e, "0") == 0);
+    }();
+    return ws;
+}
+
+template <typename T, int BN, int NS, bool DQ> int s9_ws_launch(const attn_p &p, const char *op) {
+    size_t smem = 1024 + (DQ ? 2 : 1) * 128 * 256 + 2 * NS * (size_t)BN * 256 + 16 * NS;
+    RTC_TRY(s9_set_smem(k_s9_ws<T, BN, NS, DQ>, smem, op));
+    int nqt = (int)((p.T + 127) / 128);
+    k_s9_ws<T, BN, NS, DQ><<<(unsigned)(nqt * p.B * p.H), 256, smem, rtc_stream()>>>(p, nqt);
+    RTC_LAUNCH_CHECK(op);
+    return RT_OK;
+}
+
 template <typename T> int s9_bwd(const attn_p &p) {
     const char *op = "scaled_dot_product_attention backward";
+    if (s9_ws()) {
+        constexpr int NS = 3; /* K, V (128 keys), NS x (Q, dO, lse, Dl), barriers */
+        size_t sd = 1024 + 2 * 128 * 256 + NS * (2 * 64 * 256 + 1024) + 16 * NS;
+        RTC_TRY(s9_set_smem(k_s9_dkdv_ws<T, NS>, sd, op));
+        int nkt = (int)((p.S + 127) / 128);
+        k_s9_dkdv_ws<T, NS><<<(unsigned)(nkt * p.B * p.H), 256, sd, rtc_stream()>>>(p, nkt);
+        RTC_LAUNCH_CHECK(op);
+        return s9_ws_launch<T, 64, 4, true>(p, op);
+    }
     size_t s1 = 1024 + 6 * 64 * 256 + 4 * 64 * sizeof(float); /* K, V, 2 x (Q, dO), lse, Dl */
     RTC_TRY(s9_set_smem(k_s9_dkdv<T>, s1, op));
     int nkt = (int)((p.S + 63) / 64);

@@ -43,6 +43,7 @@ if has attn; then
   for r in 1 2; do
     timeout 120 $RTLUA scripts/bench/gpu_attention.lua 2>&1 | sed "s/^/sm90 run $r | /"
   done
+  RAMTORCH_ATTN_SM90_WS=0 timeout 120 $RTLUA scripts/bench/gpu_attention.lua 2>&1 | sed "s/^/sm90 barrier kernels | /"
   RAMTORCH_ATTN_SM90=0 timeout 120 $RTLUA scripts/bench/gpu_attention.lua 2>&1 | sed "s/^/mma.sync | /"
   timeout 120 $PY scripts/bench/gpu_attention.py 2>&1 | sed "s/^/pytorch | /"
 fi

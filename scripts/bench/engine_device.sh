@@ -43,7 +43,11 @@ if has attn; then
   for r in 1 2; do
     timeout 120 $RTLUA scripts/bench/gpu_attention.lua 2>&1 | sed "s/^/sm90 run $r | /"
   done
-  RAMTORCH_ATTN_SM90_WS=0 timeout 120 $RTLUA scripts/bench/gpu_attention.lua 2>&1 | sed "s/^/sm90 barrier kernels | /"
+  for v in ${ATTN_VARIANTS:-}; do # NAME=VALUE environment settings of the wgmma kernels
+    env $v RAMTORCH_CUDA_POISON=1 timeout 200 $RTLUA "$BUSTED" -o utfTerminal tests/gpu/cuda_transformer_spec.lua > /tmp/spec.log 2>&1
+    echo "SPEC $v rc=$? $(grep -aE '[0-9]+ success' /tmp/spec.log | tail -1)"
+    for r in 1 2; do env $v timeout 120 $RTLUA scripts/bench/gpu_attention.lua 2>&1 | sed "s/^/sm90 $v | /"; done
+  done
   RAMTORCH_ATTN_SM90=0 timeout 120 $RTLUA scripts/bench/gpu_attention.lua 2>&1 | sed "s/^/mma.sync | /"
   timeout 120 $PY scripts/bench/gpu_attention.py 2>&1 | sed "s/^/pytorch | /"
 fi

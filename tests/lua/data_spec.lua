@@ -202,6 +202,58 @@ describe("DataLoader", function()
     assert.are.same(pre, run({ collate_fn = data.default_collate })) -- the sample-by-sample path
   end)
 
+  it("num_workers picks the background prefetch (an explicit prefetch wins) and is checked", function()
+    local ds = data.TensorDataset(torch.randn(10, 2))
+    assert.is_false(data.DataLoader(ds, { num_workers = 0 }).prefetch)
+    assert.is_true(data.DataLoader(ds, { num_workers = 2 }).prefetch)
+    assert.is_true(data.DataLoader(ds, {}).prefetch)
+    assert.is_true(data.DataLoader(ds, { num_workers = 0, prefetch = true }).prefetch)
+    assert.is_false(data.DataLoader(ds, { num_workers = 4, prefetch = false }).prefetch)
+    assert.matches("num_workers to be an integer >= 0", err_of(data.DataLoader, ds, { num_workers = -1 }))
+    assert.matches("pin_memory must be a boolean", err_of(data.DataLoader, ds, { pin_memory = 1 }))
+  end)
+
+  it("pin_memory pins every tensor of a batch where CUDA is available, else loads as before", function()
+    local ds = data.TensorDataset(torch.randn(9, 3), torch.randint(0, 5, { 9 }))
+    local plain = {}
+    for x, y in data.DataLoader(ds, { batch_size = 4 }):iter() do plain[#plain + 1] = { x:totable(), y:totable() } end
+    local cuda = require("ramtorch.cuda")
+    if not cuda.is_available() then
+      local l = data.DataLoader(ds, { batch_size = 4, pin_memory = true }) -- warns on stderr
+      assert.is_false(l.pin_memory)
+      local got = {}
+      for x, y in l:iter() do got[#got + 1] = { x:totable(), y:totable() } end
+      assert.are.same(plain, got)
+    end
+    -- the pinning path itself, with pin_memory stood in for by a recording copy (as if on a GPU
+    -- machine), for the gathering loader and for a per-sample collate returning a nested table
+    local Tensor = require("ramtorch.tensor").Tensor
+    local real_avail, real_pin = cuda.is_available, Tensor.pin_memory
+    local pinned = 0
+    cuda.is_available = function() return true end
+    Tensor.pin_memory = function(t) pinned = pinned + 1; return t:clone() end
+    local ok, err = pcall(function()
+      local got = {}
+      for x, y in data.DataLoader(ds, { batch_size = 4, pin_memory = true }):iter() do
+        got[#got + 1] = { x:totable(), y:totable() }
+      end
+      assert.are.same(plain, got)
+      assert.are.equal(6, pinned) -- 3 batches x 2 tensors
+      pinned = 0
+      local collate = function(samples) return { { data.default_collate(samples) } } end
+      local n = 0
+      for b in data.DataLoader(data.TensorDataset(torch.randn(5, 2)), { batch_size = 2, pin_memory = true,
+                                                                       collate_fn = collate }):iter() do
+        n = n + 1
+        assert.is_true(torch.is_tensor(b[1][1]))
+      end
+      assert.are.equal(3, n)
+      assert.are.equal(3, pinned)
+    end)
+    cuda.is_available, Tensor.pin_memory = real_avail, real_pin
+    assert(ok, err)
+  end)
+
   it("survives leaving a loop early with a batch in flight", function()
     local ds = dataset(100)
     for _ = 1, 3 do

@@ -446,7 +446,13 @@ M.default_collate = default_collate
 -- ---- DataLoader ------------------------------------------------------------------------------------------------
 
 -- DataLoader(dataset, {batch_size=1, shuffle=false, sampler=nil, generator=nil (seed or Generator),
--- drop_last=false, collate_fn=nil, prefetch=true}).
+-- drop_last=false, collate_fn=nil, prefetch=true, num_workers=nil, pin_memory=false}).
+-- num_workers is PyTorch's name for loading beside the training loop: 0 loads each batch when it is
+-- asked for, a positive number turns on the background prefetch (one C thread gathering the next
+-- batch, for datasets that gather in C; a Lua dataset's get() always runs in the calling thread, as
+-- a Lua state has one thread). An explicit `prefetch` wins. pin_memory=true copies each batch's
+-- tensors into page-locked memory (fast, asynchronous copies to a GPU); without CUDA it says so once
+-- on stderr and loads unpinned batches, as PyTorch does.
 local DataLoader = new_class("DataLoader")
 M.DataLoader = DataLoader
 
@@ -468,7 +474,26 @@ function DataLoader:__init(dataset, opts)
   if self.collate_fn ~= nil and type(self.collate_fn) ~= "function" then
     error("DataLoader: collate_fn must be a function", 3)
   end
-  self.prefetch = opts.prefetch == nil and true or opts.prefetch
+  local workers = opts.num_workers
+  if workers ~= nil then workers = expect_int(workers, "DataLoader", "num_workers", 3, 0) end
+  if opts.prefetch ~= nil then
+    self.prefetch = opts.prefetch and true or false
+  else
+    self.prefetch = workers == nil or workers > 0
+  end
+  self.num_workers = workers or 0
+  if opts.pin_memory ~= nil and type(opts.pin_memory) ~= "boolean" then
+    error(("DataLoader: pin_memory must be a boolean, got %s"):format(type(opts.pin_memory)), 3)
+  end
+  self.pin_memory = false
+  if opts.pin_memory then
+    if require("ramtorch.cuda").is_available() then
+      self.pin_memory = true
+    else
+      io.stderr:write("DataLoader: pin_memory is set but no CUDA device is available; batches stay in "
+                      .. "pageable memory\n")
+    end
+  end
   if opts.sampler ~= nil then
     if opts.shuffle then error("DataLoader: sampler option is mutually exclusive with shuffle", 3) end
     local s = opts.sampler
@@ -492,6 +517,17 @@ end
 
 local function unpack_batch(b)
   if type(b) == "table" and getmetatable(b) == nil and b[1] ~= nil then return unpack(b) end
+  return b
+end
+
+-- the batch with every tensor (in nested plain tables too) copied to page-locked memory
+local function pin_batch(b)
+  if is_tensor(b) then return b:pin_memory() end
+  if type(b) == "table" and getmetatable(b) == nil then
+    local out = {}
+    for k, v in pairs(b) do out[k] = pin_batch(v) end
+    return out
+  end
   return b
 end
 
@@ -523,6 +559,7 @@ function DataLoader:iter()
         batch = ds:gather(batch_idx(b))
       end
       b = b + 1
+      if self.pin_memory then batch = pin_batch(batch) end
       return unpack_batch(batch)
     end
   end
@@ -533,7 +570,9 @@ function DataLoader:iter()
     local start = b * bs
     for k = 1, math.min(bs, n - start) do samples[k] = ds:get(order[start + k]) end
     b = b + 1
-    return unpack_batch(collate(samples))
+    local batch = collate(samples)
+    if self.pin_memory then batch = pin_batch(batch) end
+    return unpack_batch(batch)
   end
 end
 DataLoader.__call = DataLoader.iter

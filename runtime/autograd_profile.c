@@ -5,6 +5,7 @@
  * whole backward slower, so compare nodes with each other, not the total with an unprofiled run. */
 #include "autograd_profile.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,13 +13,15 @@
 
 #define PROF_MAX 128
 
-static struct {
+/* one table per thread: a backward runs in the thread that called it, so two threads running
+ * backwards at once each report their own nodes */
+static _Thread_local struct {
     const char *name; /* node names are string literals */
     double ms;
     long calls;
 } g_rows[PROF_MAX];
-static int g_nrows;
-static int g_enabled = -1;
+static _Thread_local int g_nrows;
+static _Atomic int g_enabled = -1; /* from the environment, once (any thread may be first) */
 
 int rt_autograd_profile_enabled(void) {
     if (g_enabled < 0) {

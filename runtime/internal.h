@@ -248,6 +248,7 @@ int rt_kview_broadcast(const rt_tensor *t, int ndim, const int64_t *shape, rt_kv
 int rt_broadcast_shapes(const char *op, int na, const int64_t *sa, int nb, const int64_t *sb,
                         int *nout, int64_t *out);
 int rt_promote_types(int a, int b);
+int rt_result_type2(const rt_tensor *a, const rt_tensor *b); /* with PyTorch's 0-dim rule */
 /* Normalise a possibly negative dim against ndim; error names op. */
 int rt_wrap_dim(const char *op, int dim, int ndim, int *out);
 /* Same device check with a message naming op. */

@@ -263,7 +263,7 @@ int rt_binary(int op, rt_tensor *a, rt_tensor *b, rt_tensor **out) {
         RT_TRY(rt_kview_broadcast(a, nd, shape, &va));
         RT_TRY(rt_kview_broadcast(b, nd, shape, &vb));
     }
-    int dtype = is_comparison(op) ? RT_BOOL : rt_promote_types(a->meta.dtype, b->meta.dtype);
+    int dtype = is_comparison(op) ? RT_BOOL : rt_result_type2(a, b);
     if (op == RT_DIV && !rt_dtype_is_float(dtype)) dtype = RT_F32; /* true division */
     RT_TRY(rt_tensor_new(nd, shape, dtype, a->meta.device, out));
     rt_kview vo = rt_kview_of(*out);

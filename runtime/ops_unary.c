@@ -170,7 +170,7 @@ int rt_where(rt_tensor *cond, rt_tensor *a, rt_tensor *b, rt_tensor **out) {
     RT_TRY(rt_broadcast_shapes("where", cond->meta.ndim, cond->meta.shape, a->meta.ndim,
                                a->meta.shape, &n1, s1));
     RT_TRY(rt_broadcast_shapes("where", n1, s1, b->meta.ndim, b->meta.shape, &nd, shape));
-    int dtype = rt_promote_types(a->meta.dtype, b->meta.dtype);
+    int dtype = rt_result_type2(a, b);
     rt_kview vc, va, vb;
     RT_TRY(rt_kview_broadcast(cond, nd, shape, &vc));
     RT_TRY(rt_kview_broadcast(a, nd, shape, &va));

@@ -78,6 +78,20 @@ int rt_promote_types(int a, int b) {
     return promo_rank(a) >= promo_rank(b) ? a : b;
 }
 
+/* PyTorch's result_type for two tensors: a 0-dim tensor takes part in the promotion only when its
+ * category (bool < integer < floating) is above the other's, so float32 + a 0-dim float64 stays
+ * float32, bfloat16 + a 0-dim float32 stays bfloat16, int32 + a 0-dim int64 stays int32, while
+ * int64 + a 0-dim float32 is float32 (c10's combine_categories). */
+int rt_result_type2(const rt_tensor *a, const rt_tensor *b) {
+    int ta = a->meta.dtype, tb = b->meta.dtype;
+    int da = a->meta.ndim > 0, db = b->meta.ndim > 0;
+    if (da == db) return rt_promote_types(ta, tb);
+    int dim = da ? ta : tb, zero = da ? tb : ta;
+    if (rt_dtype_is_float(dim)) return dim;
+    if (dim == RT_BOOL || rt_dtype_is_float(zero)) return rt_promote_types(dim, zero);
+    return dim;
+}
+
 /* ================================================================================================
  * Geometry
  * ============================================================================================== */

@@ -155,6 +155,35 @@ describe("reduced float types", function()
     assert.are.equal(torch.bfloat16, (a + 1).dtype)
     assert.are.equal(torch.float64, (torch.ones(2, { dtype = torch.int64 }) + torch.ones(2, { dtype = torch.float64 })).dtype)
   end)
+
+  it("let a 0-dim tensor promote only across categories, as PyTorch's result_type", function()
+    local f32, bf = torch.ones(3), torch.ones(3, { dtype = torch.bfloat16 })
+    local i32, i64 = torch.ones(3, { dtype = torch.int32 }), torch.ones(3, { dtype = torch.int64 })
+    local z64 = torch.tensor(2.0, { dtype = torch.float64 })
+    local z32 = torch.tensor(2.0, { dtype = torch.float32 })
+    local zi = torch.tensor(2, { dtype = torch.int64 })
+    local zb = torch.tensor(true)
+    local cases = {
+      { f32, z64, torch.float32 }, { z64, f32, torch.float32 }, { bf, z32, torch.bfloat16 },
+      { i64, z32, torch.float32 }, { i32, zi, torch.int32 }, { i32, zb, torch.int32 },
+      { torch.tensor({ true, false }), zi, torch.int64 }, { z64, zi, torch.float64 },
+      { torch.ones(3, { dtype = torch.float64 }), z32, torch.float64 },
+    }
+    for k, c in ipairs(cases) do
+      assert.are.equal(c[3], (c[1] + c[2]).dtype, "case " .. k)
+      assert.are.equal(c[3], (c[1] * c[2]).dtype, "case " .. k)
+    end
+    assert.are.equal(torch.float32, torch.where(torch.tensor({ true, false, true }), f32, z64).dtype)
+    assert.are.same({ 3, 3, 3 }, (f32 + z64):totable())
+    -- gradients come back in each input's own dtype
+    local x = torch.ones(3, { requires_grad = true })
+    local y = torch.tensor(3.0, { dtype = torch.float64, requires_grad = true })
+    ;(x * y):sum():backward()
+    assert.are.equal(torch.float32, x.grad.dtype)
+    assert.are.equal(torch.float64, y.grad.dtype)
+    assert.are.equal(3, y.grad:item())
+    assert.are.same({ 3, 3, 3 }, x.grad:totable())
+  end)
 end)
 
 describe("int64", function()

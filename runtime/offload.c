@@ -389,7 +389,8 @@ int rt_offload_param_delay_prepare(rt_offload_param *p, void **back0, void **bac
                                    int *back1_dtype) {
     *back0 = *back1 = NULL;
     *back1_dtype = -1;
-    if (!delayed(p)) { /* fronts in the dtypes p has been sent in, from the master as it is */
+    const int entered = !delayed(p);
+    if (entered) { /* fronts in the dtypes p has been sent in, from the master as it is */
         int mask = p->sent_mask ? p->sent_mask : 1;
         if ((mask & 2) && p->host->meta.dtype != RT_F32) mask = 1;
         if (mask & 2) p->front_sdtype = p->sent_sdtype;
@@ -406,8 +407,22 @@ int rt_offload_param_delay_prepare(rt_offload_param *p, void **back0, void **bac
         }
         p->front_version = version_of(p->host);
     }
-    for (int i = 0; i < 2; i++)
-        if (p->front[i]) RT_TRY(delay_buf(p, i, &p->back[i]));
+    for (int i = 0; i < 2; i++) {
+        int rc = p->front[i] ? delay_buf(p, i, &p->back[i]) : RT_OK;
+        if (rc < 0) {
+            /* a back that cannot be made: leave p as it was (entered here: not in delayed mode,
+             * which no optimizer would track, so that nothing could take it out again) */
+            if (entered) {
+                for (int k = 0; k < 2; k++) {
+                    rt_tensor_release(p->front[k]);
+                    rt_tensor_release(p->back[k]);
+                    p->front[k] = p->back[k] = NULL;
+                }
+                p->front_sdtype = -1;
+            }
+            return rc;
+        }
+    }
     if (p->front[0]) *back0 = rt_tensor_data_ptr(p->back[0]);
     if (p->front[1]) {
         *back1 = rt_tensor_data_ptr(p->back[1]);

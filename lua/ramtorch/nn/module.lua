@@ -420,10 +420,18 @@ function Module._to_own(self, dev, dt, memo)
   end
 end
 
+-- A pending delayed optimizer update (optim's delay_update) writes the parameters: finish it before
+-- reading them (state_dict, load_state_dict, to).
+local function flush_optimizers()
+  local o = package.loaded["ramtorch.optim.optimizer"]
+  if o ~= nil then o.flush_all() end
+end
+
 -- m:to("cuda"), m:to(torch.bfloat16), m:to("cuda", torch.bfloat16), m:to({device=, dtype=}).
 -- Tensors are replaced by converted ones (handles change): build optimizers after moving the model.
 function Module.to(self, a, b)
   local dev, dt = parse_to(a, b)
+  flush_optimizers() -- the converted copies are made from the masters
   local memo = {}
   for _, m in ipairs(self:modules()) do m:_to_own(dev, dt, memo) end
   return self
@@ -498,12 +506,6 @@ function M.state_dict_keys(sd)
 end
 
 -- state_dict({prefix=, keep_vars=}): parameters and persistent buffers, detached (sharing storage).
--- A pending delayed optimizer update (optim's delay_update) writes the parameters: finish it first.
-local function flush_optimizers()
-  local o = package.loaded["ramtorch.optim.optimizer"]
-  if o ~= nil then o.flush_all() end
-end
-
 function Module.state_dict(self, opts)
   flush_optimizers()
   opts = opts or {}

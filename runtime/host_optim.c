@@ -186,7 +186,7 @@ static int run_adamw(rt_tensor *param, rt_tensor *grad, rt_tensor *m, rt_tensor 
     j.lerp_small = j.w1 < 0.5 && j.w1 > -0.5;
     j.beta2 = (float)h->beta2;
     j.w2 = (float)c.w2;
-    j.bc2_sqrt = (float)c.bc2_sqrt;
+    j.inv_bc2 = (float)(1.0 / c.bc2_sqrt);
     j.eps = (float)h->eps;
     j.neg_step = (float)-c.step_size;
     j.key = mix64(h->seed ^ mix64((uint64_t)h->step));

@@ -25,7 +25,9 @@ typedef struct rt_host_adamw_job {
     int param_bf16, state_bf16, shadow_dtype; /* shadow_dtype -1 when shadow is NULL */
     int grad_dtype;                           /* RT_F32, RT_BF16 or RT_F16 */
     int do_decay, lerp_small, maximize;
-    float decay, w1, one_minus_w1, beta2, w2, bc2_sqrt, eps, neg_step;
+    /* inv_bc2 = 1 / sqrt(1 - beta2^step): the kernels multiply by it (a division per element costs
+     * the AVX-512 divider as much as the rest of the update) */
+    float decay, w1, one_minus_w1, beta2, w2, inv_bc2, eps, neg_step;
     uint64_t key;
 } rt_host_adamw_job;
 

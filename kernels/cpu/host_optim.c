@@ -165,7 +165,7 @@ static void adamw_scalar(const rt_host_adamw_job *j, int64_t i0, int64_t i1) {
         mi = j->lerp_small ? mi + j->w1 * (gi - mi) : gi - (gi - mi) * j->one_minus_w1;
         vi = vi * j->beta2;
         vi = vi + j->w2 * gi * gi;
-        float denom = sqrtf(vi) / j->bc2_sqrt + j->eps;
+        float denom = sqrtf(vi) * j->inv_bc2 + j->eps;
         pi = pi + j->neg_step * mi / denom;
         if (j->param_bf16) {
             uint16_t pb = rt_f32_to_bf16(pi);
@@ -258,7 +258,7 @@ T_AVX2 static inline __attribute__((always_inline)) void
 adamw_avx2_body(const rt_host_adamw_job *j, int64_t b0, int64_t b1, const int pbf, const int gbf) {
     const __m256 decay = _mm256_set1_ps(j->decay), w1 = _mm256_set1_ps(j->w1),
                  omw1 = _mm256_set1_ps(j->one_minus_w1), beta2 = _mm256_set1_ps(j->beta2),
-                 w2 = _mm256_set1_ps(j->w2), bc2 = _mm256_set1_ps(j->bc2_sqrt),
+                 w2 = _mm256_set1_ps(j->w2), ibc2 = _mm256_set1_ps(j->inv_bc2),
                  eps = _mm256_set1_ps(j->eps), nstep = _mm256_set1_ps(j->neg_step),
                  sign = _mm256_set1_ps(-0.0f);
     const __m256i lo16 = _mm256_set1_epi32(0xffff),
@@ -291,7 +291,7 @@ adamw_avx2_body(const rt_host_adamw_job *j, int64_t b0, int64_t b1, const int pb
                               : _mm256_sub_ps(g, _mm256_mul_ps(gm, omw1));
             v = _mm256_mul_ps(v, beta2);
             v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_mul_ps(w2, g), g));
-            __m256 den = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(v), bc2), eps);
+            __m256 den = _mm256_add_ps(_mm256_mul_ps(_mm256_sqrt_ps(v), ibc2), eps);
             p = _mm256_add_ps(p, _mm256_div_ps(_mm256_mul_ps(nstep, m), den));
             if (pbf) {
                 __m128i pb = to_bf16_8(p, rne_add8(p));
@@ -422,7 +422,7 @@ adamw_avx512_body(const rt_host_adamw_job *j, int64_t b0, int64_t b1, const int 
                   const int gbf) {
     const __m512 decay = _mm512_set1_ps(j->decay), w1 = _mm512_set1_ps(j->w1),
                  omw1 = _mm512_set1_ps(j->one_minus_w1), beta2 = _mm512_set1_ps(j->beta2),
-                 w2 = _mm512_set1_ps(j->w2), bc2 = _mm512_set1_ps(j->bc2_sqrt),
+                 w2 = _mm512_set1_ps(j->w2), ibc2 = _mm512_set1_ps(j->inv_bc2),
                  eps = _mm512_set1_ps(j->eps), nstep = _mm512_set1_ps(j->neg_step);
     const __m512i lo16 = _mm512_set1_epi32(0xffff), sign = _mm512_set1_epi32((int)0x80000000u),
                   iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -455,7 +455,7 @@ adamw_avx512_body(const rt_host_adamw_job *j, int64_t b0, int64_t b1, const int 
                               : _mm512_sub_ps(g, _mm512_mul_ps(gm, omw1));
             v = _mm512_mul_ps(v, beta2);
             v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_mul_ps(w2, g), g));
-            __m512 den = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(v), bc2), eps);
+            __m512 den = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(v), ibc2), eps);
             p = _mm512_add_ps(p, _mm512_div_ps(_mm512_mul_ps(nstep, m), den));
             if (pbf) {
                 __m256i pb = to_bf16_16(p, rne_add16(p));

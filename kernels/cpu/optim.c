@@ -107,7 +107,11 @@ int rt_cpu_adamw_step(const rt_kview *param, const rt_kview *grad, const rt_kvie
     }
 
     const float fdecay = (float)decay, fw1 = (float)w1, fw2 = (float)w2, fb2 = (float)beta2;
-    const float fbc2 = (float)bc2_sqrt, feps = (float)eps, fneg_step = (float)-step_size;
+    /* f32: times the reciprocal instead of PyTorch's division by sqrt(1 - beta2^step) (within an
+     * ulp of it in denom), as the fused host kernel does, which must match these bits: a division
+     * per element is what bounds that kernel on AVX-512 */
+    const float finv_bc2 = (float)(1.0 / bc2_sqrt), feps = (float)eps,
+                fneg_step = (float)-step_size;
     if (pd == RT_F32 && gd == RT_F32 && md == RT_F32 && vd == RT_F32) {
         /* the common case: plain pointers so the loop vectorises */
         float *p = (float *)pp, *m = (float *)pm, *v = (float *)pv;
@@ -119,7 +123,7 @@ int rt_cpu_adamw_step(const rt_kview *param, const rt_kview *grad, const rt_kvie
             mi = RT_LERP(mi, gi, fw1, 1.0f);
             vi = vi * fb2;
             vi = vi + fw2 * gi * gi;
-            float denom = sqrtf(vi) / fbc2 + feps;
+            float denom = sqrtf(vi) * finv_bc2 + feps;
             p[i] = pi + fneg_step * mi / denom;
             m[i] = mi;
             v[i] = vi;
@@ -134,7 +138,7 @@ int rt_cpu_adamw_step(const rt_kview *param, const rt_kview *grad, const rt_kvie
         mi = RT_LERP(mi, gi, fw1, 1.0f);
         vi = vi * fb2;
         vi = vi + fw2 * gi * gi;
-        float denom = sqrtf(vi) / fbc2 + feps;
+        float denom = sqrtf(vi) * finv_bc2 + feps;
         stf(pp, pd, i, pi + fneg_step * mi / denom);
         stf(pm, md, i, mi);
         stf(pv, vd, i, vi);

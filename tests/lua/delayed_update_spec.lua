@@ -313,7 +313,13 @@ describe("delayed update on the CPU offload engine", function()
     opt:overlap_with_backward(true)
     assert.has_error(function() opt:delay_update(true) end,
       "AdamW.delay_update: cannot be combined with overlap_with_backward (turn it off first)")
+    -- an announced backward (overlap on) must be stepped before switching to delay: a delayed
+    -- step() would not collect the updates that ran early, and update those parameters again
+    opt:last_backward()
     opt:overlap_with_backward(false)
+    assert.has_error(function() opt:delay_update(true) end,
+      "AdamW.delay_update: a backward announced with last_backward() has not been stepped yet; call step() first")
+    opt:step()
     opt:delay_update(true)
     assert.has_error(function() opt:overlap_with_backward(true) end,
       "AdamW.overlap_with_backward: cannot be combined with delay_update (turn delay_update off first)")

@@ -238,6 +238,10 @@ function Optimizer.delay_update(self, flag)
   if flag and self._overlap then
     error(("%s.delay_update: cannot be combined with overlap_with_backward (turn it off first)"):format(name), 2)
   end
+  if flag and self._announced then -- a delayed step() would not collect the early updates
+    error(("%s.delay_update: a backward announced with last_backward() has not been stepped yet; call "
+           .. "step() first"):format(name), 2)
+  end
   self:flush(3) -- switching on or off mid-flight finishes the pending update first
   self._delay = flag
   return self
@@ -272,7 +276,15 @@ function Optimizer._delay_object(self)
   if d == nil then
     local box = ffi.new("rt_delayed_update *[1]")
     check(C.rt_delayed_update_new(box))
-    d = ffi.gc(box[0], C.rt_delayed_update_free)
+    -- collected with an update pending: finish it, and say so on stderr if it failed (an error
+    -- cannot be raised from a finalizer, and freeing must not lose it silently)
+    d = ffi.gc(box[0], function(obj)
+      if C.rt_delayed_update_flush(obj) ~= 0 then
+        io.stderr:write("ramtorch: a delayed optimizer update collected with the optimizer failed: "
+                        .. ffi.string(C.rt_last_error()) .. "\n")
+      end
+      C.rt_delayed_update_free(obj)
+    end)
     self._delayed_obj = d
     live[self] = true
   end

@@ -115,8 +115,11 @@ static int copies_match(rt_tensor *param, const void *copy, const void *shadow, 
 
 static void test_pass_copies_are_exact(void) {
     static const int pdts[] = {RT_F32, RT_BF16}, gdts[] = {RT_F32, RT_BF16, RT_F16};
-    /* 64-byte aligned buffers; +1 element makes them unaligned (plain stores) */
-    char *cbuf = aligned_alloc(64, (size_t)NC * 4 + 128), *sbuf = aligned_alloc(64, NC * 2 + 128);
+    /* 64-byte aligned buffers (aligned_alloc wants the size a multiple of the alignment); +1
+     * element makes them unaligned (plain stores) */
+    size_t cbytes = ((size_t)NC * 4 + 128 + 63) / 64 * 64,
+           sbytes = ((size_t)NC * 2 + 128 + 63) / 64 * 64;
+    char *cbuf = aligned_alloc(64, cbytes), *sbuf = aligned_alloc(64, sbytes);
     for (int level = 1; level <= 3; level++) {
         if (rt_host_optim_set_simd(level) != 0) continue;
         for (int a = 0; a < 2; a++)

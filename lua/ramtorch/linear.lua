@@ -101,6 +101,11 @@ function Linear:forward(x)
   if x.device ~= "cpu" or offload.cpu_streams_enabled() then
     return offload.linear(x, self.weight, self.bias)
   end
+  -- computed from the masters themselves: a delayed optimizer update still writing them (optim's
+  -- delay_update, whose front copies only the engine reads) is finished first, so these layers
+  -- train as with synchronous updates rather than on half-written weights
+  local o = package.loaded["ramtorch.optim.optimizer"]
+  if o ~= nil then o.flush_pending() end
   return nn.functional.linear(x, self.weight, self.bias)
 end
 

@@ -71,4 +71,38 @@ describe("a pending delayed update", function()
     testing.assert_close(got[1], want[1], 0, 0, "weight")
     testing.assert_close(got[2], want[2], 0, 0, "bias")
   end)
+
+  -- with CPU streams off a ramtorch.Linear computes from its master weights: a pending update (of
+  -- parameters the engine knows from an earlier streamed step) is finished first, so training goes
+  -- on exactly as with synchronous updates instead of reading half-written weights
+  it("is finished before a ramtorch.Linear computes on the CPU from its masters", function()
+    local function run(delayed)
+      local model = make_model()
+      local opt = optim.AdamW(model:parameters(), { lr = 1e-2, delayed_update = delayed })
+      torch.manual_seed(3)
+      local xs = {}
+      for k = 1, 4 do xs[k] = torch.randn({ 6, 16 }) end
+      model(xs[1]):sum():backward() -- streamed: the engine takes the parameters
+      opt:step()
+      opt:zero_grad()
+      offload.enable_cpu_streams(false)
+      C.rt_delayed_update_set_test_delay_us(delayed and 20000 or 0)
+      local ok, err = pcall(function()
+        for k = 2, 4 do
+          model(xs[k]):sum():backward()
+          opt:step()
+          opt:zero_grad()
+        end
+        opt:flush()
+      end)
+      C.rt_delayed_update_set_test_delay_us(0)
+      offload.enable_cpu_streams(true)
+      assert(ok, err)
+      local out = {}
+      for i, p in ipairs(model:parameters()) do out[i] = p:detach():clone() end
+      return out
+    end
+    local got, want = run(true), run(false)
+    for i = 1, #want do testing.assert_close(got[i], want[i], 0, 0, "parameter " .. i) end
+  end)
 end)

@@ -271,6 +271,14 @@ function M.flush_all()
   for opt in pairs(live) do opt:flush(3) end
 end
 
+-- Only optimizers with an update in flight: for readers that would otherwise race with it (a
+-- ramtorch.Linear computing on the CPU straight from its master weights).
+function M.flush_pending()
+  for opt in pairs(live) do
+    if opt:update_pending() then opt:flush(3) end
+  end
+end
+
 function Optimizer._delay_object(self)
   local d = self._delayed_obj
   if d == nil then

@@ -302,17 +302,33 @@ static int check_int_pow(const char *name, const rt_tensor *a, double s, int sca
                   name, rt_dtype_name(a->meta.dtype), s);
 }
 
+/* The dtype of `tensor op number`: a number promotes only across categories (a fractional one
+ * makes an integer or bool tensor's result float32, as does true division; an integral one makes a
+ * bool tensor's result int64), as PyTorch treats Python scalars. */
+static int scalar_result_dtype(int op, int dtype, double s) {
+    if (is_comparison(op)) return RT_BOOL;
+    if (!rt_dtype_is_float(dtype) && (s != floor(s) || op == RT_DIV)) return RT_F32;
+    if (dtype == RT_BOOL && op != RT_MAXIMUM && op != RT_MINIMUM) return RT_I64;
+    return dtype;
+}
+
+/* PyTorch's canCast for an in-place op: its result may not lose its category in the target (no
+ * float into an integer tensor, no number into a bool one), which would truncate silently. */
+static int check_inplace_cast(const char *name, int result, int target) {
+    if ((rt_dtype_is_float(result) && !rt_dtype_is_float(target)) ||
+        (result != RT_BOOL && target == RT_BOOL))
+        return RT_ERR(RT_ERR_DTYPE,
+                      "%s: result type %s can't be cast to the desired output type %s (convert "
+                      "the tensor first, or use the out-of-place form)",
+                      name, rt_dtype_name(result), rt_dtype_name(target));
+    return RT_OK;
+}
+
 int rt_binary_scalar(int op, rt_tensor *a, double s, int scalar_first, rt_tensor **out) {
     *out = NULL;
     RT_TRY(check_op(op));
     if (op == RT_POW) RT_TRY(check_int_pow("pow", a, s, scalar_first));
-    int dtype = a->meta.dtype;
-    if (is_comparison(op))
-        dtype = RT_BOOL;
-    else if (!rt_dtype_is_float(dtype) && (s != floor(s) || op == RT_DIV))
-        dtype = RT_F32;
-    else if (dtype == RT_BOOL && op != RT_MAXIMUM && op != RT_MINIMUM)
-        dtype = RT_I64;
+    int dtype = scalar_result_dtype(op, a->meta.dtype, s);
     /* PyTorch compares a float tensor with a number in the tensor's dtype (the number does not
      * promote): x == 0.1 is true where x holds float32(0.1). Round the number to that dtype. */
     if (is_comparison(op) && a->meta.dtype == RT_F32)
@@ -374,6 +390,9 @@ int rt_binary_(int op, rt_tensor *a, rt_tensor *b) {
     RT_TRY(rt_check_same_device(name, a, b));
     if (is_comparison(op))
         return RT_ERR(RT_ERR_INVALID, "%s_: comparisons have no in-place form", name);
+    int res = rt_result_type2(a, b);
+    if (op == RT_DIV && !rt_dtype_is_float(res)) res = RT_F32; /* true division */
+    RT_TRY(check_inplace_cast(k_inplace_names[op], res, a->meta.dtype));
     rt_kview va = rt_kview_of(a), vb;
     int rc = rt_kview_broadcast(b, a->meta.ndim, a->meta.shape, &vb);
     if (rc < 0) {
@@ -393,6 +412,8 @@ int rt_binary_scalar_(int op, rt_tensor *a, double s) {
     RT_TRY(check_inplace(op, a));
     if (is_comparison(op))
         return RT_ERR(RT_ERR_INVALID, "%s_: comparisons have no in-place form", k_binary_names[op]);
+    RT_TRY(check_inplace_cast(k_inplace_names[op], scalar_result_dtype(op, a->meta.dtype, s),
+                              a->meta.dtype));
     if (op == RT_POW) RT_TRY(check_int_pow("pow_", a, s, 0));
     rt_kview va = rt_kview_of(a);
     if (a->meta.numel)

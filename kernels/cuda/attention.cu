@@ -1035,6 +1035,9 @@ static int fa_dkdv(const attn_p &p, float *dqa) {
                   (ATOMIC ? (size_t)BN * (BM + 8) * sizeof(T) : 0);
     RTC_TRY(set_smem(k_fa_dkdv<T, D, BM, NW, ATOMIC, EXTRA>, smem));
     int nkt = (int)((p.S + BN - 1) / BN);
+    if (nkt == 0)
+        return RT_OK; /* no keys: dK, dV are empty and dQ is 0 (a grid of 0 blocks is a
+                       * launch error) */
     k_fa_dkdv<T, D, BM, NW, ATOMIC, EXTRA>
         <<<(unsigned)(nkt * p.B * p.H), 32 * NW, smem, rtc_stream()>>>(p, dqa);
     RTC_LAUNCH_CHECK("scaled_dot_product_attention backward");

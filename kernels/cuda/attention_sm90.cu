@@ -547,8 +547,10 @@ template <typename T> int s9_bwd(const attn_p &p) {
     size_t sd = 1024 + 2 * 128 * 256 + NS * (2 * 64 * 256 + 1024) + 16 * NS;
     RTC_TRY(s9_set_smem(k_s9_dkdv_ws<T, NS>, sd, op));
     int nkt = (int)((p.S + 127) / 128);
-    k_s9_dkdv_ws<T, NS><<<(unsigned)(nkt * p.B * p.H), 256, sd, rtc_stream()>>>(p, nkt);
-    RTC_LAUNCH_CHECK(op);
+    if (nkt > 0) { /* no keys: dK, dV are empty (a grid of 0 blocks is a launch error) */
+        k_s9_dkdv_ws<T, NS><<<(unsigned)(nkt * p.B * p.H), 256, sd, rtc_stream()>>>(p, nkt);
+        RTC_LAUNCH_CHECK(op);
+    }
     /* dQ: 64-key tiles, four stages (128-key tiles in two stages measured 229 against 244 TFLOP/s
      * forward + backward) */
     return s9_ws_launch<T, 64, 4, true>(p, op);

@@ -135,6 +135,7 @@ describe("cuda transformer kernels", function()
           run("long causal", 1, 2, 300, 300, { is_causal = true })
           run("long", 2, 1, 257, 200, {})
           run("long causal T<S", 1, 1, 140, 333, { is_causal = true })
+          run("no keys", 1, 2, 5, 0, {}) -- output 0, dQ 0, empty dK/dV (no empty launch)
           -- padding mask (bool over keys, broadcast) with one batch entry fully masked in some rows
           local pad = torch.ones({ 2, 1, 1, 80 }, { dtype = torch.bool })
           pad:narrow(3, 60, 20):fill_(false)

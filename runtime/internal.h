@@ -249,6 +249,9 @@ int rt_broadcast_shapes(const char *op, int na, const int64_t *sa, int nb, const
                         int *nout, int64_t *out);
 int rt_promote_types(int a, int b);
 int rt_result_type2(const rt_tensor *a, const rt_tensor *b); /* with PyTorch's 0-dim rule */
+/* PyTorch's checked scalar conversion (c10::overflows): RT_ERR_INVALID "op: value V cannot be
+ * converted to type T without overflow" when a fill value or a bound does not fit dtype. */
+int rt_check_scalar_fits(const char *op, double v, int dtype);
 /* Normalise a possibly negative dim against ndim; error names op. */
 int rt_wrap_dim(const char *op, int dim, int ndim, int *out);
 /* Same device check with a message naming op. */

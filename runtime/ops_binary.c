@@ -247,11 +247,30 @@ static int binary_scalar_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
  * Forward
  * ============================================================================================== */
 
+/* PyTorch refuses subtraction with a bool operand (it would silently be xor-like on two masks, or
+ * turn a mask into -1/0/1 integers); `name` is the op's name as called (sub or sub_). A number
+ * operand counts as not bool. */
+static int check_bool_sub(const char *name, int op, int ta, int tb) {
+    if (op != RT_SUB || (ta != RT_BOOL && tb != RT_BOOL)) return RT_OK;
+    if (ta == RT_BOOL && tb == RT_BOOL)
+        return RT_ERR(RT_ERR_DTYPE,
+                      "%s: subtraction, the `-` operator, with two bool tensors is not supported; "
+                      "use a:ne(b) for exclusive or (PyTorch's ^ / logical_xor())",
+                      name);
+    return RT_ERR(RT_ERR_DTYPE,
+                  "%s: subtraction, the `-` operator, with a bool tensor is not supported (got %s "
+                  "and %s); to invert a mask use mask:eq(false) (PyTorch's ~ / logical_not()), "
+                  "or convert the mask with :long() or :float() first",
+                  name, ta < 0 ? "a number" : rt_dtype_name(ta),
+                  tb < 0 ? "a number" : rt_dtype_name(tb));
+}
+
 int rt_binary(int op, rt_tensor *a, rt_tensor *b, rt_tensor **out) {
     *out = NULL;
     RT_TRY(check_op(op));
     const char *name = k_binary_names[op];
     RT_TRY(rt_check_same_device(name, a, b));
+    RT_TRY(check_bool_sub(name, op, a->meta.dtype, b->meta.dtype));
     int nd;
     const int64_t *shape;
     int64_t bshape[RT_MAX_DIMS];
@@ -328,6 +347,8 @@ int rt_binary_scalar(int op, rt_tensor *a, double s, int scalar_first, rt_tensor
     *out = NULL;
     RT_TRY(check_op(op));
     if (op == RT_POW) RT_TRY(check_int_pow("pow", a, s, scalar_first));
+    RT_TRY(check_bool_sub("sub", op, scalar_first ? -1 : a->meta.dtype,
+                          scalar_first ? a->meta.dtype : -1));
     int dtype = scalar_result_dtype(op, a->meta.dtype, s);
     /* PyTorch compares a float tensor with a number in the tensor's dtype (the number does not
      * promote): x == 0.1 is true where x holds float32(0.1). Round the number to that dtype. */
@@ -390,6 +411,7 @@ int rt_binary_(int op, rt_tensor *a, rt_tensor *b) {
     RT_TRY(rt_check_same_device(name, a, b));
     if (is_comparison(op))
         return RT_ERR(RT_ERR_INVALID, "%s_: comparisons have no in-place form", name);
+    RT_TRY(check_bool_sub(k_inplace_names[op], op, a->meta.dtype, b->meta.dtype));
     int res = rt_result_type2(a, b);
     if (op == RT_DIV && !rt_dtype_is_float(res)) res = RT_F32; /* true division */
     RT_TRY(check_inplace_cast(k_inplace_names[op], res, a->meta.dtype));
@@ -412,6 +434,7 @@ int rt_binary_scalar_(int op, rt_tensor *a, double s) {
     RT_TRY(check_inplace(op, a));
     if (is_comparison(op))
         return RT_ERR(RT_ERR_INVALID, "%s_: comparisons have no in-place form", k_binary_names[op]);
+    RT_TRY(check_bool_sub(k_inplace_names[op], op, a->meta.dtype, -1));
     RT_TRY(check_inplace_cast(k_inplace_names[op], scalar_result_dtype(op, a->meta.dtype, s),
                               a->meta.dtype));
     if (op == RT_POW) RT_TRY(check_int_pow("pow_", a, s, 0));

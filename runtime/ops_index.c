@@ -147,6 +147,16 @@ int rt_index_add_(rt_tensor *t, int dim, rt_tensor *indices, rt_tensor *src) {
                     rt_shape_str(bt, sizeof bt, t->meta.ndim, t->meta.shape),
                     (long long)idx->meta.numel, d);
     }
+    /* src is converted to t's dtype within a category (float64 into float32 and the like; PyTorch
+     * wants one dtype), but not across (PyTorch's canCast): a float source into an integer tensor
+     * or a number source into a bool one would be truncated or saturated silently, row by row. */
+    int st = rc == RT_OK ? src->meta.dtype : 0, tt = t->meta.dtype;
+    if (rc == RT_OK &&
+        ((rt_dtype_is_float(st) && !rt_dtype_is_float(tt)) || (st != RT_BOOL && tt == RT_BOOL)))
+        rc = RT_ERR(RT_ERR_DTYPE,
+                    "index_add_: source dtype %s can't be cast to the desired output type %s "
+                    "(convert the source, or the tensor, first)",
+                    rt_dtype_name(st), rt_dtype_name(tt));
     if (rc == RT_OK && src->meta.dtype != t->meta.dtype) {
         int prev = rt_set_grad_enabled(0);
         rc = rt_to_dtype(src, t->meta.dtype, &conv);

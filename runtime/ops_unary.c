@@ -1,6 +1,8 @@
 /* ops_unary.c: elementwise unary ops, clamp and where, with autograd. */
 #include "internal.h"
 
+#include <math.h>
+
 static const char *const k_unary_names[RT_NUM_UNARY_OPS] = {
     "neg",  "abs",  "exp",       "log",  "sqrt", "rsqrt", "tanh",   "sigmoid",
     "relu", "gelu", "gelu_tanh", "silu", "sin",  "cos",   "square", "reciprocal"};
@@ -36,7 +38,10 @@ int rt_unary(int op, rt_tensor *a, rt_tensor **out) {
     if (op == RT_NEG && dtype == RT_BOOL) /* PyTorch's rule and message */
         return RT_ERR(RT_ERR_DTYPE,
                       "neg: negation, the `-` operator, on a bool tensor is not supported; to "
-                      "invert a mask use logical_not()");
+                      "invert a mask use mask:eq(false) (PyTorch's logical_not())");
+    if (op == RT_RELU && dtype == RT_BOOL) /* PyTorch's check and message */
+        return RT_ERR(RT_ERR_DTYPE, "relu: Boolean inputs not supported for relu (convert the "
+                                    "tensor with :long() or :float() first)");
     if (!rt_dtype_is_float(dtype) && op != RT_NEG && op != RT_ABS && op != RT_RELU &&
         op != RT_SQUARE)
         dtype = RT_F32; /* exp of an int tensor is a float tensor, as in PyTorch */
@@ -105,11 +110,24 @@ int rt_clamp(rt_tensor *a, double lo, double hi, int has_lo, int has_hi, rt_tens
     *out = NULL;
     if (!has_lo && !has_hi)
         return RT_ERR(RT_ERR_INVALID, "clamp: at least one of min and max must be given");
+    /* PyTorch's result type: a number bound promotes across categories only (a bool tensor's
+     * result is int64, a fractional bound makes an integer one float32); an integral result takes
+     * only bounds that fit its dtype (clamp(300) of a uint8 tensor would wrap to 44). */
+    int dtype = a->meta.dtype == RT_BOOL ? RT_I64 : a->meta.dtype;
+    if (!rt_dtype_is_float(dtype) && ((has_lo && lo != floor(lo)) || (has_hi && hi != floor(hi))))
+        dtype = RT_F32;
+    if (!rt_dtype_is_float(dtype)) {
+        if (has_lo) RT_TRY(rt_check_scalar_fits("clamp", lo, dtype));
+        if (has_hi) RT_TRY(rt_check_scalar_fits("clamp", hi, dtype));
+    }
     rt_tensor *t = a, *tmp = NULL;
     int prev = rt_set_grad_enabled(0);
     int rc = RT_OK;
-    rt_tensor_retain(t);
-    if (has_lo) {
+    if (a->meta.dtype == RT_BOOL) /* maximum with a number keeps bool; clamp does not */
+        rc = rt_to_dtype(a, RT_I64, &t);
+    else
+        rt_tensor_retain(t);
+    if (rc == RT_OK && has_lo) {
         rc = rt_binary_scalar(RT_MAXIMUM, t, lo, 0, &tmp);
         rt_tensor_release(t);
         t = tmp;
@@ -165,6 +183,11 @@ int rt_where(rt_tensor *cond, rt_tensor *a, rt_tensor *b, rt_tensor **out) {
     *out = NULL;
     RT_TRY(rt_check_same_device("where", cond, a));
     RT_TRY(rt_check_same_device("where", a, b));
+    if (cond->meta.dtype != RT_BOOL) /* PyTorch 2.x's check and message */
+        return RT_ERR(RT_ERR_DTYPE,
+                      "where: expected condition to be a boolean tensor, but got a tensor with "
+                      "dtype %s (compare first, e.g. x:ne(0))",
+                      rt_dtype_name(cond->meta.dtype));
     int n1, nd;
     int64_t s1[RT_MAX_DIMS], shape[RT_MAX_DIMS];
     RT_TRY(rt_broadcast_shapes("where", cond->meta.ndim, cond->meta.shape, a->meta.ndim,

@@ -92,6 +92,54 @@ int rt_result_type2(const rt_tensor *a, const rt_tensor *b) {
     return dim;
 }
 
+/* As c10::checked_convert: a float type takes inf and NaN but no finite value beyond its largest;
+ * an integer type takes no NaN, inf or out-of-range value, except that an integral negative number
+ * down to -255 wraps into uint8 (PyTorch allows that for two's-complement arithmetic); a fraction
+ * that fits is truncated later. bool takes anything. Without the check the value would be wrapped,
+ * saturated or turned into inf silently (full(300) as uint8 was 44). */
+int rt_check_scalar_fits(const char *op, double v, int dtype) {
+    double lo, hi;
+    switch (dtype) {
+    case RT_F32:
+        hi = 3.4028234663852886e38;
+        break;
+    case RT_BF16:
+        hi = 3.3895313892515355e38;
+        break;
+    case RT_F16:
+        hi = 65504.0;
+        break;
+    case RT_I64:
+        hi = 9223372036854775807.0; /* rounds to 2^63, which itself does not fit: compared >= */
+        break;
+    case RT_I32:
+        hi = 2147483647.0;
+        break;
+    case RT_U8:
+        hi = 255.0;
+        break;
+    default: /* f64, bool */
+        return RT_OK;
+    }
+    bool fits;
+    if (rt_dtype_is_float(dtype)) {
+        fits = isnan(v) || isinf(v) || (v >= -hi && v <= hi);
+    } else {
+        lo = dtype == RT_U8 ? (v == floor(v) ? -255.0 : 0.0) : -hi - 1.0;
+        fits = !isnan(v) && v >= lo && (dtype == RT_I64 ? v < hi : v <= hi);
+    }
+    if (fits) return RT_OK;
+    char buf[64];
+    if (isnan(v))
+        snprintf(buf, sizeof buf, "nan"); /* 0/0 is -nan on x86; the sign means nothing here */
+    else if (v == floor(v) && fabs(v) < 1e18)
+        snprintf(buf, sizeof buf, "%.0f", v);
+    else
+        snprintf(buf, sizeof buf, "%g", v);
+    return RT_ERR(RT_ERR_INVALID, "%s: value %s cannot be converted to type %s without overflow",
+                  op, buf, rt_dtype_name(dtype));
+}
+
 /* ================================================================================================
  * Geometry
  * ============================================================================================== */
@@ -531,6 +579,7 @@ int rt_empty(int ndim, const int64_t *shape, int dtype, int device, rt_tensor **
 }
 
 int rt_fill_(rt_tensor *t, double value) {
+    RT_TRY(rt_check_scalar_fits("fill_", value, t->meta.dtype));
     if (t->meta.numel == 0) return RT_OK;
     rt_kview v = rt_kview_of(t);
     RT_TRY(RT_BE_CALL(t->storage->backend, fill, "fill_", &v, value));
@@ -539,6 +588,8 @@ int rt_fill_(rt_tensor *t, double value) {
 }
 
 int rt_full(int ndim, const int64_t *shape, double value, int dtype, int device, rt_tensor **out) {
+    *out = NULL;
+    RT_TRY(rt_check_scalar_fits("full", value, dtype));
     RT_TRY(rt_tensor_new(ndim, shape, dtype, device, out));
     int rc = rt_fill_(*out, value);
     if (rc < 0) {

@@ -55,11 +55,26 @@ static inline float apply_f32(int op, float x, float y) {
     return 0;
 }
 
-/* Integer division and pow follow the float path; integer add/sub/mul/max/min and comparisons stay
+/* PyTorch's powi: an integer to an integer power by squaring, wrapping like its multiplication (a
+ * trip through double pow lost bits beyond 2^53 and saturated instead of wrapping); a negative
+ * power is 0 but for the bases 1 and -1. */
+static inline int64_t int_pow(int64_t x, int64_t y) {
+    if (y < 0) return x == 1 ? 1 : x == -1 ? ((y & 1) ? -1 : 1) : 0;
+    uint64_t r = 1, b = (uint64_t)x;
+    for (uint64_t e = (uint64_t)y; e; e >>= 1) {
+        if (e & 1) r *= b;
+        b *= b;
+    }
+    return (int64_t)r;
+}
+
+/* Integer division follows the float path; integer add/sub/mul/pow/max/min and comparisons stay
  * exact in int64 (values beyond 2^53 too). Arithmetic wraps on overflow like PyTorch's (done in
  * unsigned so it is defined behaviour). */
 static inline int64_t apply_int(int op, int64_t x, int64_t y) {
     switch (op) {
+    case RT_POW:
+        return int_pow(x, y);
     case RT_ADD:
         return (int64_t)((uint64_t)x + (uint64_t)y);
     case RT_SUB:
@@ -122,7 +137,7 @@ static inline void store_int(char *p, int dtype, int64_t v) {
 
 /* The exact integer path: integer inputs, integer (or bool) output, an op that stays integral. */
 static inline bool int_path(int op, int to, int ta, int tb) {
-    return is_int_dtype(to) && is_int_dtype(ta) && is_int_dtype(tb) && op != RT_DIV && op != RT_POW;
+    return is_int_dtype(to) && is_int_dtype(ta) && is_int_dtype(tb) && op != RT_DIV;
 }
 
 /* ---- tensor (op) tensor ------------------------------------------------------------------------
@@ -293,6 +308,7 @@ typedef struct masked_job {
     rt_iter it;
     int to, tc, ta;
     int64_t n, so, sc, sa;
+    bool ints;
 } masked_job;
 
 static void masked_rows(void *ctx, int64_t r0, int64_t r1) {
@@ -300,9 +316,15 @@ static void masked_rows(void *ctx, int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
         char *p[3];
         rt_iter_row(&j->it, r, p);
-        for (int64_t i = 0; i < j->n; i++)
-            if (rt_load(p[1] + i * j->sc, j->tc) != 0)
-                rt_store(p[0] + i * j->so, j->to, rt_load(p[2] + i * j->sa, j->ta));
+        if (j->ints) /* integers stay exact (a trip through double lost bits beyond 2^53) */
+            for (int64_t i = 0; i < j->n; i++) {
+                if (rt_load(p[1] + i * j->sc, j->tc) != 0)
+                    store_int(p[0] + i * j->so, j->to, load_int(p[2] + i * j->sa, j->ta));
+            }
+        else
+            for (int64_t i = 0; i < j->n; i++)
+                if (rt_load(p[1] + i * j->sc, j->tc) != 0)
+                    rt_store(p[0] + i * j->so, j->to, rt_load(p[2] + i * j->sa, j->ta));
     }
 }
 
@@ -319,6 +341,7 @@ int rt_cpu_masked_copy(const rt_kview *out, const rt_kview *cond, const rt_kview
     j.to = out->dtype;
     j.tc = cond->dtype;
     j.ta = a->dtype;
+    j.ints = is_int_dtype(j.to) && is_int_dtype(j.ta);
     rt_parallel_for(rows, rows * j.n, masked_rows, &j);
     return RT_OK;
 }

@@ -111,7 +111,8 @@ function M.tensor(data, opts)
         error("tensor: ragged nested table: a number where a table was expected", 4)
       end
       all_bool = false
-      if x ~= math.floor(x) or x ~= x or x == math.huge or x == -math.huge then all_int = false end
+      -- an integral number outside int64 (1e20, inf) is a float: as int64 it would wrap to garbage
+      if x ~= math.floor(x) or x ~= x or x >= 2 ^ 63 or x < -2 ^ 63 then all_int = false end
       flat[#flat + 1] = x
     elseif tx == "boolean" then
       any_bool = true

@@ -56,23 +56,40 @@ local function scaled(b, alpha)
   if type(b) == "number" and type(alpha) == "number" then return b * alpha end
   return binary("mul", BIN.mul, b, alpha)
 end
+-- PyTorch's alpha_check: a fractional alpha needs a floating-point result (scaling b first would
+-- otherwise turn int + int into a float tensor silently)
+local function fractional(x)
+  if is_tensor(x) then return x.dtype.is_floating_point end
+  return type(x) == "number" and x ~= math.floor(x)
+end
+local function check_alpha(name, a, b, alpha)
+  if type(alpha) == "number" and alpha ~= math.floor(alpha) and not fractional(a) and not fractional(b) then
+    error(("%s: for integral input tensors, argument alpha must not be a floating point number (got alpha=%s); "
+           .. "convert the tensors to a float dtype first"):format(name, tostring(alpha)), 3)
+  end
+end
 function M.add(a, b, alpha)
-  if alpha ~= nil and alpha ~= 1 then b = scaled(b, alpha) end
+  if alpha ~= nil and alpha ~= 1 then check_alpha("add", a, b, alpha); b = scaled(b, alpha) end
   return binary("add", BIN.add, a, b)
 end
 Tensor.add = M.add
+-- a bool operand goes to the C side unscaled, which refuses subtraction with it (scaling first
+-- would turn the mask into an int64 tensor and hide that)
+local function has_bool(a, b)
+  return (is_tensor(a) and a.dtype == core.bool) or (is_tensor(b) and b.dtype == core.bool)
+end
 function M.sub(a, b, alpha)
-  if alpha ~= nil and alpha ~= 1 then b = scaled(b, alpha) end
+  if alpha ~= nil and alpha ~= 1 and not has_bool(a, b) then check_alpha("sub", a, b, alpha); b = scaled(b, alpha) end
   return binary("sub", BIN.sub, a, b)
 end
 Tensor.sub = M.sub
 local add_inplace, sub_inplace = Tensor.add_, Tensor.sub_
 function Tensor.add_(a, b, alpha)
-  if alpha ~= nil and alpha ~= 1 then b = scaled(b, alpha) end
+  if alpha ~= nil and alpha ~= 1 then check_alpha("add_", a, b, alpha); b = scaled(b, alpha) end
   return add_inplace(a, b)
 end
 function Tensor.sub_(a, b, alpha)
-  if alpha ~= nil and alpha ~= 1 then b = scaled(b, alpha) end
+  if alpha ~= nil and alpha ~= 1 and not has_bool(a, b) then check_alpha("sub_", a, b, alpha); b = scaled(b, alpha) end
   return sub_inplace(a, b)
 end
 M.multiply, M.divide, M.true_divide = M.mul, M.div, M.div

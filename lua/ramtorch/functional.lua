@@ -55,13 +55,81 @@ end
 
 -- ---- losses -------------------------------------------------------------------------------------------
 
--- cross_entropy(input (N, C) or (N, C, d1...) or (C), target int64 class indices, {ignore_index=-100,
--- reduction="mean", label_smoothing=0})
+-- Class weights as a (C) tensor in the input's dtype and device (PyTorch's weight argument).
+local function class_weight(weight, ncls, input, name, level)
+  if weight == nil then return nil end
+  expect_tensor(weight, name, level + 1)
+  if weight:dim() ~= 1 or weight:size(0) ~= ncls then
+    error(("%s: weight tensor should be defined either for all %d classes or no classes but got weight tensor of shape: [%s]")
+          :format(name, ncls, table.concat(weight.shape, ", ")), level + 1)
+  end
+  if weight.dtype ~= input.dtype or weight.device ~= input.device then
+    weight = weight:to({ dtype = input.dtype, device = input.device })
+  end
+  return weight
+end
+
+-- The shape (1, C, 1, ...) that broadcasts a (C) tensor over input's class dim.
+local function class_view_shape(input, cdim, ncls)
+  local shape = {}
+  for i = 1, input:dim() do shape[i] = 1 end
+  shape[cdim + 1] = ncls
+  return shape
+end
+
+-- cross_entropy with class probabilities as target (same shape as input), PyTorch's
+-- cross_entropy_loss_prob_target: -(log_softmax(input) * target' * weight) summed over classes, with
+-- target' = target * (1 - ls) + ls / C; "mean" divides by the number of rows (numel / C), not by weights.
+local function cross_entropy_prob(input, target, weight, ii, red, ls)
+  local cdim = input:dim() == 1 and 0 or 1
+  local ncls = input:size(cdim)
+  if ii >= 0 then
+    error(("cross_entropy: ignore_index is not supported for floating point target (got ignore_index %d)"):format(ii), 3)
+  end
+  weight = class_weight(weight, ncls, input, "cross_entropy", 3)
+  local logp = ops_nn.log_softmax(input, cdim)
+  local tgt = target
+  if tgt.dtype ~= input.dtype then tgt = tgt:to(input.dtype) end
+  if ls > 0 then tgt = tgt * (1 - ls) + ls / ncls end
+  local prod = logp * tgt
+  if weight ~= nil then prod = prod * weight:view(class_view_shape(input, cdim, ncls)) end
+  if red == 0 then return -prod:sum(cdim) end
+  if red == 2 then return -prod:sum() end
+  return -prod:sum() / (input:numel() / ncls) -- 0 / 0 = nan for an empty input, as PyTorch
+end
+
+-- cross_entropy with class indices and class weights, PyTorch's composition: (1 - ls) * nll_loss(
+-- log_softmax, weight) + ls / C * smooth, where smooth sums -log_softmax * weight over classes
+-- (0 where ignored) and, for "mean", is divided by the summed weights of the non-ignored targets.
+local function cross_entropy_weighted(input, target, weight, ii, red, ls)
+  local cdim = input:dim() == 1 and 0 or 1
+  local ncls = input:size(cdim)
+  local logp = ops_nn.log_softmax(input, cdim)
+  local nll = M.nll_loss(logp, target, { weight = weight, ignore_index = ii, reduction = ({ "none", "mean", "sum" })[red + 1] }, 4)
+  if ls == 0 then return nll end
+  weight = class_weight(weight, ncls, input, "cross_entropy", 3)
+  local valid = target:ne(ii)
+  local smooth = -(logp * weight:view(class_view_shape(input, cdim, ncls))):sum(cdim)
+  smooth = ops.where(valid, smooth, 0)
+  local ret
+  if red == 0 then ret = smooth
+  elseif red == 2 then ret = smooth:sum()
+  else
+    local safe = ops.where(valid, target, 0)
+    local wt = ops.where(valid, weight:index_select(0, safe:reshape(-1)):view(target.shape), 0)
+    ret = smooth:sum() / wt:sum()
+  end
+  return nll * (1 - ls) + ret * (ls / ncls)
+end
+
+-- cross_entropy(input (N, C) or (N, C, d1...) or (C), target, {weight=, ignore_index=-100,
+-- reduction="mean", label_smoothing=0}). target: int64 class indices (input's shape without the class
+-- dim), or class probabilities (floating, input's shape). Class indices without weights take the fused
+-- kernel; weights and probabilities are composed of autograd ops as PyTorch defines them.
 function M.cross_entropy(input, target, opts)
   expect_tensor(input, "cross_entropy", 2)
   expect_tensor(target, "cross_entropy", 2)
   opts = opts_table(opts, "cross_entropy", 2)
-  if opts.weight ~= nil then error("cross_entropy: class weights are not supported", 2) end
   local ii = opts.ignore_index or -100
   local ls = opts.label_smoothing or 0
   if type(ii) ~= "number" or ii ~= math.floor(ii) then
@@ -70,36 +138,63 @@ function M.cross_entropy(input, target, opts)
   if type(ls) ~= "number" then
     error(("cross_entropy: label_smoothing must be a number, got %s"):format(tostring(ls)), 2)
   end
+  if not (ls >= 0 and ls <= 1) then
+    error(("cross_entropy: label_smoothing must be in [0, 1], got %g"):format(ls), 2)
+  end
   local red = reduction_code(opts.reduction, "cross_entropy", 2)
+  if target:is_floating_point() and input:dim() == target:dim() then
+    local same = true
+    for i = 0, input:dim() - 1 do if input:size(i) ~= target:size(i) then same = false end end
+    if same then return cross_entropy_prob(input, target, opts.weight, ii, red, ls) end
+  end
+  if opts.weight ~= nil then
+    if target.dtype ~= core.int64 then
+      error(("cross_entropy: expected target of dtype int64 (class indices), got %s"):format(target.dtype.name), 2)
+    end
+    return cross_entropy_weighted(input, target, opts.weight, ii, red, ls)
+  end
   return result(oom(C.rt_cross_entropy(input.p, target.p, ii, red, ls, box))
                 or C.rt_cross_entropy(input.p, target.p, ii, red, ls, box))
 end
 
--- nll_loss(log_probs (N, C) or (N, C, d1...), target int64, {ignore_index=-100, reduction="mean"}),
--- composed of autograd ops: -log_probs[n, target[n]], averaged over the non-ignored targets.
-function M.nll_loss(input, target, opts)
-  expect_tensor(input, "nll_loss", 2)
-  expect_tensor(target, "nll_loss", 2)
-  opts = opts_table(opts, "nll_loss", 2)
-  local red = reduction_code(opts.reduction, "nll_loss", 2)
+-- nll_loss(log_probs (N, C) or (N, C, d1...) or (C), target int64, {weight=, ignore_index=-100,
+-- reduction="mean"}), composed of autograd ops: -weight[t] * log_probs[n, t] (t = target[n]); "mean"
+-- divides by the summed weights of the non-ignored targets (their count without weights), as PyTorch.
+function M.nll_loss(input, target, opts, level)
+  level = level or 2
+  expect_tensor(input, "nll_loss", level)
+  expect_tensor(target, "nll_loss", level)
+  opts = opts_table(opts, "nll_loss", level)
+  local red = reduction_code(opts.reduction, "nll_loss", level)
   local ii = opts.ignore_index or -100
   if target.dtype ~= core.int64 then
-    error(("nll_loss: expected target of dtype int64 (class indices), got %s"):format(target.dtype.name), 2)
+    error(("nll_loss: expected target of dtype int64 (class indices), got %s"):format(target.dtype.name), level)
   end
+  if input:dim() == 0 then error("nll_loss: input must have a class dim, got a 0-d tensor", level) end
   local cdim = input:dim() == 1 and 0 or 1
   local ncls = input:size(cdim)
+  -- target's shape must be input's without the class dim (no broadcasting, as PyTorch)
+  local want = {}
+  for i = 0, input:dim() - 1 do if i ~= cdim then want[#want + 1] = input:size(i) end end
+  local ok = target:dim() == #want
+  for i = 1, #want do if ok and target:size(i - 1) ~= want[i] then ok = false end end
+  if not ok then
+    error(("nll_loss: target of shape {%s} does not fit input of shape {%s} (expected {%s}: input's shape without the class dim)")
+          :format(table.concat(target.shape, ", "), table.concat(input.shape, ", "), table.concat(want, ", ")), level)
+  end
+  local weight = class_weight(opts.weight, ncls, input, "nll_loss", level)
   local valid = target:ne(ii)
   local oob = ops.where(valid, target, 0)
   if oob:numel() > 0 and (oob:min():item() < 0 or oob:max():item() >= ncls) then
-    error(("nll_loss: target out of bounds for %d classes"):format(ncls), 2)
+    error(("nll_loss: target out of bounds for %d classes"):format(ncls), level)
   end
-  local shape = {}
-  for i = 1, input:dim() do shape[i] = 1 end
-  shape[cdim + 1] = ncls
   local creation = require("ramtorch.creation")
-  local classes = creation.arange(ncls, { device = input.device }):view(shape)
+  local classes = creation.arange(ncls, { device = input.device }):view(class_view_shape(input, cdim, ncls))
   local picked = ops.where(classes:eq(target:unsqueeze(cdim)), input, 0):sum(cdim)
   local vf = valid:to(input.dtype)
+  if weight ~= nil then
+    vf = vf * weight:index_select(0, oob:reshape(-1)):view(target.shape)
+  end
   local loss = -picked * vf
   if red == 0 then return loss end
   if red == 2 then return loss:sum() end
@@ -116,11 +211,54 @@ end
 
 -- ---- embedding, normalisation, dropout --------------------------------------------------------------------
 
--- embedding(indices (any shape, int64/int32), weight (V, D), padding_idx=nil) -> indices.shape .. (D);
--- as PyTorch, positions looking up padding_idx pass no gradient to that row (forward unchanged)
-function M.embedding(indices, weight, padding_idx)
+-- PyTorch's embedding_renorm_: in place and without autograd, each row of weight looked up by indices
+-- whose norm_type-norm exceeds max_norm is scaled by max_norm / (norm + 1e-7).
+local function embedding_renorm_(weight, indices, max_norm, norm_type)
+  local autograd = require("ramtorch.autograd")
+  local creation = require("ramtorch.creation")
+  autograd.no_grad(function()
+    local flat = indices:reshape(-1)
+    if flat.dtype ~= core.int64 then flat = flat:to(core.int64) end
+    local V = weight:size(0)
+    local hit = creation.zeros({ V }, { dtype = core.float32, device = weight.device })
+    if flat:numel() > 0 then
+      hit:index_add_(0, flat, creation.ones({ flat:numel() }, { dtype = core.float32, device = weight.device }))
+    end
+    local a = weight:abs()
+    local norms
+    if norm_type == math.huge then norms = a:amax(1)
+    elseif norm_type == 1 then norms = a:sum(1)
+    elseif norm_type == 2 then norms = (a * a):sum(1):sqrt()
+    else norms = (a ^ norm_type):sum(1) ^ (1 / norm_type) end
+    local over = ops.where(hit:gt(0), norms, 0):gt(max_norm)
+    local scale = ops.where(over, max_norm / (norms + 1e-7), 1)
+    weight:mul_(scale:unsqueeze(1))
+  end)
+end
+
+-- embedding(indices (any shape, int64/int32), weight (V, D), padding_idx=nil, max_norm=nil,
+-- norm_type=2), or embedding(indices, weight, {padding_idx=, max_norm=, norm_type=}) ->
+-- indices.shape .. (D). As PyTorch, positions looking up padding_idx pass no gradient to that row
+-- (forward unchanged), and max_norm renormalises the looked-up rows of weight in place first.
+function M.embedding(indices, weight, padding_idx, max_norm, norm_type)
   expect_tensor(indices, "embedding", 2)
   expect_tensor(weight, "embedding", 2)
+  if type(padding_idx) == "table" then
+    local o = padding_idx
+    padding_idx, max_norm, norm_type = o.padding_idx, o.max_norm, o.norm_type
+    if o.scale_grad_by_freq then error("embedding: scale_grad_by_freq is not supported", 2) end
+    if o.sparse then error("embedding: sparse gradients are not supported", 2) end
+  end
+  if max_norm ~= nil then
+    norm_type = norm_type or 2
+    if type(max_norm) ~= "number" or not (max_norm > 0) then
+      error(("embedding: max_norm must be a positive number, got %s"):format(tostring(max_norm)), 2)
+    end
+    if type(norm_type) ~= "number" or not (norm_type > 0) then
+      error(("embedding: norm_type must be a positive number, got %s"):format(tostring(norm_type)), 2)
+    end
+    embedding_renorm_(weight, indices, max_norm, norm_type)
+  end
   local out = result(oom(C.rt_embedding(weight.p, indices.p, box)) or C.rt_embedding(weight.p, indices.p, box))
   if padding_idx ~= nil and out.requires_grad then
     if padding_idx < 0 then padding_idx = padding_idx + weight:size(0) end

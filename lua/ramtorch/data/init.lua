@@ -286,7 +286,8 @@ function SequentialSampler:indices()
   return p
 end
 
--- RandomSampler(data_source, {replacement=false, num_samples=#data, generator=seed|Generator}).
+-- RandomSampler(data_source, {replacement=false, num_samples=#data, generator=seed|Generator}); without
+-- replacement, num_samples > #data gives whole permutations one after another, as PyTorch.
 -- Each pass draws a new order from the generator: two samplers with the same seed give the same
 -- sequence of orders.
 local RandomSampler = new_class("RandomSampler")
@@ -297,9 +298,11 @@ function RandomSampler:__init(data_source, opts)
   self.n = length(data_source)
   self.replacement = opts.replacement or false
   self.num_samples = opts.num_samples or self.n
-  expect_int(self.num_samples, "RandomSampler", "num_samples", 3, 0)
-  if not self.replacement and self.num_samples > self.n then
-    error(("RandomSampler: num_samples (%d) > dataset size (%d) needs replacement=true"):format(self.num_samples, self.n), 3)
+  -- PyTorch: a positive integer; more than #data without replacement concatenates permutations
+  if opts.num_samples ~= nil and (type(self.num_samples) ~= "number" or self.num_samples ~= floor(self.num_samples)
+                                  or self.num_samples <= 0) then
+    error(("RandomSampler: num_samples should be a positive integer value, but got num_samples=%s")
+          :format(tostring(self.num_samples)), 3)
   end
   self.generator = opts.generator ~= nil and make_generator(opts.generator, "RandomSampler", 3) or nil
 end
@@ -313,8 +316,13 @@ function RandomSampler:indices()
     for i = 1, self.num_samples do p[i] = math.min(floor(u[i - 1] * self.n), self.n - 1) end
     return p
   end
-  local p = g:randperm(self.n)
-  for i = #p, self.num_samples + 1, -1 do p[i] = nil end
+  -- num_samples // n whole permutations, then the head of one more (PyTorch's order of draws)
+  local p, n, want = {}, self.n, self.num_samples
+  if n == 0 then return p end
+  while #p < want do
+    local perm = g:randperm(n)
+    for i = 1, math.min(n, want - #p) do p[#p + 1] = perm[i] end
+  end
   return p
 end
 

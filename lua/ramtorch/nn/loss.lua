@@ -18,13 +18,19 @@ local function check_reduction(name, r)
   end
 end
 
--- nn.CrossEntropyLoss({ignore_index=-100, reduction="mean", label_smoothing=0})
+-- nn.CrossEntropyLoss({weight=, ignore_index=-100, reduction="mean", label_smoothing=0}); weight (C) is
+-- kept as a buffer (state_dict key "weight"), as PyTorch's _WeightedLoss does.
 local CrossEntropyLoss = Module:extend("CrossEntropyLoss")
 M.CrossEntropyLoss = CrossEntropyLoss
 
 function CrossEntropyLoss:__init(opts)
   opts = opts or {}
-  if opts.weight ~= nil then error("CrossEntropyLoss: class weights are not supported", 3) end
+  if opts.weight ~= nil then
+    if not require("ramtorch").is_tensor(opts.weight) then
+      error(("CrossEntropyLoss: weight must be a Tensor, got %s"):format(type(opts.weight)), 3)
+    end
+    self:register_buffer("weight", opts.weight)
+  end
   self.ignore_index = opts.ignore_index or -100
   self.reduction = opts.reduction or "mean"
   self.label_smoothing = opts.label_smoothing or 0
@@ -35,8 +41,30 @@ function CrossEntropyLoss:__init(opts)
 end
 
 function CrossEntropyLoss:forward(input, target)
-  return F().cross_entropy(input, target, { ignore_index = self.ignore_index, reduction = self.reduction,
-                                            label_smoothing = self.label_smoothing })
+  return F().cross_entropy(input, target, { weight = self.weight, ignore_index = self.ignore_index,
+                                            reduction = self.reduction, label_smoothing = self.label_smoothing })
+end
+
+-- nn.NLLLoss({weight=, ignore_index=-100, reduction="mean"}) over log-probabilities.
+local NLLLoss = Module:extend("NLLLoss")
+M.NLLLoss = NLLLoss
+
+function NLLLoss:__init(opts)
+  opts = opts or {}
+  if opts.weight ~= nil then
+    if not require("ramtorch").is_tensor(opts.weight) then
+      error(("NLLLoss: weight must be a Tensor, got %s"):format(type(opts.weight)), 3)
+    end
+    self:register_buffer("weight", opts.weight)
+  end
+  self.ignore_index = opts.ignore_index or -100
+  self.reduction = opts.reduction or "mean"
+  check_reduction("NLLLoss", self.reduction)
+end
+
+function NLLLoss:forward(input, target)
+  return F().nll_loss(input, target, { weight = self.weight, ignore_index = self.ignore_index,
+                                       reduction = self.reduction })
 end
 
 -- (PyTorch prints CrossEntropyLoss() whatever the options; so does this.)

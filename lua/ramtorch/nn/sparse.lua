@@ -13,7 +13,9 @@ end
 
 local M = {}
 
--- nn.Embedding(num_embeddings, embedding_dim, {padding_idx=, dtype=, device=})
+-- nn.Embedding(num_embeddings, embedding_dim, {padding_idx=, max_norm=, norm_type=2, dtype=, device=})
+-- max_norm renormalises looked-up rows in place at each forward, as PyTorch; scale_grad_by_freq and
+-- sparse are refused (silently dense, unscaled gradients would differ from PyTorch's).
 local Embedding = Module:extend("Embedding")
 M.Embedding = Embedding
 
@@ -33,6 +35,12 @@ function Embedding:__init(num_embeddings, embedding_dim, opts)
     end
   end
   self.padding_idx = pad
+  if opts.max_norm ~= nil and (type(opts.max_norm) ~= "number" or not (opts.max_norm > 0)) then
+    error(("Embedding: max_norm must be a positive number, got %s"):format(tostring(opts.max_norm)), 3)
+  end
+  if opts.scale_grad_by_freq then error("Embedding: scale_grad_by_freq is not supported", 3) end
+  if opts.sparse then error("Embedding: sparse gradients are not supported", 3) end
+  self.max_norm, self.norm_type = opts.max_norm, opts.norm_type or 2
   self.weight = Parameter(torch.empty({ num_embeddings, embedding_dim }, { dtype = opts.dtype, device = opts.device }))
   self:reset_parameters()
 end
@@ -42,11 +50,15 @@ function Embedding:reset_parameters()
   if self.padding_idx ~= nil then self.weight[self.padding_idx + 1]:fill_(0) end
 end
 
-function Embedding:forward(idx) return F().embedding(idx, self.weight, self.padding_idx) end
+function Embedding:forward(idx)
+  return F().embedding(idx, self.weight, self.padding_idx, self.max_norm, self.norm_type)
+end
 
 function Embedding:extra_repr()
   local s = ("%d, %d"):format(self.num_embeddings, self.embedding_dim)
   if self.padding_idx ~= nil then s = s .. (", padding_idx=%d"):format(self.padding_idx) end
+  if self.max_norm ~= nil then s = s .. ", max_norm=" .. mod.pyrepr(self.max_norm) end
+  if self.max_norm ~= nil and self.norm_type ~= 2 then s = s .. ", norm_type=" .. mod.pyrepr(self.norm_type) end
   return s
 end
 

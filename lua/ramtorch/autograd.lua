@@ -143,6 +143,10 @@ setmetatable(Function, {
 -- ---- grad mode ----------------------------------------------------------------------------------------
 
 local function scoped(enabled, fn, ...)
+  if type(fn) ~= "function" then
+    error(("%s: expected a function to run, got %s"):format(enabled == 0 and "no_grad" or "enable_grad",
+                                                         tensor.describe(fn)), 3)
+  end
   local prev = C.rt_set_grad_enabled(enabled)
   local r = { pcall(fn, ...) }
   C.rt_set_grad_enabled(prev)

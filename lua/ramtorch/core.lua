@@ -154,13 +154,17 @@ function M.own(p)
 end
 
 -- Shapes: accept (2, 3), ({2, 3}) or a tensor's shape table; write into buf; return ndim.
-function M.shape_into(buf, shape, level)
+-- what (optional): the function name that prefixes the messages.
+function M.shape_into(buf, shape, level, what)
+  local pre = what and (what .. ": ") or ""
   local n = #shape
-  if n > 8 then error(("at most 8 dimensions are supported, got %d"):format(n), (level or 1) + 1) end
+  if n > 8 then error(("%sat most 8 dimensions are supported, got %d"):format(pre, n), (level or 1) + 1) end
   for i = 1, n do
     local d = shape[i]
-    if type(d) ~= "number" or d ~= math.floor(d) then
-      error(("expected integer sizes in a shape, got %s at position %d"):format(tostring(d), i), (level or 1) + 1)
+    -- sizes beyond int64 (inf, 2^63) would wrap to a negative size in the conversion
+    if type(d) ~= "number" or d ~= math.floor(d) or d >= 2 ^ 63 or d < -2 ^ 63 then
+      local dd = (type(d) == "number" or type(d) == "string") and tostring(d) or ("a " .. type(d))
+      error(("%sexpected integer sizes in a shape, got %s at position %d"):format(pre, dd, i), (level or 1) + 1)
     end
     buf[i - 1] = d
   end

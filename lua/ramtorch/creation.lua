@@ -18,7 +18,13 @@ end
 local function factory(name, fill)
   return function(...)
     local shape, opts = core.shape_and_opts(...)
-    local n = core.shape_into(shape_buf, shape, 2)
+    local n = core.shape_into(shape_buf, shape, 2, name)
+    for i = 1, n do
+      -- rt_full/rt_rand report a negative size as "empty: ..."; name the factory called
+      if shape_buf[i - 1] < 0 then
+        error(("%s: negative dimension in shape [%s]"):format(name, table.concat(shape, ", ")), 2)
+      end
+    end
     local dt = core.dtype(opts.dtype, 2)
     local dev = core.device_code(opts.device, 2)
     local t = fill(n, dt, dev, opts)
@@ -41,7 +47,7 @@ function M.full(shape, value, opts)
     opts.dtype = opts.dtype or core.bool
   end
   if type(value) ~= "number" then error(("full: expected a number fill value, got %s"):format(type(value)), 2) end
-  local n = core.shape_into(shape_buf, shape, 2)
+  local n = core.shape_into(shape_buf, shape, 2, "full")
   local dt = core.dtype(opts.dtype, 2)
   return finish(result(oom(C.rt_full(n, shape_buf, value, dt.code, core.device_code(opts.device, 2), box)) or C.rt_full(n, shape_buf, value, dt.code, core.device_code(opts.device, 2), box)), opts)
 end
@@ -50,9 +56,12 @@ end
 function M.randint(a, b, c, d)
   local low, high, shape, opts
   if type(b) == "table" then low, high, shape, opts = 0, a, b, c else low, high, shape, opts = a, b, c, d end
+  if type(opts) ~= "nil" and type(opts) ~= "table" then
+    error(("randint: expected an options table, got %s"):format(tensor.describe(opts)), 2)
+  end
   opts = opts or {}
   if type(shape) ~= "table" then error("randint: expected a shape table, e.g. randint(10, {3, 4})", 2) end
-  local n = core.shape_into(shape_buf, shape, 2)
+  local n = core.shape_into(shape_buf, shape, 2, "randint")
   local dt = opts.dtype and core.dtype(opts.dtype, 2) or core.int64
   return result(oom(C.rt_randint(low, high, n, shape_buf, dt.code, core.device_code(opts.device, 2), box)) or C.rt_randint(low, high, n, shape_buf, dt.code, core.device_code(opts.device, 2), box))
 end
@@ -66,12 +75,28 @@ function M.arange(a, b, c, d)
   if #args == 1 then start, stop, step = 0, args[1], 1
   elseif #args == 2 then start, stop, step = args[1], args[2], 1
   else start, stop, step = args[1], args[2], args[3] end
+  for _, v in ipairs({ { start, "start" }, { stop, "end" }, { step, "step" } }) do
+    if type(v[1]) ~= "number" then
+      error(("arange: expected a number for %s, got %s"):format(v[2], tensor.describe(v[1])), 2)
+    end
+    if v[1] ~= v[1] or v[1] == math.huge or v[1] == -math.huge then
+      error(("arange: %s must be finite, got %s"):format(v[2], tostring(v[1])), 2)
+    end
+  end
+  -- the C side computes the length in int64; a length beyond it would wrap to a negative size
+  if step ~= 0 and math.abs((stop - start) / step) >= 2 ^ 62 then
+    error(("arange: too many elements: start %s, end %s, step %s"):format(start, stop, step), 2)
+  end
   local integral = start == math.floor(start) and stop == math.floor(stop) and step == math.floor(step)
   local dt = opts.dtype and core.dtype(opts.dtype, 2) or (integral and core.int64 or core.default_dtype)
   return finish(result(oom(C.rt_arange(start, stop, step, dt.code, core.device_code(opts.device, 2), box)) or C.rt_arange(start, stop, step, dt.code, core.device_code(opts.device, 2), box)), opts)
 end
 
 function M.linspace(start, stop, steps, opts)
+  if type(start) ~= "number" or type(stop) ~= "number" then
+    error(("linspace: expected numbers for start and end, got %s and %s"):format(tensor.describe(start),
+                                                                                tensor.describe(stop)), 2)
+  end
   opts = opts or {}
   if type(steps) ~= "number" or steps < 0 or steps ~= math.floor(steps) then
     error(("linspace: expected a non-negative integer number of steps, got %s"):format(tostring(steps)), 2)
@@ -88,6 +113,9 @@ end
 -- tensor(data, opts): data is a number, a boolean, or nested tables of them. Integers give int64,
 -- any non-integer gives the default float dtype, booleans give bool (as torch.tensor does).
 function M.tensor(data, opts)
+  if type(opts) ~= "nil" and type(opts) ~= "table" then -- type(): NULL == nil
+    error(("tensor: expected an options table, got %s"):format(tensor.describe(opts)), 2)
+  end
   opts = opts or {}
   if tensor.is_tensor(data) then
     local t = data:detach():clone()
@@ -131,22 +159,31 @@ function M.tensor(data, opts)
   elseif any_bool and all_bool then dt = core.bool
   elseif all_int then dt = core.int64
   else dt = core.default_dtype end
-  local n = core.shape_into(shape_buf, shape, 2)
+  local n = core.shape_into(shape_buf, shape, 2, "tensor")
   local buf = ffi.new("double[?]", math.max(#flat, 1))
   for i = 1, #flat do buf[i - 1] = flat[i] end
   return finish(result(oom(C.rt_from_host(n, shape_buf, dt.code, core.device_code(opts.device, 2), buf, 3, box)) or C.rt_from_host(n, shape_buf, dt.code, core.device_code(opts.device, 2), buf, 3, box)), opts)
 end
 
-local function like(f)
+local function like(f, name)
   return function(t, opts)
+    tensor.expect_tensor(t, name, 2)
+    if type(opts) ~= "nil" and type(opts) ~= "table" then -- type(): NULL == nil
+      error(("%s: expected an options table, got %s"):format(name, tensor.describe(opts)), 2)
+    end
     opts = opts or {}
     local o = { dtype = opts.dtype or t.dtype, device = opts.device or t.device, requires_grad = opts.requires_grad }
     return f(t.shape, o)
   end
 end
-M.zeros_like, M.ones_like, M.empty_like = like(M.zeros), like(M.ones), like(M.empty)
-M.rand_like, M.randn_like = like(M.rand), like(M.randn)
+M.zeros_like, M.ones_like, M.empty_like = like(M.zeros, "zeros_like"), like(M.ones, "ones_like"),
+  like(M.empty, "empty_like")
+M.rand_like, M.randn_like = like(M.rand, "rand_like"), like(M.randn, "randn_like")
 function M.full_like(t, v, opts)
+  tensor.expect_tensor(t, "full_like", 2)
+  if type(opts) ~= "nil" and type(opts) ~= "table" then -- type(): NULL == nil
+    error(("full_like: expected an options table, got %s"):format(tensor.describe(opts)), 2)
+  end
   opts = opts or {}
   return M.full(t.shape, v, { dtype = opts.dtype or t.dtype, device = opts.device or t.device,
                               requires_grad = opts.requires_grad })

@@ -41,10 +41,16 @@ torch.__version__ = ffi.string(C.rt_version())
 function torch.get_num_threads() return C.rt_get_num_threads() end
 function torch.set_num_threads(n) core.check(C.rt_set_num_threads(n)) end
 
-function torch.set_default_dtype(d) core.default_dtype = core.dtype(d, 2) end
+function torch.set_default_dtype(d)
+  local ok, dt = pcall(core.dtype, d)
+  if d == nil or not ok then
+    error(("set_default_dtype: expected a dtype (torch.float32, \"bf16\", ...), got %s"):format(tensor.describe(d)), 2)
+  end
+  core.default_dtype = dt
+end
 function torch.get_default_dtype() return core.default_dtype end
 
-function torch.numel(t) return t:numel() end
+function torch.numel(t) return tensor.expect_tensor(t, "numel", 2):numel() end
 function torch.live_tensors() return tonumber(C.rt_live_tensors()) end
 
 -- RamTorch's memory budget of the offload engine (bytes of device buffers; 0: none).

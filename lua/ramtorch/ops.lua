@@ -63,6 +63,12 @@ local function fractional(x)
   return type(x) == "number" and x ~= math.floor(x)
 end
 local function check_alpha(name, a, b, alpha)
+  if type(alpha) ~= "number" then
+    error(("%s: argument alpha must be a number, got %s"):format(name, tensor.describe(alpha)), 3)
+  end
+  if not is_tensor(b) and type(b) ~= "number" then
+    error(("%s: expected a Tensor or a number, got %s"):format(name, tensor.describe(b)), 3)
+  end
   if type(alpha) == "number" and alpha ~= math.floor(alpha) and not fractional(a) and not fractional(b) then
     error(("%s: for integral input tensors, argument alpha must not be a floating point number (got alpha=%s); "
            .. "convert the tensors to a float dtype first"):format(name, tostring(alpha)), 3)
@@ -144,6 +150,9 @@ function M.where(cond, a, b)
   if not is_tensor(ref) then error("where: at least one of the two value arguments must be a Tensor", 2) end
   local function lift(x)
     if is_tensor(x) then return x end
+    if type(x) ~= "number" and type(x) ~= "boolean" then
+      error(("where: expected a Tensor or a number value, got %s"):format(tensor.describe(x)), 3)
+    end
     -- a number of a higher category than ref's dtype promotes as in PyTorch: where(c, int_t, 2.5) is
     -- float (default dtype), where(c, bool_t, 3) is int64; otherwise the number takes ref's dtype
     local dt = ref.dtype
@@ -152,7 +161,9 @@ function M.where(cond, a, b)
     elseif type(x) == "number" and dt == core.bool then
       dt = core.int64
     end
-    return require("ramtorch.creation").full({}, x, { dtype = dt, device = ref.device })
+    local ok, r = pcall(require("ramtorch.creation").full, {}, x, { dtype = dt, device = ref.device })
+    if not ok then error("where: " .. tostring(r), 3) end -- e.g. a value that overflows ref's dtype
+    return r
   end
   return result(oom(C.rt_where(cond.p, lift(a).p, lift(b).p, box)) or C.rt_where(cond.p, lift(a).p, lift(b).p, box))
 end
@@ -245,7 +256,8 @@ end
 function Tensor.zero_(t) return Tensor.fill_(t, 0) end
 function Tensor.copy_(t, src)
   tensor.expect_tensor(src, "copy_", 2)
-  check(C.rt_copy_(t.p, src.p))
+  -- the C side reports a shape mismatch as "broadcast: ..."; say which call it was
+  if C.rt_copy_(t.p, src.p) ~= 0 then error("copy_: " .. ffi.string(C.rt_last_error()), 2) end
   return t
 end
 function Tensor.uniform_(t, lo, hi)
@@ -261,6 +273,8 @@ end
 
 -- indices: a 1-d int64/int32 Tensor, or a Lua table of 0-based integers (made on t's device).
 local function index_tensor(t, idx, what, level)
+  what, level = what or "index_tensor", level or 1
+  tensor.expect_tensor(t, what, level + 1)
   if is_tensor(idx) then return idx end
   if type(idx) ~= "table" then
     error(("%s: expected indices as a Tensor or a table of integers, got %s"):format(what, type(idx)), level + 1)

@@ -21,11 +21,16 @@ local function meta(t) return ffi.cast(meta_ptr, t.p) end
 M.meta = meta
 
 local Ref = core.Ref
-local function is_tensor(x) return type(x) == "cdata" and ffi.istype(Ref, x) end
+-- A freed handle (free() cleared its pointer) is not a tensor any more: the callers that dispatch on
+-- is_tensor would read its metadata through NULL and crash the process.
+local function is_tensor(x) return type(x) == "cdata" and ffi.istype(Ref, x) and x.p ~= nil end
 M.is_tensor = is_tensor
 
 local function expect_tensor(x, what, level)
   if not is_tensor(x) then
+    if type(x) == "cdata" and ffi.istype(Ref, x) then
+      error(("%s: the Tensor was freed (free()) and cannot be used"):format(what), (level or 1) + 1)
+    end
     error(("%s: expected a Tensor, got %s"):format(what, type(x) == "cdata" and tostring(ffi.typeof(x)) or type(x)),
           (level or 1) + 1)
   end
@@ -157,7 +162,7 @@ local function view_shape(t, what, ...)
     shape = { unpack(shape) }
     shape[infer] = numel / known
   end
-  return core.shape_into(shape_buf, shape, 3)
+  return core.shape_into(shape_buf, shape, 3, what)
 end
 
 function Tensor.view(t, ...)
@@ -168,14 +173,15 @@ function Tensor.reshape(t, ...)
   local n = view_shape(t, "reshape", ...)
   return result(oom(C.rt_reshape(t.p, n, shape_buf, box)) or C.rt_reshape(t.p, n, shape_buf, box))
 end
-function Tensor.view_as(t, other) return t:view(shape_of(other)) end
-function Tensor.reshape_as(t, other) return t:reshape(shape_of(other)) end
+-- other's metadata is read through a pointer cast: anything but a live Tensor would read garbage
+function Tensor.view_as(t, other) return t:view(shape_of(expect_tensor(other, "view_as", 2))) end
+function Tensor.reshape_as(t, other) return t:reshape(shape_of(expect_tensor(other, "reshape_as", 2))) end
 function Tensor.flatten(t, start_dim, end_dim)
   local s = shape_of(t)
   local n = #s
   if n == 0 then return t:reshape(1) end
-  start_dim = start_dim or 0
-  end_dim = end_dim or -1
+  start_dim = expect_int(start_dim or 0, "flatten", "start_dim", 2)
+  end_dim = expect_int(end_dim or -1, "flatten", "end_dim", 2)
   if start_dim < 0 then start_dim = start_dim + n end
   if end_dim < 0 then end_dim = end_dim + n end
   if start_dim < 0 or start_dim >= n or end_dim < 0 or end_dim >= n then
@@ -222,10 +228,13 @@ end
 function Tensor.expand(t, ...)
   local shape = ...
   if type(shape) ~= "table" then shape = { ... } end
-  local n = core.shape_into(shape_buf, shape, 2)
-  return result(oom(C.rt_expand(t.p, n, shape_buf, box)) or C.rt_expand(t.p, n, shape_buf, box))
+  local n = core.shape_into(shape_buf, shape, 2, "expand")
+  local rc = oom(C.rt_expand(t.p, n, shape_buf, box)) or C.rt_expand(t.p, n, shape_buf, box)
+  -- the C side reports a negative size as "view: ..."; say which call it was
+  if rc ~= 0 then error("expand: " .. ffi.string(C.rt_last_error()), 2) end
+  return result(rc)
 end
-function Tensor.expand_as(t, other) return t:expand(shape_of(other)) end
+function Tensor.expand_as(t, other) return t:expand(shape_of(expect_tensor(other, "expand_as", 2))) end
 function Tensor.squeeze(t, dim)
   if dim ~= nil then expect_int(dim, "squeeze", "dim", 2) end
   return result(oom(C.rt_squeeze(t.p, dim or -1000, box)) or C.rt_squeeze(t.p, dim or -1000, box))
@@ -273,7 +282,7 @@ function Tensor.to(t, a, b, c)
   end
   return r
 end
-function Tensor.type_as(t, other) return t:to(props.dtype(other)) end
+function Tensor.type_as(t, other) return t:to(props.dtype(expect_tensor(other, "type_as", 2))) end
 function Tensor.float(t) return t:to(core.float32) end
 function Tensor.double(t) return t:to(core.float64) end
 function Tensor.half(t) return t:to(core.float16) end
@@ -285,6 +294,9 @@ function Tensor.byte(t) return t:to(core.uint8) end
 function Tensor.cpu(t) return t:to("cpu") end
 function Tensor.cuda(t, i, non_blocking)
   if type(i) == "boolean" then i, non_blocking = nil, i end
+  if type(i) ~= "nil" and (type(i) ~= "number" or i < 0 or i ~= math.floor(i)) then
+    error(("cuda: expected a device ordinal (a non-negative integer), got %s"):format(describe(i)), 2)
+  end
   return t:to(i and ("cuda:" .. i) or "cuda", non_blocking or false)
 end
 -- A page-locked copy of a cpu tensor (copies to and from the GPU can then be asynchronous).
@@ -344,7 +356,8 @@ function Tensor.backward(t, grad, retain_graph)
   if type(grad) == "table" and not is_tensor(grad) then
     grad, retain_graph = grad.gradient, grad.retain_graph
   end
-  if grad ~= nil then expect_tensor(grad, "backward", 2) end
+  -- type(): a NULL cdata compares equal to nil but is no gradient
+  if type(grad) ~= "nil" then expect_tensor(grad, "backward", 2) end
   require("ramtorch.autograd").run_backward(t, grad, retain_graph)
 end
 
@@ -354,6 +367,9 @@ local mt = {}
 M.mt = mt
 
 function mt.__index(t, k)
+  if t.p == nil and k ~= "free" then -- free() is safe twice; anything else would read through NULL
+    error(("%s: the Tensor was freed (free()) and cannot be used"):format(tostring(k)), 2)
+  end
   local m = Tensor[k]
   if m ~= nil then return m end
   local p = props[k]
@@ -372,6 +388,9 @@ function mt.__index(t, k)
 end
 
 function mt.__newindex(t, k, v)
+  if t.p == nil then
+    error(("%s: the Tensor was freed (free()) and cannot be used"):format(tostring(k)), 2)
+  end
   if k == "requires_grad" then
     check(C.rt_set_requires_grad(t.p, v and 1 or 0))
   elseif k == "grad" then
@@ -386,12 +405,16 @@ function mt.__newindex(t, k, v)
 end
 
 function mt.__len(t)
+  if t.p == nil then error("len: the Tensor was freed (free()) and cannot be used", 2) end
   local m = meta(t)
   if m.ndim == 0 then error("len() of a 0-dim tensor", 2) end
   return tonumber(m.shape[0])
 end
 
-function mt.__tostring(t) return require("ramtorch.print").format(t) end
+function mt.__tostring(t)
+  if t.p == nil then return "Tensor(freed)" end
+  return require("ramtorch.print").format(t)
+end
 
 M.Tensor_mt = mt
 

@@ -46,15 +46,15 @@ function AdamW:__init(params, opts)
 end
 
 function AdamW:_check_group(g, level)
-  if type(g.lr) ~= "number" or g.lr < 0 then error(("AdamW: Invalid learning rate: %s"):format(tostring(g.lr)), level) end
-  if type(g.eps) ~= "number" or g.eps < 0 then error(("AdamW: Invalid epsilon value: %s"):format(tostring(g.eps)), level) end
+  if type(g.lr) ~= "number" or not (g.lr >= 0) then error(("AdamW: Invalid learning rate: %s"):format(tostring(g.lr)), level) end
+  if type(g.eps) ~= "number" or not (g.eps >= 0) then error(("AdamW: Invalid epsilon value: %s"):format(tostring(g.eps)), level) end
   local b = g.betas
   if type(b) ~= "table" or type(b[1]) ~= "number" or type(b[2]) ~= "number" then
     error("AdamW: betas must be a table of two numbers {beta1, beta2}", level)
   end
-  if b[1] < 0 or b[1] >= 1 then error(("AdamW: Invalid beta parameter at index 0: %s"):format(tostring(b[1])), level) end
-  if b[2] < 0 or b[2] >= 1 then error(("AdamW: Invalid beta parameter at index 1: %s"):format(tostring(b[2])), level) end
-  if type(g.weight_decay) ~= "number" or g.weight_decay < 0 then
+  if not (b[1] >= 0 and b[1] < 1) then error(("AdamW: Invalid beta parameter at index 0: %s"):format(tostring(b[1])), level) end
+  if not (b[2] >= 0 and b[2] < 1) then error(("AdamW: Invalid beta parameter at index 1: %s"):format(tostring(b[2])), level) end
+  if type(g.weight_decay) ~= "number" or not (g.weight_decay >= 0) then
     error(("AdamW: Invalid weight_decay value: %s"):format(tostring(g.weight_decay)), level)
   end
   if g.amsgrad then error("AdamW: amsgrad is not supported", level) end

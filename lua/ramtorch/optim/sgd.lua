@@ -30,9 +30,9 @@ function SGD:__init(params, opts)
 end
 
 function SGD:_check_group(g, level)
-  if type(g.lr) ~= "number" or g.lr < 0 then error(("SGD: Invalid learning rate: %s"):format(tostring(g.lr)), level) end
-  if type(g.momentum) ~= "number" or g.momentum < 0 then error(("SGD: Invalid momentum value: %s"):format(tostring(g.momentum)), level) end
-  if type(g.weight_decay) ~= "number" or g.weight_decay < 0 then
+  if type(g.lr) ~= "number" or not (g.lr >= 0) then error(("SGD: Invalid learning rate: %s"):format(tostring(g.lr)), level) end
+  if type(g.momentum) ~= "number" or not (g.momentum >= 0) then error(("SGD: Invalid momentum value: %s"):format(tostring(g.momentum)), level) end
+  if type(g.weight_decay) ~= "number" or not (g.weight_decay >= 0) then
     error(("SGD: Invalid weight_decay value: %s"):format(tostring(g.weight_decay)), level)
   end
   if g.nesterov and (g.momentum <= 0 or g.dampening ~= 0) then

@@ -50,6 +50,9 @@ local function with_dim(name, fname)
     self.dim = dim
   end
   function cls:forward(x)
+    if not require("ramtorch").is_tensor(x) then
+      error(("%s: expected a Tensor input, got %s"):format(name, type(x)), 2)
+    end
     local dim = self.dim
     if dim == nil then
       -- PyTorch's legacy implicit dim: 0 for 0-, 1- and 3-d inputs, else 1

@@ -36,7 +36,12 @@ function Flatten:__init(start_dim, end_dim)
   self.start_dim = start_dim or 1
   self.end_dim = end_dim or -1
 end
-function Flatten:forward(x) return x:flatten(self.start_dim, self.end_dim) end
+function Flatten:forward(x)
+  if not require("ramtorch").is_tensor(x) then
+    error(("Flatten: expected a Tensor input, got %s"):format(type(x)), 2)
+  end
+  return x:flatten(self.start_dim, self.end_dim)
+end
 function Flatten:extra_repr() return ("start_dim=%d, end_dim=%d"):format(self.start_dim, self.end_dim) end
 
 return M

@@ -12,6 +12,15 @@ end
 
 local M = {}
 
+-- the options table of a loss constructor (nil for the defaults)
+local function opts_of(name, opts)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    error(("%s: expected an options table ({weight=, reduction=, ...}), got %s"):format(name, type(opts)), 4)
+  end
+  return opts
+end
+
 local function check_reduction(name, r)
   if r ~= "mean" and r ~= "sum" and r ~= "none" then
     error(("%s: reduction must be 'mean', 'sum' or 'none', got %s"):format(name, tostring(r)), 4)
@@ -24,7 +33,7 @@ local CrossEntropyLoss = Module:extend("CrossEntropyLoss")
 M.CrossEntropyLoss = CrossEntropyLoss
 
 function CrossEntropyLoss:__init(opts)
-  opts = opts or {}
+  opts = opts_of("CrossEntropyLoss", opts)
   if opts.weight ~= nil then
     if not require("ramtorch").is_tensor(opts.weight) then
       error(("CrossEntropyLoss: weight must be a Tensor, got %s"):format(type(opts.weight)), 3)
@@ -50,7 +59,7 @@ local NLLLoss = Module:extend("NLLLoss")
 M.NLLLoss = NLLLoss
 
 function NLLLoss:__init(opts)
-  opts = opts or {}
+  opts = opts_of("NLLLoss", opts)
   if opts.weight ~= nil then
     if not require("ramtorch").is_tensor(opts.weight) then
       error(("NLLLoss: weight must be a Tensor, got %s"):format(type(opts.weight)), 3)
@@ -75,7 +84,7 @@ M.MSELoss = MSELoss
 
 function MSELoss:__init(opts)
   if type(opts) == "string" then opts = { reduction = opts } end
-  opts = opts or {}
+  opts = opts_of("MSELoss", opts)
   self.reduction = opts.reduction or "mean"
   check_reduction("MSELoss", self.reduction)
 end

@@ -25,7 +25,7 @@ function LayerNorm:__init(normalized_shape, opts)
   end
   local shape = {}
   for i, d in ipairs(normalized_shape) do
-    if type(d) ~= "number" or d ~= math.floor(d) or d < 1 then
+    if type(d) ~= "number" or d ~= math.floor(d) or d < 1 or d >= 2 ^ 62 then
       error(("LayerNorm: normalized_shape[%d] must be a positive integer, got %s"):format(i, tostring(d)), 3)
     end
     shape[i] = d

@@ -99,7 +99,23 @@ end
 -- is_causal=false}) -> attn_output, attn_weights (nil unless need_weights)
 function MultiheadAttention:forward(query, key, value, opts)
   opts = opts or {}
+  if type(opts) ~= "table" then
+    error(("MultiheadAttention: expected an options table as the 4th argument, got %s"):format(type(opts)), 2)
+  end
   key, value = key or query, value or key or query
+  local is_tensor = require("ramtorch").is_tensor
+  local args, names, dims = { query, key, value }, { "query", "key", "value" },
+                            { self.embed_dim, self.kdim, self.vdim }
+  for i = 1, 3 do
+    local t = args[i]
+    if not is_tensor(t) then
+      error(("MultiheadAttention: expected a Tensor as %s, got %s"):format(names[i], type(t)), 2)
+    end
+    if t:dim() < 1 or t:size(-1) ~= dims[i] then
+      error(("MultiheadAttention: expected %s with last dim %d, got shape {%s}")
+            :format(names[i], dims[i], table.concat(t.shape, ", ")), 2)
+    end
+  end
   local unbatched = query:dim() == 2
   if unbatched then query, key, value = query:unsqueeze(0), key:unsqueeze(0), value:unsqueeze(0) end
   if query:dim() ~= 3 then

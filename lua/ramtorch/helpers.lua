@@ -12,10 +12,11 @@ local M = {}
 
 local function convert(lin, rank)
   local w, b = lin.weight, lin.bias
-  -- parameters already on the host are shared; device ones are brought back to the host
+  -- parameters already on the host are shared; device ones are brought back to the host, and
+  -- non-contiguous host ones (a transposed view) copied, since the engine streams one block
   local function host(t)
-    if t == nil or t.device == "cpu" then return t end
-    local h = torch.no_grad(function() return t:detach():to("cpu") end)
+    if t == nil or (t.device == "cpu" and t:is_contiguous()) then return t end
+    local h = torch.no_grad(function() return t:detach():to("cpu"):contiguous() end)
     if t.requires_grad then h:requires_grad_(true) end
     return h
   end
@@ -59,7 +60,7 @@ function M.replace_linear_with_ramtorch(model, rank)
   if not nn.is_module(model) then
     error(("replace_linear_with_ramtorch: expected a Module, got %s"):format(type(model)), 2)
   end
-  if rank ~= nil and (type(rank) ~= "number" or rank < 0 or rank ~= math.floor(rank)) then
+  if rank ~= nil and (type(rank) ~= "number" or rank < 0 or rank ~= math.floor(rank) or rank == math.huge) then
     error(("replace_linear_with_ramtorch: rank must be a non-negative integer, got %s"):format(tostring(rank)), 2)
   end
   if is_plain_linear(model) then return convert(model, rank) end

@@ -28,6 +28,26 @@ end
 -- True for a weight or bias of a ramtorch.Linear (a host-resident, streamed parameter).
 function M.is_ramtorch_param(t) return torch.is_tensor(t) and ramtorch_params[t] == true end
 
+-- An adopted parameter (opts.weight / opts.bias_tensor) must be what the engine can stream: a
+-- contiguous floating-point CPU tensor of the layer's shape. Errors at ramtorch.Linear's caller.
+local function check_adopted(t, name, shape, dims)
+  if not torch.is_tensor(t) or t.device ~= "cpu" then
+    error(("ramtorch.Linear: opts.%s must be a CPU tensor"):format(name), 4)
+  end
+  local s, same = t.shape, #t.shape == #shape
+  for i = 1, #shape do same = same and s[i] == shape[i] end
+  if not same then
+    error(("ramtorch.Linear: opts.%s must have shape [%s] (%s), got [%s]"):format(name, table.concat(shape, ", "),
+      dims, table.concat(s, ", ")), 4)
+  end
+  if not t.dtype.is_floating_point then
+    error(("ramtorch.Linear: opts.%s must be a floating-point tensor, got %s"):format(name, tostring(t.dtype)), 4)
+  end
+  if not t:is_contiguous() then
+    error(("ramtorch.Linear: opts.%s must be contiguous (the engine copies it as one block)"):format(name), 4)
+  end
+end
+
 local Linear = nn.Linear:extend("CPUBouncingLinear")
 M.Linear = Linear
 M.CPUBouncingLinear = Linear
@@ -37,9 +57,12 @@ M.CPUBouncingLinear = Linear
 -- convert an existing layer: weight / bias_tensor (CPU tensors to adopt as the parameters, shared).
 function Linear:__init(in_features, out_features, opts)
   if type(opts) == "boolean" then opts = { bias = opts } end
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("ramtorch.Linear: expected an options table (or a boolean bias), got %s"):format(type(opts)), 3)
+  end
   opts = opts or {}
   for _, v in ipairs({ { in_features, "in_features" }, { out_features, "out_features" } }) do
-    if type(v[1]) ~= "number" or v[1] ~= math.floor(v[1]) or v[1] < 0 then
+    if type(v[1]) ~= "number" or v[1] ~= math.floor(v[1]) or v[1] < 0 or v[1] == math.huge then
       error(("ramtorch.Linear: expected a non-negative integer %s, got %s"):format(v[2], tostring(v[1])), 3)
     end
   end
@@ -49,19 +72,24 @@ function Linear:__init(in_features, out_features, opts)
   local pdt = core.dtype(opts.dtype, 3)
   local w = opts.weight
   if w ~= nil then
-    if not torch.is_tensor(w) or w.device ~= "cpu" then
-      error("ramtorch.Linear: opts.weight must be a CPU tensor", 3)
+    -- checked here, so that a bad adoption fails where the layer is built, not at its first forward
+    check_adopted(w, "weight", { out_features, in_features }, "out_features, in_features")
+    if opts.dtype ~= nil and w.dtype ~= pdt then
+      error(("ramtorch.Linear: opts.dtype %s does not match opts.weight's %s"):format(tostring(pdt),
+        tostring(w.dtype)), 3)
     end
+    pdt = w.dtype
     self:register_parameter("weight", w)
   else
+    if not pdt.is_floating_point then
+      error(("ramtorch.Linear: expected a floating-point dtype, got %s"):format(tostring(pdt)), 3)
+    end
     self.weight = Parameter(offload.arena_zeros({ out_features, in_features }, pdt))
   end
   if opts.bias ~= false then
     local b = opts.bias_tensor
     if b ~= nil then
-      if not torch.is_tensor(b) or b.device ~= "cpu" then
-        error("ramtorch.Linear: opts.bias_tensor must be a CPU tensor", 3)
-      end
+      check_adopted(b, "bias_tensor", { out_features }, "out_features")
       self:register_parameter("bias", b)
     else
       self.bias = Parameter(offload.arena_zeros({ out_features }, pdt))

@@ -35,16 +35,22 @@ end
 
 -- Run the engine on the CPU backend: streamed ops accept CPU inputs, copy streams are threads.
 function M.enable_cpu_streams(flag)
+  if flag ~= nil and type(flag) ~= "boolean" then
+    error(("enable_cpu_streams: expected true or false, got %s"):format(type(flag)), 2)
+  end
   check(C.rt_offload_set_cpu_streams(flag == false and 0 or 1))
 end
 function M.cpu_streams_enabled() return C.rt_offload_cpu_streams_enabled() ~= 0 end
+
+-- A byte count C takes as int64_t: an integer in [0, 2^63) (inf or 2^70 would wrap to INT64_MIN).
+local function is_byte_count(n) return type(n) == "number" and n >= 0 and n < 2 ^ 63 and n == math.floor(n) end
 
 -- Byte budget of the device buffer pool (0 or nil: none, stream through a small window). Under a
 -- budget larger than the streaming window the engine keeps some parameters resident.
 function M.set_memory_budget(bytes, device)
   bytes = bytes or 0
-  if type(bytes) ~= "number" or bytes < 0 or bytes ~= math.floor(bytes) then
-    error(("set_memory_budget: expected a non-negative integer number of bytes, got %s"):format(tostring(bytes)), 2)
+  if not is_byte_count(bytes) then
+    error(("set_memory_budget: expected a non-negative integer number of bytes below 2^63, got %s"):format(tostring(bytes)), 2)
   end
   check(C.rt_offload_set_memory_budget(engine_device(device, 2), bytes))
 end
@@ -97,8 +103,8 @@ end
 function M.grad_path() return ffi.string(C.rt_offload_grad_path()) end
 -- Piece size (bytes) of gradient copies that need a host pass (0: whole gradients); returns the old one.
 function M.set_grad_chunk_bytes(n)
-  if type(n) ~= "number" or n < 0 or n ~= math.floor(n) then
-    error(("set_grad_chunk_bytes: expected a non-negative integer number of bytes, got %s"):format(tostring(n)), 2)
+  if not is_byte_count(n) then
+    error(("set_grad_chunk_bytes: expected a non-negative integer number of bytes below 2^63, got %s"):format(tostring(n)), 2)
   end
   return tonumber(C.rt_offload_set_grad_chunk_bytes(n))
 end
@@ -123,7 +129,13 @@ function M.set_debug_skip_wait(which)
   end
   C.rt_offload_set_debug_flags(f)
 end
-function M.set_copy_delay_us(us) check(C.rt_offload_set_copy_delay_us(us or 0)) end
+function M.set_copy_delay_us(us)
+  us = us or 0
+  if type(us) ~= "number" or us < 0 or us >= 2 ^ 31 or us ~= math.floor(us) then
+    error(("set_copy_delay_us: expected a non-negative integer number of microseconds, got %s"):format(tostring(us)), 2)
+  end
+  check(C.rt_offload_set_copy_delay_us(us))
+end
 
 -- ---- the host arena -------------------------------------------------------------------------------
 
@@ -172,6 +184,9 @@ function M.existing_handle(t) return handles[t] end
 -- also refreshed when fetched, on the compute thread). params: an array of tensors or a Module.
 function M.refresh_shadows(params, dtype)
   if type(params) == "table" and params.parameters then params = params:parameters() end
+  if type(params) ~= "table" then
+    error(("refresh_shadows: expected an array of tensors or a Module, got %s"):format(type(params)), 2)
+  end
   local code = core.dtype(dtype or "bfloat16", 2).code
   for _, t in ipairs(params) do
     local h = handles[t]
@@ -241,7 +256,24 @@ local Carrier = autograd.Function({
     for _, e in ipairs(grad_hooks[t] or {}) do
       local r = e.fn(grad)
       if r == false then return nil end
-      if r ~= nil then grad = r end
+      if r ~= nil then
+        if not torch.is_tensor(r) then
+          error(("register_ramtorch_grad_hook: a hook must return a Tensor, false or nil, got %s"):format(type(r)), 0)
+        end
+        grad = r
+      end
+    end
+    -- checked here so that the message names the hook rather than the engine's copy
+    if not grad.dtype.is_floating_point then
+      error(("register_ramtorch_grad_hook: a hook returned a gradient of dtype %s (expected a floating-point one)")
+        :format(tostring(grad.dtype)), 0)
+    end
+    local gs, ps = grad.shape, t.shape
+    local same = #gs == #ps
+    for i = 1, #ps do same = same and gs[i] == ps[i] end
+    if not same then
+      error(("register_ramtorch_grad_hook: a hook returned a gradient of shape [%s] for a parameter of shape [%s]")
+        :format(table.concat(gs, ", "), table.concat(ps, ", ")), 0)
     end
     check(C.rt_offload_grad_to_host(h, grad.p))
     local ph = post_hooks[t]

@@ -55,9 +55,10 @@ if opts.steps < 1 or opts.batch_size < 1 or opts.block_size < 2 or opts.lr <= 0 
 end
 -- checked here, not after the whole training run (generate) or never (a nan validation loss)
 if opts.eval_every < 1 or opts.eval_batches < 1 or opts.ckpt_every < 1 or opts.warmup < 0 or opts.stop_at < 0
-   or opts.generate < 0 or opts.top_k < 1 or opts.temperature < 0 then
+   or opts.generate < 0 or opts.top_k < 1 or opts.temperature < 0 or opts.seed < 0 or opts.threads < 0
+   or opts.weight_decay < 0 then
   io.stderr:write("train_gpt: --eval-every, --eval-batches, --ckpt-every and --top-k must be >= 1, --warmup, "
-                  .. "--stop-at, --generate and --temperature >= 0\n")
+                  .. "--stop-at, --generate, --temperature, --seed, --threads and --weight-decay >= 0\n")
   os.exit(2)
 end
 -- a user mistake found later (model config, device, checkpoint, --out) ends with its message, no traceback
@@ -207,11 +208,21 @@ local function estimate_val()
   return total / opts.eval_batches
 end
 
-local function save_ckpt()
+-- Ctrl-C / SIGTERM arrive as this error (ramtorch-lua raises it at the next hook point)
+local function interrupted(err) return tostring(err):find("interrupted by SIG", 1, true) ~= nil end
+local ckpt_step = opts.resume and step or nil -- the step the checkpoint file holds
+local function save_ckpt(again)
   local sok, serr = pcall(torch.save_checkpoint, ckpt_path, { model = model, optimizer = optimizer, scheduler = scheduler, step = step,
                                      data_position = step * B,
                                      extra = { vocab = table.concat(itos), loss_ema = loss_ema, total_steps = opts.steps } })
+  if not sok and interrupted(serr) and not again then
+    -- interrupted around the (atomic) write: the file holds this step or the previous one; save
+    -- again (a second signal ends the process, the old file intact) so the message below is exact
+    save_ckpt(true)
+    error(serr, 0)
+  end
   if not sok then fail(serr) end
+  ckpt_step = step
 end
 
 -- ---- training ------------------------------------------------------------------------------------------------
@@ -219,6 +230,7 @@ model:train()
 local bar = Progress.new({ total = opts.steps, desc = "train", every = math.max(1, math.floor(opts.steps / 10)),
                           initial = step })
 local val_loss
+local tok, terr = pcall(function()
 while step < opts.steps do
   local x, y = get_batch(train_data)
   local _, loss = model(x, y)
@@ -238,6 +250,15 @@ while step < opts.steps do
   bar:update(step, B * T, values)
   if step % opts.ckpt_every == 0 or step == opts.steps or step == opts.stop_at then save_ckpt() end
   if step == opts.stop_at then break end
+end
+end)
+if not tok then
+  if interrupted(terr) then
+    io.stderr:write(("\ntrain_gpt: %s at step %d; %s\n"):format(clean(terr), step, ckpt_step
+      and ("%s holds step %d (continue with --resume)"):format(ckpt_path, ckpt_step)
+      or "no checkpoint was written yet"))
+  end
+  error(terr, 0) -- ramtorch-lua prints it and ends by the signal (status 130 / 143)
 end
 local seconds = bar:close()
 val_loss = val_loss or estimate_val()

@@ -38,6 +38,11 @@ if opts.epochs < 1 or opts.batch_size < 1 or opts.lr <= 0 then
   io.stderr:write("train_mnist: --epochs and --batch-size must be >= 1 and --lr > 0\n")
   os.exit(2)
 end
+-- checked here rather than as a traceback (or a silently useless model: --hidden 0) later
+if opts.hidden < 1 or opts.weight_decay < 0 or opts.seed < 0 or opts.threads < 0 or opts.limit < 0 then
+  io.stderr:write("train_mnist: --hidden must be >= 1, --weight-decay, --seed, --threads and --limit >= 0\n")
+  os.exit(2)
+end
 
 torch.manual_seed(opts.seed)
 if opts.threads > 0 then torch.set_num_threads(opts.threads) end
@@ -49,6 +54,13 @@ local function fail(msg)
   io.stderr:write("train_mnist: ", (tostring(msg):gsub("^[^:\n]*%.lua:%d+: ", "")), "\n")
   os.exit(1)
 end
+-- the output folder is made (and must be writable) now, not after the whole training run
+local out_probe = opts.out .. "/.train_mnist_write_test"
+os.execute(("mkdir -p '%s' 2>/dev/null"):format(opts.out:gsub("'", "'\\''")))
+local probe = io.open(out_probe, "wb")
+if not probe then fail(("--out: cannot create or write to the folder %s"):format(opts.out)) end
+probe:close()
+os.remove(out_probe)
 local dok, train_set = pcall(data.datasets.FashionMNIST, opts.data, { train = true, flatten = true })
 if not dok then fail(train_set) end
 local test_set = data.datasets.FashionMNIST(opts.data, { train = false, flatten = true })
@@ -82,6 +94,10 @@ local model = nn.Sequential(
 )
 local mok, merr = pcall(model.to, model, device)
 if not mok then fail(merr) end
+-- an unusable --device (no GPU) is found now, not at the first batch (ramtorch.Linear keeps its
+-- weights in host RAM, so model:to(device) alone does not touch the device)
+local vok, verr = pcall(function() return torch.zeros(1):to(device) end)
+if not vok then fail(verr) end
 local nparams = 0
 for _, p in ipairs(model:parameters()) do nparams = nparams + p:numel() end
 print(("train_mnist: %d training / %d test samples, MLP 784-%d-%d-10 (%d parameters), device %s, %d threads")
@@ -146,15 +162,17 @@ end
 local total_time = timer.now() - t0
 
 -- ---- outputs -----------------------------------------------------------------------------------------------
-os.execute(("mkdir -p '%s'"):format(opts.out:gsub("'", "'\\''")))
 local weights = opts.out .. "/model.safetensors"
-torch.save(model:state_dict(), weights, { source = "scripts/train_mnist.lua", test_accuracy = ("%.4f"):format(test_acc) })
+local sok, serr = pcall(torch.save, model:state_dict(), weights,
+                        { source = "scripts/train_mnist.lua", test_accuracy = ("%.4f"):format(test_acc) })
+if not sok then fail(serr) end
 local curves = opts.out .. "/curves.svg"
-plot.write_svg(curves, {
+local pok, perr = pcall(plot.write_svg, curves, {
   { title = "training loss (running mean)", xlabel = "epoch", ylabel = "cross-entropy",
     series = { { name = "train", x = history.step, y = history.loss } } },
   { title = "test", xlabel = "epoch", ylabel = "accuracy",
     series = { { name = "test accuracy", x = history.epoch, y = history.test_acc } } },
 })
+if not pok then fail(perr) end
 print(("saved %s and %s"):format(weights, curves))
 print(("done: %d epochs in %.1f s, test_accuracy %.4f"):format(opts.epochs, total_time, test_acc))

@@ -7,6 +7,8 @@
 #include <luajit.h>
 
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +118,72 @@ int rt_cli_pcall(lua_State *L, int nargs, int nresults) {
     return status;
 }
 
+/* ---- SIGINT / SIGTERM while a script or -e code runs ----------------------------------------
+ * The first signal raises a Lua error ("interrupted by SIGINT") at the next hook point, so the
+ * script's pcall / error handling runs (a training job can say where its last checkpoint is) and
+ * the message and traceback are printed; the process then ends by that signal (status 128 + N). The
+ * default action is restored at once, so a second signal ends the process right away, and an alarm
+ * does the same after RT_CLI_SIGNAL_GRACE_S seconds if no hook point is reached (a JIT-compiled
+ * loop never checks): an interruption never hangs. */
+#define RT_CLI_SIGNAL_GRACE_S 2
+
+static volatile sig_atomic_t g_signal; /* the signal that interrupted the script, 0 if none */
+static lua_State *g_script_L;
+static pthread_t g_script_thread;
+
+static void interrupt_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    alarm(0); /* reached a hook point: the script handles the error now */
+    luaL_error(L, "interrupted by %s", g_signal == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void on_alarm(int sig) {
+    (void)sig;
+    int s = g_signal ? g_signal : SIGINT;
+    signal(s, SIG_DFL);
+    raise(s);
+}
+
+static void on_interrupt(int sig) {
+    /* the kernel may deliver the signal to an OpenBLAS/OpenMP thread; the hook belongs to main */
+    if (!pthread_equal(pthread_self(), g_script_thread)) {
+        pthread_kill(g_script_thread, sig);
+        return;
+    }
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    g_signal = sig;
+    signal(SIGALRM, on_alarm);
+    alarm(RT_CLI_SIGNAL_GRACE_S);
+    lua_sethook(g_script_L, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+static void catch_interrupts(lua_State *L) {
+    g_script_L = L;
+    g_script_thread = pthread_self();
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_interrupt;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    /* a signal ignored at startup (nohup, a background job) stays ignored */
+    struct sigaction old;
+    if (sigaction(SIGINT, NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+        sigaction(SIGINT, &sa, NULL);
+    if (sigaction(SIGTERM, NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+        sigaction(SIGTERM, &sa, NULL);
+}
+
+static void release_interrupts(lua_State *L) {
+    struct sigaction old;
+    if (sigaction(SIGINT, NULL, &old) == 0 && old.sa_handler == on_interrupt)
+        signal(SIGINT, SIG_DFL);
+    if (sigaction(SIGTERM, NULL, &old) == 0 && old.sa_handler == on_interrupt)
+        signal(SIGTERM, SIG_DFL);
+    lua_sethook(L, NULL, 0, 0);
+}
+
 /* The standard `arg` table: arg[0] = script, arg[1..] = its arguments, arg[-1] = interpreter.
  * Without a script all words sit at negative indices, as in luajit (arg[0] nil, #arg 0). */
 static void set_arg_table(lua_State *L, char **argv, int argc, int script_index) {
@@ -184,6 +252,7 @@ int main(int argc, char **argv) {
     set_arg_table(L, argv, argc, script);
 
     int status = 0;
+    catch_interrupts(L);
     for (int i = 0; i < nchunks && status == 0; i++) {
         if (luaL_loadbuffer(L, chunks[i], strlen(chunks[i]), "=(command line)") != 0) {
             fprintf(stderr, "ramtorch-lua: %s\n", lua_tostring(L, -1));
@@ -205,6 +274,16 @@ int main(int argc, char **argv) {
                 lua_pushstring(L, argv[i]);
             status = rt_cli_pcall(L, nargs, 0);
         }
+    }
+    release_interrupts(L);
+    if (g_signal) {
+        /* end by the signal, so the caller sees the interruption (status 128 + N) */
+        alarm(0);
+        lua_close(L);
+        fflush(NULL);
+        signal(g_signal, SIG_DFL);
+        raise(g_signal);
+        return 128 + g_signal;
     }
     if (status == 0 && (interactive || (!script && nchunks == 0))) status = rt_cli_repl(L);
     lua_close(L);

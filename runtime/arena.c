@@ -332,34 +332,7 @@ static void slice_free(void *ctx, void *data) {
 
 int rt_arena_empty(int ndim, const int64_t *shape, int dtype, rt_tensor **out) {
     *out = NULL;
-    if (ndim < 0 || ndim > RT_MAX_DIMS)
-        return RT_ERR(RT_ERR_SHAPE, "arena.empty: %d dimensions requested, at most %d supported",
-                      ndim, RT_MAX_DIMS);
-    for (int i = 0; i < ndim; i++)
-        if (shape[i] < 0) {
-            char b[RT_SHAPE_BUF];
-            return RT_ERR(RT_ERR_SHAPE, "arena.empty: negative dimension in shape %s",
-                          rt_shape_str(b, sizeof b, ndim, shape));
-        }
-    if (rt_dtype_size(dtype) == 0)
-        return RT_ERR(RT_ERR_DTYPE, "arena.empty: unknown dtype code %d", dtype);
-    /* numel * itemsize must fit in int64 (as in rt_tensor_new): a wrapped product would hand out a
-     * small slice for a huge shape, which the caller's fill then overruns. A zero dim makes the
-     * tensor empty whatever the others. */
-    uint64_t nb = rt_dtype_size(dtype);
-    bool zero = false, ovf = false;
-    for (int i = 0; i < ndim; i++) {
-        if (shape[i] == 0)
-            zero = true;
-        else if (__builtin_mul_overflow(nb, (uint64_t)shape[i], &nb))
-            ovf = true;
-    }
-    if (!zero && (ovf || nb > (uint64_t)INT64_MAX)) {
-        char b[RT_SHAPE_BUF];
-        return RT_ERR(RT_ERR_SHAPE,
-                      "arena.empty: shape %s of %s is too large (its size in bytes overflows)",
-                      rt_shape_str(b, sizeof b, ndim, shape), rt_dtype_name(dtype));
-    }
+    RT_TRY(rt_check_alloc_shape("arena.empty", ndim, shape, dtype));
     size_t nbytes = (size_t)rt_shape_numel(ndim, shape) * rt_dtype_size(dtype);
     slice_ctx *c = malloc(sizeof *c);
     if (!c) return RT_ERR(RT_ERR_OOM, "arena.empty: out of host memory");

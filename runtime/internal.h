@@ -249,6 +249,8 @@ int rt_broadcast_shapes(const char *op, int na, const int64_t *sa, int nb, const
                         int *nout, int64_t *out);
 int rt_promote_types(int a, int b);
 int rt_result_type2(const rt_tensor *a, const rt_tensor *b); /* with PyTorch's 0-dim rule */
+/* dims, dtype and byte size of an allocation of (shape, dtype) fit (tensor.c) */
+int rt_check_alloc_shape(const char *op, int ndim, const int64_t *shape, int dtype);
 /* PyTorch's checked scalar conversion (c10::overflows): RT_ERR_INVALID "op: value V cannot be
  * converted to type T without overflow" when a fill value or a bound does not fit dtype. */
 int rt_check_scalar_fits(const char *op, double v, int dtype);

@@ -459,13 +459,14 @@ static rt_tensor *tensor_header(void) {
     return t;
 }
 
-int rt_tensor_new(int ndim, const int64_t *shape, int dtype, int device, rt_tensor **out) {
-    *out = NULL;
-    RT_TRY(check_shape("empty", ndim, shape));
+/* What any allocation of a (shape, dtype) must pass (rt_tensor_new, the host arena): at most
+ * RT_MAX_DIMS dims, none negative, a known dtype, and numel * itemsize within int64 (a wrapped
+ * product would hand out a small buffer for a huge shape, which a fill then overruns). A zero dim
+ * makes the tensor empty whatever the others, as in PyTorch. */
+int rt_check_alloc_shape(const char *op, int ndim, const int64_t *shape, int dtype) {
+    RT_TRY(check_shape(op, ndim, shape));
     if (rt_dtype_size(dtype) == 0)
-        return RT_ERR(RT_ERR_DTYPE, "empty: unknown dtype code %d", dtype);
-    /* numel * itemsize must fit in int64: a wrapped product would allocate a small buffer for a
-     * huge shape. A zero dim makes the tensor empty whatever the others, as in PyTorch. */
+        return RT_ERR(RT_ERR_DTYPE, "%s: unknown dtype code %d", op, dtype);
     uint64_t nb = rt_dtype_size(dtype);
     bool zero = false, ovf = false;
     for (int i = 0; i < ndim; i++) {
@@ -476,10 +477,15 @@ int rt_tensor_new(int ndim, const int64_t *shape, int dtype, int device, rt_tens
     }
     if (!zero && (ovf || nb > (uint64_t)INT64_MAX)) {
         char b[RT_SHAPE_BUF];
-        return RT_ERR(RT_ERR_SHAPE,
-                      "empty: shape %s of %s is too large (its size in bytes overflows)",
-                      rt_shape_str(b, sizeof b, ndim, shape), rt_dtype_name(dtype));
+        return RT_ERR(RT_ERR_SHAPE, "%s: shape %s of %s is too large (its size in bytes overflows)",
+                      op, rt_shape_str(b, sizeof b, ndim, shape), rt_dtype_name(dtype));
     }
+    return RT_OK;
+}
+
+int rt_tensor_new(int ndim, const int64_t *shape, int dtype, int device, rt_tensor **out) {
+    *out = NULL;
+    RT_TRY(rt_check_alloc_shape("empty", ndim, shape, dtype));
     rt_tensor *t = tensor_header();
     if (!t) return RT_ERR(RT_ERR_OOM, "empty: out of host memory for a tensor header");
     t->meta.dtype = dtype;

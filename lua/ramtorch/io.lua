@@ -58,7 +58,12 @@ function M.save(state_dict, path, metadata)
         error(("save: metadata keys must be strings, got a %s key"):format(type(k)), 2)
       end
       local tv = type(v)
-      if tv == "number" or tv == "boolean" then
+      if tv == "number" then
+        -- tostring keeps 14 digits: 1/3 would not read back; %.17g round-trips every double
+        local s = tostring(v)
+        if v == v and tonumber(s) ~= v then s = ("%.17g"):format(v) end
+        v = s
+      elseif tv == "boolean" then
         v = tostring(v)
       elseif tv ~= "string" then
         error(("save: metadata[%q] must be a string (or a number or boolean), got a %s"):format(k, tv), 2)

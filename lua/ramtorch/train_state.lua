@@ -35,6 +35,23 @@ end
 
 local ESC = { ['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t' }
 
+-- Table keys in the JSON (and extra tensor names): number keys are tagged "#<number>" so they come
+-- back as numbers; a string key that starts with "#" gets one more "#" so it cannot pass for one.
+local function key_encode(k)
+  if type(k) == "number" then return "#" .. ("%.17g"):format(k) end
+  if type(k) ~= "string" then
+    error(("save_checkpoint: a %s key; only string and number keys can be saved"):format(type(k)), 0)
+  end
+  if k:sub(1, 1) == "#" then return "#" .. k end
+  return k
+end
+
+local function key_decode(k)
+  if k:sub(1, 2) == "##" then return k:sub(2) end
+  if k:sub(1, 1) == "#" and tonumber(k:sub(2)) then return tonumber(k:sub(2)) end
+  return k
+end
+
 local function encode(v, path, out)
   local tv = type(v)
   if tv == "nil" then out[#out + 1] = "null"
@@ -42,7 +59,8 @@ local function encode(v, path, out)
   elseif tv == "number" then
     if v ~= v or v == math.huge or v == -math.huge then -- not JSON numbers: tagged strings
       out[#out + 1] = v ~= v and '{"$num":"nan"}' or (v > 0 and '{"$num":"inf"}' or '{"$num":"-inf"}')
-    elseif v == math.floor(v) and math.abs(v) < 2 ^ 53 then out[#out + 1] = ("%d"):format(v)
+    elseif v == math.floor(v) and math.abs(v) < 2 ^ 53 and not (v == 0 and 1 / v < 0) then -- "%d" drops -0's sign
+      out[#out + 1] = ("%d"):format(v)
     else out[#out + 1] = ("%.17g"):format(v) end
   elseif tv == "string" then
     out[#out + 1] = '"' .. v:gsub('[%c"\\\128-\255]', function(c) return ESC[c] or ("\\u%04x"):format(c:byte()) end) .. '"'
@@ -67,8 +85,7 @@ local function encode(v, path, out)
       out[#out + 1] = "{"
       for i, k in ipairs(keys) do
         if i > 1 then out[#out + 1] = "," end
-        -- number keys are tagged so they come back as numbers
-        encode(type(k) == "number" and ("#" .. ("%.17g"):format(k)) or k, path, out)
+        encode(key_encode(k), path, out)
         out[#out + 1] = ":"
         encode(v[k], path .. "." .. tostring(k), out)
       end
@@ -129,8 +146,7 @@ function M.json_decode(s)
         if s:sub(pos, pos) ~= ":" then fail("expected ':'") end
         pos = pos + 1
         local v = value()
-        if k:sub(1, 1) == "#" and tonumber(k:sub(2)) then k = tonumber(k:sub(2)) end
-        t[k] = v
+        t[key_decode(k)] = v
         ws()
         local d = s:sub(pos, pos)
         pos = pos + 1
@@ -253,7 +269,7 @@ function M.save_checkpoint(path, opts)
   if opts.extra ~= nil then
     local e = {}
     for k, v in pairs(opts.extra) do
-      if torch.is_tensor(v) then tensors["extra." .. k] = v else e[k] = v end
+      if torch.is_tensor(v) then tensors["extra." .. key_encode(k)] = v else e[k] = v end
     end
     meta.extra = e
   end
@@ -313,7 +329,7 @@ function M.load_checkpoint(path, opts)
   end
   if opts.restore_rng ~= false and meta.rng then torch.set_rng_state(meta.rng) end
   local extra = meta.extra or {}
-  for k, t in pairs(groups.extra) do extra[k] = t end
+  for k, t in pairs(groups.extra) do extra[key_decode(k)] = t end
   return { step = meta.step, data_position = meta.data_position, extra = extra, rng = meta.rng }
 end
 

@@ -247,6 +247,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ramtorch-lua: cannot create the Lua state (out of memory)\n");
         return 1;
     }
+    /* A write past the file size limit (ulimit -f) fails with EFBIG instead of killing the process,
+     * as in Python: torch.save then reports it and removes its temporary file. */
+    signal(SIGXFSZ, SIG_IGN);
     luaL_openlibs(L);
     setup_paths(L);
     set_arg_table(L, argv, argc, script);

@@ -61,10 +61,11 @@ local function pyfmt(spec, v)
   return string.format(spec, v)
 end
 
--- The integer digits of an integer element (int64 values arrive as Lua numbers).
+-- The integer digits of an integer element: a Lua number, or int64_t cdata for int64 values beyond
+-- +-2^53 (Tensor.totable keeps those exact; tostring gives "123LL").
 local function intstr(v)
-  if v == math.floor(v) and math.abs(v) < 2 ^ 63 then return string.format("%d", v) end
-  return tostring(v)
+  if type(v) == "cdata" then return (tostring(v):gsub("LL$", "")) end
+  return string.format("%d", v)
 end
 
 -- torch/_tensor_str.py's _Formatter: returns format(v) (padded to the shared width) and the width.

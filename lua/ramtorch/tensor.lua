@@ -123,11 +123,25 @@ function Tensor.is_floating_point(t) return props.dtype(t).is_floating_point end
 function Tensor.data_ptr(t) return C.rt_tensor_data_ptr(t.p) end
 function Tensor.element_size(t) return props.dtype(t).itemsize end
 
+-- Lua numbers are doubles: an int64 value beyond +-2^53 comes back as exact int64_t cdata (e.g.
+-- 9007199254740993LL) rather than silently rounded; smaller ones stay plain numbers.
+local EXACT = 2 ^ 53
+local i64_box = ffi.new("int64_t[1]")
+local function exact_int(v) -- v: int64_t cdata
+  if v > EXACT or v < -EXACT then return v end
+  return tonumber(v)
+end
+
 function Tensor.item(t)
   local d = core.double_box
   check(C.rt_item(t.p, d))
   local v = d[0]
-  if meta(t).dtype == 7 then return v ~= 0 end
+  local dt = meta(t).dtype
+  if dt == 7 then return v ~= 0 end
+  if dt == 4 and (v >= EXACT or v <= -EXACT) then -- the double may be rounded: read the int64 itself
+    check(C.rt_to_host(t.p, i64_box, 4))
+    return exact_int(i64_box[0]) -- reading an int64_t element yields a fresh boxed value
+  end
   return v
 end
 
@@ -305,7 +319,8 @@ function Tensor.is_pinned(t) return meta(t).memkind == 1 end
 
 -- ---- reading values out ---------------------------------------------------------------------------------
 
--- Nested Lua tables of numbers (booleans for bool tensors), row-major.
+-- Nested Lua tables of numbers (booleans for bool tensors; int64_t cdata for int64 values beyond
+-- +-2^53, see item), row-major.
 function Tensor.totable(t)
   local m = meta(t)
   local n = tonumber(m.numel)
@@ -315,8 +330,9 @@ function Tensor.totable(t)
   check(C.rt_to_host(t.p, buf, is_int and 4 or 3))
   local is_bool = dt == 7
   local shape = shape_of(t)
+  local conv = dt == 4 and exact_int or tonumber
   if #shape == 0 then
-    local v = tonumber(buf[0])
+    local v = conv(buf[0])
     if is_bool then return v ~= 0 end
     return v
   end
@@ -325,7 +341,7 @@ function Tensor.totable(t)
     local out = {}
     if d == #shape then
       for i = 1, shape[d] do
-        local v = tonumber(buf[pos])
+        local v = conv(buf[pos])
         if is_bool then v = v ~= 0 end
         out[i] = v
         pos = pos + 1

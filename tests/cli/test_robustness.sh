@@ -90,14 +90,18 @@ interrupt_gpt TERM 143 "$TMP/gterm"
 # a plain script: SIGINT raises "interrupted by SIGINT" in it (its pcall sees it; jit.off: a hook
 # point is reached only outside compiled traces), and a JIT-compiled
 # loop that never reaches a hook still ends by the signal within the grace time (no hang)
-signal_script() { # signal_script SCRIPT-TEXT: start it, SIGINT after 1 s, wait at most 10 s
-    printf '%s\n' "$1" > "$TMP/sig.lua"
+signal_script() { # signal_script SCRIPT-TEXT: start it, SIGINT once it runs, wait at most 10 s
+    # the script's first line marks that it runs (the handler is installed before it starts): a
+    # fixed sleep could signal a process still starting under load, which the default action kills
+    rm -f "$TMP/ready"
+    printf 'io.open("%s", "w"):close()\n%s\n' "$TMP/ready" "$1" > "$TMP/sig.lua"
     set -m
     "$RT" "$TMP/sig.lua" >"$TMP/out" 2>"$TMP/err" </dev/null &
     local pid=$! i
     set +m
     LAST_CMD="$1, then kill -INT"
-    sleep 1
+    for i in $(seq 1 300); do [ -e "$TMP/ready" ] && break; sleep 0.05; done
+    sleep 0.2
     kill -INT "$pid"
     for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null && fail "the script did not end within 10 s of SIGINT"

@@ -21,6 +21,7 @@
  * a query-tile kernel that recomputes the scores and sums each element in a fixed order.
  * Generic path (any float dtype, any head dims, any strides): one warp per row in the compute type
  * (f32 for f32/bf16/f16, f64 for f64), the same passes as the CPU kernel. */
+#include "attention_frag.cuh"
 #include "attention_params.cuh"
 #include "rowops.cuh"
 
@@ -247,16 +248,6 @@ template <typename A> __global__ void __launch_bounds__(32 * GW) k_gen_dq(attn_p
  * fast path: tensor cores
  * ============================================================================================== */
 
-template <typename T> __device__ __forceinline__ uint32_t pack2(float lo, float hi);
-template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *(uint32_t *)&v;
-}
-template <> __device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
-    __half2 v = __floats2half2_rn(lo, hi);
-    return *(uint32_t *)&v;
-}
-
 template <typename T>
 __device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b0, uint32_t b1);
 template <>
@@ -274,14 +265,6 @@ __device__ __forceinline__ void mma16816<__half>(float *c, const uint32_t *a, ui
                  "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-/* 2^x in one MUFU.EX2 (flush-to-zero; 2^-inf = 0): exp2f adds range handling for denormal results,
- * which probabilities below 2^-126 do not need */
-__device__ __forceinline__ float ex2f(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
 }
 
 __device__ __forceinline__ void ldsm4(uint32_t *r, const void *p) {

@@ -24,6 +24,7 @@
  * Kernels: k_s9_ws (the forward, or dQ) and k_s9_dkdv_ws. The backward recomputes S in both (7
  * products instead of FlashAttention-2's 5) so that no gradient is summed with atomics: results
  * repeat bit for bit. */
+#include "attention_frag.cuh"
 #include "attention_params.cuh"
 #include "rowops.cuh"
 
@@ -58,22 +59,6 @@ __device__ __forceinline__ void s9_cp16(uint32_t dst, const void *src, bool vali
 __device__ __forceinline__ void s9_fence_async() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
-__device__ __forceinline__ float s9_ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-
-template <typename T> __device__ __forceinline__ uint32_t s9_pack(float lo, float hi);
-template <> __device__ __forceinline__ uint32_t s9_pack<__nv_bfloat16>(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *(uint32_t *)&v;
-}
-template <> __device__ __forceinline__ uint32_t s9_pack<__half>(float lo, float hi) {
-    __half2 v = __floats2half2_rn(lo, hi);
-    return *(uint32_t *)&v;
-}
-
 /* rows [r0, r0 + R) of the (b, h) slice of a view into a swizzled tile at shared address `tile`;
  * rows at or past nrows are zero-filled (so that P V never meets garbage) */
 template <int R, int NT, typename T>
@@ -127,10 +112,10 @@ template <typename T, int KR>
 __device__ __forceinline__ void s9_pack_a(uint32_t (*a)[4], const float *s) {
 #pragma unroll
     for (int kk = 0; kk < KR / 16; kk++) {
-        a[kk][0] = s9_pack<T>(s[8 * kk + 0], s[8 * kk + 1]);
-        a[kk][1] = s9_pack<T>(s[8 * kk + 2], s[8 * kk + 3]);
-        a[kk][2] = s9_pack<T>(s[8 * kk + 4], s[8 * kk + 5]);
-        a[kk][3] = s9_pack<T>(s[8 * kk + 6], s[8 * kk + 7]);
+        a[kk][0] = pack2<T>(s[8 * kk + 0], s[8 * kk + 1]);
+        a[kk][1] = pack2<T>(s[8 * kk + 2], s[8 * kk + 3]);
+        a[kk][2] = pack2<T>(s[8 * kk + 4], s[8 * kk + 5]);
+        a[kk][3] = pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
     }
 }
 
@@ -159,7 +144,7 @@ __device__ __forceinline__ void s9_store_rows(const float *acc, const av4 &v, in
 #pragma unroll
         for (int d = 0; d < S9_D / 8; d++)
             *(uint32_t *)(row + d * 8 + 2 * q) =
-                s9_pack<T>(acc[4 * d + 2 * r] * mul, acc[4 * d + 2 * r + 1] * mul);
+                pack2<T>(acc[4 * d + 2 * r] * mul, acc[4 * d + 2 * r + 1] * mul);
     }
 }
 
@@ -196,7 +181,7 @@ __device__ __forceinline__ void fwd_softmax(float *s, float *m, float *l, float 
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
         mu[r] = mx[r] == -INFINITY ? 0.f : mx[r];
-        alpha[r] = s9_ex2(m[r] - mu[r]);
+        alpha[r] = ex2f(m[r] - mu[r]);
         m[r] = mx[r];
     }
     float ls[2] = {0.f, 0.f};
@@ -204,7 +189,7 @@ __device__ __forceinline__ void fwd_softmax(float *s, float *m, float *l, float 
     for (int n = 0; n < BN / 8; n++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            float v = s9_ex2(s[4 * n + e] - mu[e >> 1]);
+            float v = ex2f(s[4 * n + e] - mu[e >> 1]);
             s[4 * n + e] = v;
             ls[e >> 1] += v;
         }
@@ -222,7 +207,7 @@ __device__ __forceinline__ void dq_ds(float *s, const float *dp, const float *ls
     for (int n = 0; n < BN / 8; n++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            float pr = s9_ex2(s[4 * n + e] * sl2 - lse2[e >> 1]);
+            float pr = ex2f(s[4 * n + e] * sl2 - lse2[e >> 1]);
             if (edge) {
                 int64_t i = ra + 8 * (e >> 1), j = j0 + 8 * n + 2 * q + (e & 1);
                 if (j >= p.S || (p.causal && j > i)) pr = 0.f;
@@ -480,7 +465,7 @@ __global__ void __launch_bounds__(256, 1) k_s9_dkdv_ws(attn_p p, int nkt) {
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     int c = 8 * n + 2 * q + (e & 1); /* query within the tile */
-                    float pr = s9_ex2(s[4 * n + e] * sl2 - L[c] * S9_LOG2E);
+                    float pr = ex2f(s[4 * n + e] * sl2 - L[c] * S9_LOG2E);
                     if (edge) {
                         int64_t i = i0 + c, j = ja + 8 * (e >> 1);
                         if (i >= p.T || j >= p.S || (p.causal && j > i)) pr = 0.f;

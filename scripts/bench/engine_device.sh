@@ -6,7 +6,7 @@
 # with the host AdamW, PyTorch all-resident in the same run, host AdamW alone beside PyTorch's fused
 # CPU AdamW, and the GPT block stack (resident and streamed) beside PyTorch eager.
 # ENGINE_PARTS (default "spec mlp step adamw gpt"; also "base" = the first mlp run, "depth" = 8 vs 32
-# layers, "t16k" = T=16384 profiled) picks parts.
+# layers, "t16k" = T=16384 profiled, "stream" = the host's memory bandwidth) picks parts.
 set -uo pipefail
 RTLUA=build-gpu/bin/ramtorch-lua
 PY="env -u LD_LIBRARY_PATH python3"
@@ -104,6 +104,14 @@ if has adamw; then
   step "host AdamW alone, 2^27 parameters"
   timeout 150 $RTLUA scripts/bench/host_adamw.lua 27 2>&1 | tail -6
   timeout 150 $PY scripts/bench/host_adamw.py 27 2>&1 | tail -3
+fi
+if has stream; then
+  # the host's own memory bandwidth, to read the host AdamW figures against (issue 6)
+  step "host memory bandwidth (STREAM-style, 2^27 f32 per array)"
+  cmake --build build-gpu --target bench_host_stream > /dev/null 2>&1 || echo "bench_host_stream: build failed"
+  for th in 16 8; do
+    OMP_NUM_THREADS=$th OMP_PROC_BIND=spread timeout 100 build-gpu/bin/bench_host_stream 27 8 2>&1 | sed "s/^/[threads $th] /"
+  done
 fi
 if has adamwvar; then
   step "host AdamW code paths and threads (bf16 parameters, gradients and states)"

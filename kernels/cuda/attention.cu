@@ -1100,7 +1100,10 @@ extern "C" int rtc_sdpa(const rtc_view *out, const rtc_view *lse, const rtc_view
     const rtc_view *more[1] = {out};
     if (fast_ok(q, k, v, more, 1) && p.B * p.H * ((p.T + 63) / 64) < (1ll << 31)) {
         bool extra = mask != NULL || dropout_p > 0;
-        if (sm90_ok(p, extra)) return rtc_sm90_attn_fwd(p, q->dtype == RT_BF16);
+        if (sm90_ok(p, extra)) {
+            int rc = rtc_sm90_attn_fwd(p, q->dtype == RT_BF16);
+            if (rc != RTC_SM90_DECLINED) return rc;
+        }
         return q->dtype == RT_BF16 ? fa_fwd_d<__nv_bfloat16>(p, extra) : fa_fwd_d<__half>(p, extra);
     }
     int64_t rows = p.B * p.H * p.T;
@@ -1176,9 +1179,8 @@ extern "C" int rtc_sdpa_backward(const rtc_view *grad_q, const rtc_view *grad_k,
     if (rc == RT_OK) {
         if (fast) {
             bool extra = mask != NULL || dropout_p > 0;
-            if (sm90_ok(p, extra))
-                rc = rtc_sm90_attn_bwd(p, q->dtype == RT_BF16);
-            else
+            rc = sm90_ok(p, extra) ? rtc_sm90_attn_bwd(p, q->dtype == RT_BF16) : RTC_SM90_DECLINED;
+            if (rc == RTC_SM90_DECLINED)
                 rc = q->dtype == RT_BF16 ? fa_bwd_d<__nv_bfloat16>(p, extra)
                                          : fa_bwd_d<__half>(p, extra);
         } else {

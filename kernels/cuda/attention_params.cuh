@@ -28,8 +28,11 @@ struct attn_p {
 /* attention_sm90.cu: forward and backward with warpgroup MMA (wgmma) for bf16/f16, head dim 128,
  * no user mask and no dropout, on a compute capability 9.0 device running the sm_90a image.
  * rtc_sm90_attn_usable says whether the current device can run them (read once per device;
- * RAMTORCH_ATTN_SM90=0 turns the path off). The launchers return RT_OK or an rt_status error;
- * the backward needs p.dl (dO . O per query row) filled. */
+ * RAMTORCH_ATTN_SM90=0 turns the path off). The launchers return RT_OK, an rt_status error, or
+ * RTC_SM90_DECLINED (1) before running anything when a view cannot be described to the tensor
+ * memory accelerator (a broadcast dim): the caller then runs the portable kernels. The backward
+ * needs p.dl (dO . O per query row) filled. */
+#define RTC_SM90_DECLINED 1
 bool rtc_sm90_attn_usable(void);
 int rtc_sm90_attn_fwd(const attn_p &p, bool bf16);
 int rtc_sm90_attn_bwd(const attn_p &p, bool bf16);

@@ -8,13 +8,17 @@
  * half of the H200's tensor throughput. wgmma lets a warpgroup (128 threads) multiply 64 x N x 16
  * with both operands read by the tensor cores straight from shared memory (or A from registers).
  *
- * On the H200 benchmark (B 8, H 16, T 2048, causal) these kernels reach 60% of PyTorch's SDPA
- * forward and 63% of its forward + backward (BENCHMARKS.md). With CTA-wide barriers between the two
- * warpgroups (commit 8206a18) they reached 55% and 57%: Nsight Compute showed the tensor pipe 32%
- * busy, 2 warps per scheduler, and one of them eligible in 38% of cycles. Issuing the next S before
- * the softmax (tried with barriers, commit 8a850b0) was not faster. Not built: the rest of
- * FlashAttention-3 (TMA loads from a producer warpgroup with setmaxnreg, warpgroups taking turns on
- * the tensor cores, dQ by atomics inside the dK/dV kernel).
+ * On the H200 benchmark (B 8, H 16, T 2048, causal) these kernels reach 0.74x of PyTorch's SDPA
+ * forward + backward and 0.75x of its forward (BENCHMARKS.md). The steps there: with CTA-wide
+ * barriers between the two warpgroups (commit 8206a18) 0.55x / 0.57x (forward / forward +
+ * backward), Nsight Compute showing the tensor pipe 32% busy and one of 2 warps per scheduler
+ * eligible in 38% of cycles; with mbarrier-staged stages and warpgroups drifting apart 0.60x /
+ * 0.63x; then with the tiles copied by the tensor memory accelerator (TMA) from a producer warp
+ * (a measurement with the consumers' cp.async refills switched off had run the forward 18% faster:
+ * the copies' address arithmetic and issue sat on the consumers' critical path). Measured and not
+ * kept: issuing the next S before the softmax (with barriers, commit 8a850b0); dQ added with
+ * atomics inside the dK/dV kernel (per-warpgroup vector reductions, 2.2 GB of them here: 219
+ * against 244 TFLOP/s). Not built: warpgroups taking turns on the tensor cores (ping-pong).
  *
  * Shared-memory tiles: R rows x 128 elements, stored as two 64-column halves (128 bytes per row)
  * with the 128-byte swizzle (16-byte chunk c of row r at chunk c ^ (r % 8)), every tile 1024-byte
@@ -23,11 +27,15 @@
  *
  * Kernels: k_s9_ws (the forward, or dQ) and k_s9_dkdv_ws. The backward recomputes S in both (7
  * products instead of FlashAttention-2's 5) so that no gradient is summed with atomics: results
- * repeat bit for bit. */
+ * repeat bit for bit. Tiles arrive through TMA descriptors (s9_map) built per launch; a view the
+ * TMA cannot describe (a dim broadcast with stride 0) makes the launchers decline, and attention.cu
+ * runs its portable kernels. */
 #include "attention_frag.cuh"
 #include "attention_params.cuh"
 #include "rowops.cuh"
 
+#include <cuda.h> /* CUtensorMap (the encoder is reached through the runtime: no libcuda link) */
+#include <cudaTypedefs.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,27 +59,23 @@ __device__ __forceinline__ uint32_t s9_addr(const void *p) {
     return (uint32_t)__cvta_generic_to_shared(p);
 }
 
-__device__ __forceinline__ void s9_cp16(uint32_t dst, const void *src, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-                 "r"(valid ? 16 : 0));
-}
-/* cp.async writes are generic-proxy writes; wgmma reads shared memory through the async proxy */
-__device__ __forceinline__ void s9_fence_async() {
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
-/* rows [r0, r0 + R) of the (b, h) slice of a view into a swizzled tile at shared address `tile`;
- * rows at or past nrows are zero-filled (so that P V never meets garbage) */
-template <int R, int NT, typename T>
-__device__ __forceinline__ void s9_load(uint32_t tile, const av4 &v, int64_t b, int64_t h,
-                                        int64_t r0, int64_t nrows, int tid) {
-    const T *base = (const T *)v.p + b * v.s[0] + h * v.s[1];
+/* rows [r0, r0 + R) of the (b, h) slice of a tensor map's view into a swizzled tile at shared
+ * address `tile`, as two 64-column boxes, completing `bar`'s transaction count; the tensor memory
+ * accelerator (TMA) zero-fills rows past the end (so that P V never meets garbage) and writes the
+ * 128-byte swizzle itself */
+template <int R>
+__device__ __forceinline__ void s9_tma_tile(uint32_t tile, const CUtensorMap *m, int ord,
+                                            int64_t r0, int64_t h, int64_t b, uint32_t bar) {
+    int c[4] = {0, 0, 0, 0}; /* the descriptor's dim order (s9_map) */
 #pragma unroll
-    for (int c = tid; c < R * 16; c += NT) {
-        int r = c >> 4, ch = c & 15, half = ch >> 3, cc = ch & 7;
-        bool ok = r0 + r < nrows;
-        const T *src = ok ? base + (r0 + r) * v.s[2] + ch * 8 : base;
-        s9_cp16(tile + half * (R * 128) + r * 128 + ((cc ^ (r & 7)) << 4), src, ok);
-    }
+    for (int d = 1; d < 4; d++)
+        c[d] = (ord & 3) == d ? (int)r0 : ((ord >> 2) & 3) == d ? (int)h : (int)b;
+#pragma unroll
+    for (int half = 0; half < 2; half++)
+        asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes"
+                     " [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(tile + half * R * 128),
+                     "l"((uint64_t)m), "r"(half * 64), "r"(c[1]), "r"(c[2]), "r"(c[3]), "r"(bar)
+                     : "memory");
 }
 
 /* matrix descriptors, 128-byte swizzle: K-major (8-row groups 1024 bytes apart) and MN-major (the
@@ -235,36 +239,47 @@ __device__ __forceinline__ void mb_arrive(uint32_t bar) {
     asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar)
                  : "memory");
 }
-/* arrives when every cp.async this thread issued so far has landed */
-__device__ __forceinline__ void mb_arrive_cp(uint32_t bar) {
-    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+/* arrives and adds `bytes` to the phase's expected transaction count (the TMA copies that follow
+ * complete it) */
+__device__ __forceinline__ void mb_arrive_tx(uint32_t bar, uint32_t bytes) {
+    asm volatile(
+        "{\n.reg .b64 st;\nmbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %1;\n}\n" ::"r"(bar),
+        "r"(bytes)
+        : "memory");
 }
-__device__ __forceinline__ void s9_cp_wait_all() {
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
+/* barrier initialisation visible to the async proxy (the TMA) before any copy signals it */
+__device__ __forceinline__ void mb_init_fence() {
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 }
 
 #endif /* SM90_BODY */
 
+/* the tensor maps of one launch (TMA descriptors live in kernel parameter space) */
+struct s9_maps {
+    CUtensorMap q, k, v, go;
+    int ord[4]; /* q, k, v, go: where s9_map put the row, head and batch dims */
+};
+
 /* ---- forward and dQ ---- */
-/* CTA: 2 warpgroups, 128 queries (64 each). Forward, per key tile: S = Q K^T (ss), the online
- * softmax, O += P V (rs). dQ, per key tile: S, dP = dO V^T, dS = P (dP - Dl), dQ += dS K; then
- * scale. A warpgroup whose rows all precede a (causal) key tile skips it; tiles that cross the
- * diagonal or the end of the keys are masked element by element. There are no CTA-wide barriers:
- * the key tiles go through NS shared-memory stages whose hand-over is tracked by mbarriers. Every
- * thread loads its share of a stage with cp.async and arrives on the stage's "full" barrier when
- * its copies land (256 arrivals complete a phase); each warp arrives on the stage's "empty" barrier
- * when its products are done with it; a stage is refilled (tile it + NS - 1, after tile it) once
- * both warpgroups have released it. So the two warpgroups drift apart by up to a tile and one's
- * softmax overlaps the other's products. (A separate producer warp would cost registers: 9 warps
- * per CTA leave 168 per thread.) */
+/* CTA: 2 consumer warpgroups, 128 queries (64 each), and one producer warp. Forward, per key tile:
+ * S = Q K^T (ss), the online softmax, O += P V (rs). dQ, per key tile: S, dP = dO V^T, dS = P (dP
+ * - Dl), dQ += dS K; then scale. A warpgroup whose rows all precede a (causal) key tile skips it;
+ * tiles that cross the diagonal or the end of the keys are masked element by element. There are
+ * no CTA-wide barriers: the key tiles go through NS shared-memory stages handed over by mbarriers.
+ * One thread of the producer warp issues the TMA copies of a stage (its "full" barrier completes
+ * when their bytes have landed) once the stage's "empty" barrier says that the 8 consumer warps
+ * are done with the tile it held. Measured before (the consumers loading with cp.async): with the
+ * refills switched off the forward ran 18% faster, so the address arithmetic and copy issue on the
+ * consumers' critical path cost that much. A ninth warp leaves 224 registers per thread. */
 template <typename T, int BN, int NS, bool DQ>
-__global__ void __launch_bounds__(256, 1) k_s9_ws(attn_p p, int nqt) {
+__global__ void __launch_bounds__(288, 1)
+    k_s9_ws(const __grid_constant__ s9_maps tm, attn_p p, int nqt) {
 #if SM90_BODY
     constexpr bool BF = __is_same(T, __nv_bfloat16);
     constexpr int BM = 128, TQ = BM * 256, TK = BN * 256;
     extern __shared__ char s9_dyn[];
     uint32_t sQ = s9_smem_base(s9_dyn), sO = sQ + TQ, sK = sO + (DQ ? TQ : 0), sV = sK + NS * TK;
-    uint32_t bars = sV + NS * TK; /* full[NS], empty[NS] */
+    uint32_t bars = sV + NS * TK, qbar = bars + 16 * NS; /* full[NS], empty[NS], Q */
     int tid = threadIdx.x, lane = tid & 31;
     int64_t BH = p.B * p.H;
     int64_t qt = nqt - 1 - blockIdx.x / BH, bh = blockIdx.x % BH, b = bh / p.H, h = bh % p.H;
@@ -273,17 +288,28 @@ __global__ void __launch_bounds__(256, 1) k_s9_ws(attn_p p, int nqt) {
     int nt = (int)((kend + BN - 1) / BN);
     if (tid == 0) {
         for (int i = 0; i < NS; i++) {
-            mb_init(bars + 8 * i, 256);
+            mb_init(bars + 8 * i, 1);
             mb_init(bars + 8 * (NS + i), 8);
         }
+        mb_init(qbar, 1);
+        mb_init_fence();
     }
     __syncthreads();
-    s9_load<BM, 256, T>(sQ, p.q, b, h, i0, p.T, tid);
-    if (DQ) s9_load<BM, 256, T>(sO, p.go, b, h, i0, p.T, tid);
-    for (int j = 0; j < NS - 1 && j < nt; j++) { /* Q (and dO) land with tile 0 */
-        s9_load<BN, 256, T>(sK + j * TK, p.k, b, h, (int64_t)j * BN, p.S, tid);
-        s9_load<BN, 256, T>(sV + j * TK, p.v, b, h, (int64_t)j * BN, p.S, tid);
-        mb_arrive_cp(bars + 8 * j);
+    if (tid >= 256) { /* the producer warp */
+        if (lane == 0) {
+            mb_arrive_tx(qbar, (DQ ? 2 : 1) * TQ);
+            s9_tma_tile<BM>(sQ, &tm.q, tm.ord[0], i0, h, b, qbar);
+            if (DQ) s9_tma_tile<BM>(sO, &tm.go, tm.ord[3], i0, h, b, qbar);
+            for (int it = 0; it < nt; it++) {
+                int st = it % NS;
+                if (it >= NS) mb_wait(bars + 8 * (NS + st), ((it / NS) - 1) & 1);
+                mb_arrive_tx(bars + 8 * st, 2 * TK);
+                uint32_t full = bars + 8 * st;
+                s9_tma_tile<BN>(sK + st * TK, &tm.k, tm.ord[1], (int64_t)it * BN, h, b, full);
+                s9_tma_tile<BN>(sV + st * TK, &tm.v, tm.ord[2], (int64_t)it * BN, h, b, full);
+            }
+        }
+        return;
     }
     int wg = tid >> 7, t = tid & 127, w = t >> 5, g = lane >> 2, q = lane & 3;
     int64_t iw = i0 + 64 * wg, ra = iw + 16 * w + g;
@@ -301,11 +327,11 @@ __global__ void __launch_bounds__(256, 1) k_s9_ws(attn_p p, int nqt) {
             dl[r] = i < p.T ? ((const float *)p.dl)[bh * p.T + i] : 0.f;
         }
     }
+    mb_wait(qbar, 0);
     for (int it = 0; it < nt; it++) {
         int64_t j0 = (int64_t)it * BN;
         int st = it % NS;
         mb_wait(bars + 8 * st, (it / NS) & 1);
-        s9_fence_async();
         if (!(p.causal && j0 > iw + 63)) {
             if (!DQ) {
                 float s[BN / 2], alpha[2];
@@ -350,16 +376,7 @@ __global__ void __launch_bounds__(256, 1) k_s9_ws(attn_p p, int nqt) {
         }
         __syncwarp();
         if (lane == 0) mb_arrive(bars + 8 * (NS + st)); /* this warp is done with the stage */
-        int jn = it + NS - 1; /* refill the stage of tile it - 1 with tile it + NS - 1 */
-        if (jn < nt) {
-            int sn = jn % NS;
-            if (jn >= NS) mb_wait(bars + 8 * (NS + sn), ((jn / NS) - 1) & 1);
-            s9_load<BN, 256, T>(sK + sn * TK, p.k, b, h, (int64_t)jn * BN, p.S, tid);
-            s9_load<BN, 256, T>(sV + sn * TK, p.v, b, h, (int64_t)jn * BN, p.S, tid);
-            mb_arrive_cp(bars + 8 * sn);
-        }
     }
-    s9_cp_wait_all();
     if (DQ) {
         float sc = (float)p.scale;
         s9_store_rows<T>(acc, p.gq, b, h, ra, p.T, sc, sc, q);
@@ -378,62 +395,77 @@ __global__ void __launch_bounds__(256, 1) k_s9_ws(attn_p p, int nqt) {
         s9_store_rows<T>(acc, p.o, b, h, ra, p.T, inv[0], inv[1], q);
     }
 #else
-    (void)p, (void)nqt;
+    (void)tm, (void)p, (void)nqt;
 #endif
 }
 
 /* ---- dK, dV ---- */
-/* CTA: 2 warpgroups of 64 keys; per query tile of 64: S^T = K Q^T, dP^T = V dO^T (keys as rows, so
- * that P^T and dS^T come out of the accumulators in the A layout of the next products), dV += P^T
- * dO, dK += dS^T Q. The warpgroups share the query-side tiles (Q, dO and their lse / Dl rows),
- * which go through NS stages handed over by mbarriers as in k_s9_ws: half the shared-memory fills
- * per product of a one-warpgroup CTA, two tiles of lookahead, and warpgroups that drift apart.
- * Causal: query tiles start at the diagonal. The lse / Dl rows are copied with 4-byte cp.async (so
- * that the stage's barrier covers them too) and turned into base-2 units where they are used. */
+/* CTA: 2 consumer warpgroups of 64 keys and a producer warp; per query tile of 64: S^T = K Q^T,
+ * dP^T = V dO^T (keys as rows, so that P^T and dS^T come out of the accumulators in the A layout
+ * of the next products), dV += P^T dO, dK += dS^T Q. The warpgroups share the query-side tiles (Q,
+ * dO and their lse / Dl rows), which go through NS stages handed over by mbarriers as in k_s9_ws.
+ * Causal: query tiles start at the diagonal. The producer warp copies a stage's lse / Dl rows with
+ * plain loads and stores (64 + 64 floats; the TMA would need rows 16-byte aligned) and turns them
+ * into base-2 units, then its lane 0 arrives on the stage's "full" barrier (a release: the
+ * consumers' wait sees the stores) with the TMA bytes of Q and dO to come. */
 template <typename T, int NS>
-__global__ void __launch_bounds__(256, 1) k_s9_dkdv_ws(attn_p p, int nkt) {
+__global__ void __launch_bounds__(384, 1)
+    k_s9_dkdv_ws(const __grid_constant__ s9_maps tm, attn_p p) {
 #if SM90_BODY
     constexpr bool BF = __is_same(T, __nv_bfloat16);
     constexpr int BN = 128, BM = 64, TT = BM * 256, TS = TT * 2 + 1024; /* 1024-aligned */
     extern __shared__ char s9_dyn[];
     uint32_t sK = s9_smem_base(s9_dyn), sV = sK + BN * 256, st0 = sV + BN * 256;
-    uint32_t bars = st0 + NS * TS; /* full[NS], empty[NS] */
-    /* stage s: Q tile, dO tile, lse[64], Dl[64] */
+    uint32_t bars = st0 + NS * TS, kbar = bars + 16 * NS; /* full[NS], empty[NS], K and V */
+    /* stage s: Q tile, dO tile, lse[64] (base 2), Dl[64] */
     int tid = threadIdx.x, lane = tid & 31;
     int64_t BH = p.B * p.H;
     int64_t kt = blockIdx.x / BH, bh = blockIdx.x % BH, b = bh / p.H, h = bh % p.H;
-    (void)nkt;
     int64_t j0 = kt * BN;
     int64_t ifirst = p.causal ? (j0 / BM) * BM : 0;
     int nt = ifirst < p.T ? (int)((p.T - ifirst + BM - 1) / BM) : 0;
     if (tid == 0) {
         for (int i = 0; i < NS; i++) {
-            mb_init(bars + 8 * i, 256);
+            mb_init(bars + 8 * i, 1);
             mb_init(bars + 8 * (NS + i), 8);
         }
+        mb_init(kbar, 1);
+        mb_init_fence();
     }
     __syncthreads();
-    const float *lse = (const float *)p.lse + bh * p.T, *dlg = (const float *)p.dl + bh * p.T;
-    auto fill = [&](int j, int s) {
-        int64_t i0 = ifirst + (int64_t)j * BM;
-        uint32_t base = st0 + s * TS;
-        s9_load<BM, 256, T>(base, p.q, b, h, i0, p.T, tid);
-        s9_load<BM, 256, T>(base + TT, p.go, b, h, i0, p.T, tid);
-        if (tid < 2 * BM) {
-            int r = tid & (BM - 1);
-            bool ok = i0 + r < p.T;
-            const float *src = (tid < BM ? lse : dlg) + (ok ? i0 + r : 0);
-            asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(
-                             base + 2 * TT + (tid < BM ? 0 : BM * 4) + r * 4),
-                         "l"(src), "r"(ok ? 4 : 0));
+    float *sdyn = (float *)(s9_dyn + (st0 - s9_addr(s9_dyn))); /* generic view of the stages */
+    if (tid >= 256) { /* the producer warpgroup: its first warp works, with few registers */
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+        if (tid >= 288) return;
+        const float *lse = (const float *)p.lse + bh * p.T, *dlg = (const float *)p.dl + bh * p.T;
+        if (lane == 0) {
+            mb_arrive_tx(kbar, 2 * BN * 256);
+            s9_tma_tile<BN>(sK, &tm.k, tm.ord[1], j0, h, b, kbar);
+            s9_tma_tile<BN>(sV, &tm.v, tm.ord[2], j0, h, b, kbar);
         }
-    };
-    s9_load<BN, 256, T>(sK, p.k, b, h, j0, p.S, tid);
-    s9_load<BN, 256, T>(sV, p.v, b, h, j0, p.S, tid);
-    for (int j = 0; j < NS - 1 && j < nt; j++) { /* K and V land with stage 0 */
-        fill(j, j);
-        mb_arrive_cp(bars + 8 * j);
+        for (int it = 0; it < nt; it++) {
+            int st = it % NS;
+            int64_t i0 = ifirst + (int64_t)it * BM;
+            if (it >= NS) mb_wait(bars + 8 * (NS + st), ((it / NS) - 1) & 1);
+            float *L = sdyn + (st * TS + 2 * TT) / 4;
+#pragma unroll
+            for (int r = lane; r < BM; r += 32) {
+                bool ok = i0 + r < p.T;
+                float lv = ok ? lse[i0 + r] : 0.f;
+                L[r] = lv == -INFINITY ? INFINITY : lv * S9_LOG2E; /* no keys: P = 2^-inf = 0 */
+                L[BM + r] = ok ? dlg[i0 + r] : 0.f;
+            }
+            __syncwarp();
+            if (lane == 0) {
+                uint32_t bar = bars + 8 * st, base = st0 + st * TS;
+                mb_arrive_tx(bar, 2 * TT);
+                s9_tma_tile<BM>(base, &tm.q, tm.ord[0], i0, h, b, bar);
+                s9_tma_tile<BM>(base + TT, &tm.go, tm.ord[3], i0, h, b, bar);
+            }
+        }
+        return;
     }
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
     int wg = tid >> 7, t = tid & 127, w = t >> 5, g = lane >> 2, q = lane & 3;
     int64_t jw = j0 + 64 * wg, ja = jw + 16 * w + g;
     float sl2 = (float)p.scale * S9_LOG2E;
@@ -441,14 +473,14 @@ __global__ void __launch_bounds__(256, 1) k_s9_dkdv_ws(attn_p p, int nkt) {
 #pragma unroll
     for (int i = 0; i < 64; i++)
         dk[i] = dv[i] = 0.f;
+    mb_wait(kbar, 0);
     for (int it = 0; it < nt; it++) {
         int64_t i0 = ifirst + (int64_t)it * BM;
         int st = it % NS;
         uint32_t sQ = st0 + st * TS, sO = sQ + TT;
         mb_wait(bars + 8 * st, (it / NS) & 1);
-        s9_fence_async();
         if (!(p.causal && i0 + BM - 1 < jw)) { /* else every query of the tile precedes our keys */
-            const float *L = (const float *)(s9_dyn + (sQ + 2 * TT - s9_addr(s9_dyn)));
+            const float *L = sdyn + (st * TS + 2 * TT) / 4;
             const float *Dl = L + BM;
             float s[32], dp[32];
             uint32_t pa[4][4], da[4][4];
@@ -465,7 +497,7 @@ __global__ void __launch_bounds__(256, 1) k_s9_dkdv_ws(attn_p p, int nkt) {
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     int c = 8 * n + 2 * q + (e & 1); /* query within the tile */
-                    float pr = ex2f(s[4 * n + e] * sl2 - L[c] * S9_LOG2E);
+                    float pr = ex2f(s[4 * n + e] * sl2 - L[c]);
                     if (edge) {
                         int64_t i = i0 + c, j = ja + 8 * (e >> 1);
                         if (i >= p.T || j >= p.S || (p.causal && j > i)) pr = 0.f;
@@ -487,20 +519,12 @@ __global__ void __launch_bounds__(256, 1) k_s9_dkdv_ws(attn_p p, int nkt) {
         }
         __syncwarp();
         if (lane == 0) mb_arrive(bars + 8 * (NS + st));
-        int jn = it + NS - 1;
-        if (jn < nt) {
-            int sn = jn % NS;
-            if (jn >= NS) mb_wait(bars + 8 * (NS + sn), ((jn / NS) - 1) & 1);
-            fill(jn, sn);
-            mb_arrive_cp(bars + 8 * sn);
-        }
     }
-    s9_cp_wait_all();
     s9_store_rows<T>(dv, p.gv, b, h, ja, p.S, 1.f, 1.f, q);
     float sc = (float)p.scale;
     s9_store_rows<T>(dk, p.gk, b, h, ja, p.S, sc, sc, q);
 #else
-    (void)p, (void)nkt;
+    (void)tm, (void)p;
 #endif
 }
 
@@ -512,11 +536,86 @@ template <typename K> int s9_set_smem(K kern, size_t bytes, const char *op) {
     return RT_OK;
 }
 
+/* cuTensorMapEncodeTiled, reached through the runtime (the library links cudart, not libcuda) */
+PFN_cuTensorMapEncodeTiled_v12000 s9_encoder(void) {
+    static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+        void *f = NULL;
+        cudaDriverEntryPointQueryResult q;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
+                                             &q) != cudaSuccess ||
+            q != cudaDriverEntryPointSuccess)
+            f = NULL;
+        (void)cudaGetLastError();
+        return (PFN_cuTensorMapEncodeTiled_v12000)f;
+    }();
+    return fn;
+}
+
+/* S9_DECLINED: the views cannot be described to the TMA (a broadcast dim, or a layout the encoder
+ * refuses); the caller runs the portable kernels instead */
+#define S9_DECLINED RTC_SM90_DECLINED
+/* RTC_TRY passes positive codes on; a decline must return as well */
+#define S9_TRY(expr)                                                                               \
+    do {                                                                                           \
+        int s9_rc_ = (expr);                                                                       \
+        if (s9_rc_ != RT_OK) return s9_rc_;                                                        \
+    } while (0)
+
+/* the TMA descriptor of a (B, H, N, 128) bf16/f16 view read in boxes of 64 columns x `rows` rows
+ * with the 128-byte swizzle; rows past N read as zeros. The descriptor's dims 1..3 are the view's
+ * row, head and batch dims in the order of their strides, as the encoder's documentation lays
+ * them out (a model's (B, T, H, D) activations transposed to (B, H, T, D) have the head stride
+ * below the row stride; descriptors with unsorted strides were not tried), and *ord says where
+ * each went (bits 2d..2d+1: the descriptor dim of view dim d, 0 row, 1 head, 2 batch). A dim of
+ * extent 1 is never stepped along and goes last with a nominal stride. The views reaching here
+ * have the last dim contiguous, the others' strides multiples of 8 elements and a 16-byte aligned
+ * start (fast_view in attention.cu). Returns RT_OK, or S9_DECLINED for overlapping or broadcast
+ * (stride 0) dims. */
+int s9_map(CUtensorMap *m, int *ord, const av4 &v, bool bf16, int64_t B, int64_t H, int64_t N,
+           int rows) {
+    PFN_cuTensorMapEncodeTiled_v12000 enc = s9_encoder();
+    if (!enc) return S9_DECLINED;
+    int64_t ext[3] = {N > 0 ? N : 1, H, B}, st[3] = {v.s[2], v.s[1], v.s[0]};
+    int idx[3] = {0, 1, 2};
+    for (int i = 1; i < 3; i++) /* insertion sort: extent-1 dims last, the rest by stride */
+        for (int j = i; j > 0; j--) {
+            int a = idx[j - 1], c = idx[j];
+            bool swap = (ext[a] == 1 && ext[c] > 1) || (ext[a] > 1 && ext[c] > 1 && st[c] < st[a]);
+            if (!swap) break;
+            idx[j - 1] = c, idx[j] = a;
+        }
+    cuuint64_t dim[4] = {128, 1, 1, 1}, stride[3];
+    int64_t span = 128; /* elements one step of the next dim must clear */
+    *ord = 0;
+    for (int i = 0; i < 3; i++) {
+        int d = idx[i];
+        int64_t sd = ext[d] == 1 ? span : st[d];
+        if (sd < span || ext[d] > 0x7fffffff) return S9_DECLINED;
+        dim[i + 1] = (cuuint64_t)ext[d], stride[i] = (cuuint64_t)sd * 2;
+        span = sd * ext[d];
+        *ord |= (i + 1) << (2 * d);
+    }
+    cuuint32_t box[4] = {64, 1, 1, 1}, es[4] = {1, 1, 1, 1};
+    box[*ord & 3] = (cuuint32_t)rows; /* the row dim's place */
+    CUresult r =
+        enc(m, bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4, v.p,
+            dim, stride, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    return r == CUDA_SUCCESS ? RT_OK : S9_DECLINED;
+}
+
 template <typename T, int BN, int NS, bool DQ> int s9_ws_launch(const attn_p &p, const char *op) {
-    size_t smem = 1024 + (DQ ? 2 : 1) * 128 * 256 + 2 * NS * (size_t)BN * 256 + 16 * NS;
+    constexpr bool BF = __is_same(T, __nv_bfloat16);
+    s9_maps tm;
+    memset(&tm, 0, sizeof tm);
+    S9_TRY(s9_map(&tm.q, &tm.ord[0], p.q, BF, p.B, p.H, p.T, 128));
+    S9_TRY(s9_map(&tm.k, &tm.ord[1], p.k, BF, p.B, p.H, p.S, BN));
+    S9_TRY(s9_map(&tm.v, &tm.ord[2], p.v, BF, p.B, p.H, p.S, BN));
+    if (DQ) S9_TRY(s9_map(&tm.go, &tm.ord[3], p.go, BF, p.B, p.H, p.T, 128));
+    size_t smem = 1024 + (DQ ? 2 : 1) * 128 * 256 + 2 * NS * (size_t)BN * 256 + 16 * NS + 16;
     RTC_TRY(s9_set_smem(k_s9_ws<T, BN, NS, DQ>, smem, op));
     int nqt = (int)((p.T + 127) / 128);
-    k_s9_ws<T, BN, NS, DQ><<<(unsigned)(nqt * p.B * p.H), 256, smem, rtc_stream()>>>(p, nqt);
+    k_s9_ws<T, BN, NS, DQ><<<(unsigned)(nqt * p.B * p.H), 288, smem, rtc_stream()>>>(tm, p, nqt);
     RTC_LAUNCH_CHECK(op);
     return RT_OK;
 }
@@ -526,14 +625,24 @@ template <typename T> int s9_fwd(const attn_p &p) {
     return s9_ws_launch<T, 128, 3, false>(p, "scaled_dot_product_attention");
 }
 
+/* the backward: declined before anything runs when a view cannot be described to the TMA */
 template <typename T> int s9_bwd(const attn_p &p) {
     const char *op = "scaled_dot_product_attention backward";
+    constexpr bool BF = __is_same(T, __nv_bfloat16);
     constexpr int NS = 3; /* K, V (128 keys), NS x (Q, dO, lse, Dl), barriers */
-    size_t sd = 1024 + 2 * 128 * 256 + NS * (2 * 64 * 256 + 1024) + 16 * NS;
+    s9_maps tm;
+    memset(&tm, 0, sizeof tm);
+    S9_TRY(s9_map(&tm.q, &tm.ord[0], p.q, BF, p.B, p.H, p.T, 64));
+    S9_TRY(s9_map(&tm.k, &tm.ord[1], p.k, BF, p.B, p.H, p.S, 128));
+    S9_TRY(s9_map(&tm.v, &tm.ord[2], p.v, BF, p.B, p.H, p.S, 128));
+    S9_TRY(s9_map(&tm.go, &tm.ord[3], p.go, BF, p.B, p.H, p.T, 64));
+    s9_maps probe; /* the dQ kernel's boxes, checked now so that a decline comes before dK/dV */
+    S9_TRY(s9_map(&probe.k, &probe.ord[1], p.k, BF, p.B, p.H, p.S, 64));
+    size_t sd = 1024 + 2 * 128 * 256 + NS * (2 * 64 * 256 + 1024) + 16 * NS + 16;
     RTC_TRY(s9_set_smem(k_s9_dkdv_ws<T, NS>, sd, op));
     int nkt = (int)((p.S + 127) / 128);
     if (nkt > 0) { /* no keys: dK, dV are empty (a grid of 0 blocks is a launch error) */
-        k_s9_dkdv_ws<T, NS><<<(unsigned)(nkt * p.B * p.H), 256, sd, rtc_stream()>>>(p, nkt);
+        k_s9_dkdv_ws<T, NS><<<(unsigned)(nkt * p.B * p.H), 384, sd, rtc_stream()>>>(tm, p);
         RTC_LAUNCH_CHECK(op);
     }
     /* dQ: 64-key tiles, four stages (128-key tiles in two stages measured 229 against 244 TFLOP/s

@@ -136,6 +136,19 @@ describe("cuda transformer kernels", function()
           run("long", 2, 1, 257, 200, {})
           run("long causal T<S", 1, 1, 140, 333, { is_causal = true })
           run("no keys", 1, 2, 5, 0, {}) -- output 0, dQ 0, empty dK/dV (no empty launch)
+          -- views as models make them: (B, T, H, D) transposed to (B, H, T, D) (strides not in
+          -- order), and K/V shared by every head (expanded: stride 0, which the Hopper path declines
+          -- to describe to its copy engine, so the portable kernels run)
+          do
+            local B, H, T = 2, 3, 150
+            check_fwd_bwd(("sdpa D=%d bthd views"):format(D), function(a, b, c)
+              return F.scaled_dot_product_attention(a:transpose(1, 2), b:transpose(1, 2), c:transpose(1, 2),
+                                                    { is_causal = true })
+            end, { rnd({ B, T, H, D }, dt, -2, 2), rnd({ B, T, H, D }, dt, -2, 2), rnd({ B, T, H, D }, dt) }, tol)
+            check_fwd_bwd(("sdpa D=%d K/V expanded over heads"):format(D), function(a, b, c)
+              return F.scaled_dot_product_attention(a, b:expand(B, H, T, D), c:expand(B, H, T, D), {})
+            end, { rnd({ B, H, T, D }, dt, -2, 2), rnd({ B, 1, T, D }, dt, -2, 2), rnd({ B, 1, T, D }, dt) }, tol)
+          end
           -- padding mask (bool over keys, broadcast) with one batch entry fully masked in some rows
           local pad = torch.ones({ 2, 1, 1, 80 }, { dtype = torch.bool })
           pad:narrow(3, 60, 20):fill_(false)

@@ -8,6 +8,7 @@
  * update rounded to nearest even. */
 #include "test_util.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -421,6 +422,45 @@ static void test_errors(void) {
         rt_tensor_release(t[i]);
 }
 
+/* NaN and infinity on every path, with bf16 parameter, gradient and states (the AVX-512 path has
+ * a loop of its own for that case: its NaN quieting must give the scalar path's bits) and with f32
+ * ones; a NaN gradient in each of the 32 positions of the first block and a few beyond. */
+static void test_adamw_nonfinite_paths(void) {
+    rt_manual_seed(5);
+    rt_tensor *g32 = randn_t(RT_F32), *p32 = randn_t(RT_F32), *v0 = randn_t(RT_F32), *vsq = NULL;
+    CHECK_OK(rt_binary(RT_MUL, v0, v0, &vsq));
+    float *gd = rt_tensor_data_ptr(g32);
+    for (int i = 0; i < 32; i += 3)
+        gd[i] = (i & 1) ? INFINITY : NAN;
+    gd[100] = -INFINITY, gd[4095] = NAN, gd[4096 + 31] = NAN;
+    rt_adamw_hparams h = {1e-2, 0.9, 0.999, 1e-8, 1e-2, 1, 31, 0};
+    for (int bf = 0; bf < 2; bf++) {
+        int dt = bf ? RT_BF16 : RT_F32;
+        rt_tensor *p = as_dtype(p32, dt), *g = as_dtype(g32, dt), *m = as_dtype(g32, dt),
+                  *v = as_dtype(vsq, dt), *ref[3], *alt[3];
+        adamw_run(p, g, m, v, &h, RT_SIMD_SCALAR, 1, ref);
+        for (int level = RT_SIMD_AVX2; level <= RT_SIMD_AVX512; level++) {
+            if (!simd_available(level)) continue;
+            adamw_run(p, g, m, v, &h, level, 2, alt);
+            for (int i = 0; i < 3; i++)
+                if (!bits_equal(ref[i], alt[i])) {
+                    fprintf(stderr, "%s, simd %d: output %d differs\n", rt_dtype_name(dt), level,
+                            i);
+                    CHECK(0);
+                }
+            release3(alt);
+        }
+        release3(ref);
+        rt_tensor *t[] = {p, g, m, v};
+        for (int i = 0; i < 4; i++)
+            rt_tensor_release(t[i]);
+    }
+    rt_tensor_release(g32);
+    rt_tensor_release(p32);
+    rt_tensor_release(v0);
+    rt_tensor_release(vsq);
+}
+
 int main(void) {
     printf("host optimizer paths available: scalar%s%s (auto picks %d)\n",
            simd_available(RT_SIMD_AVX2) ? ", avx2" : "",
@@ -431,6 +471,7 @@ int main(void) {
     RUN(test_stochastic_rounding_unbiased);
     RUN(test_stochastic_rounding_offsets);
     RUN(test_adamw_landing_dtypes);
+    RUN(test_adamw_nonfinite_paths);
     RUN(test_errors);
     return test_summary();
 }

@@ -15,6 +15,23 @@ local function finish(t, opts)
   return t
 end
 
+-- LuaJIT's int64_t / uint64_t cdata (9007199254740993LL) are how Lua spells integers beyond 2^53
+-- (totable and item give them back for such int64 elements); the factories take them as int64 values.
+local int64_t, uint64_t = ffi.typeof("int64_t"), ffi.typeof("uint64_t")
+local function is_i64_cdata(x)
+  return type(x) == "cdata" and (ffi.istype(int64_t, x) or ffi.istype(uint64_t, x))
+end
+-- x (int64 cdata) as int64_t; nil for a uint64 beyond int64's range
+local function to_i64(x)
+  if ffi.istype(uint64_t, x) and x > 9223372036854775807ULL then return nil end
+  return int64_t(x)
+end
+-- A Lua number that torch.tensor would store as int64 (integral and within int64's range). Lua cannot
+-- tell 3 from 3.0, so every such number counts as an integer, as PyTorch counts Python ints.
+local function is_int_number(x)
+  return x == math.floor(x) and x >= -2 ^ 63 and x < 2 ^ 63
+end
+
 local function factory(name, fill)
   return function(...)
     local shape, opts = core.shape_and_opts(...)
@@ -39,16 +56,32 @@ M.rand = factory("rand", function(n, dt, dev) return result(oom(C.rt_rand(n, sha
 M.randn = factory("randn", function(n, dt, dev) return result(oom(C.rt_randn(n, shape_buf, dt.code, dev, box)) or C.rt_randn(n, shape_buf, dt.code, dev, box)) end)
 
 -- full(shape, value, opts)
+-- Without opts.dtype the dtype is inferred from value as PyTorch does (bool -> bool, int -> int64, float
+-- -> the default dtype), with torch.tensor's reading of Lua numbers: an integral number within int64
+-- (3, also written 3.0) gives int64; 2.5, inf, nan and 2^63 the default dtype; int64 cdata int64.
 function M.full(shape, value, opts)
   opts = opts or {}
   if type(shape) == "number" then shape = { shape } end
+  local inferred
   if type(value) == "boolean" then
     value = value and 1 or 0
-    opts.dtype = opts.dtype or core.bool
+    inferred = core.bool
+  elseif is_i64_cdata(value) then
+    local v = to_i64(value)
+    if v == nil then error(("full: uint64 fill value %s is beyond the int64 range"):format(tostring(value)), 2) end
+    -- exact beyond 2^53 (rt_full takes a double): a 0-d int64 tensor, expanded and copied
+    local dt = opts.dtype and core.dtype(opts.dtype, 2) or core.int64
+    local n = core.shape_into(shape_buf, shape, 2, "full")
+    local dims = {}
+    for i = 1, n do dims[i] = tonumber(shape_buf[i - 1]) end
+    local t = M.tensor(v, { dtype = dt, device = opts.device })
+    return finish(t:expand(dims):contiguous(), opts)
+  elseif type(value) == "number" then
+    inferred = is_int_number(value) and core.int64 or nil
   end
   if type(value) ~= "number" then error(("full: expected a number fill value, got %s"):format(type(value)), 2) end
   local n = core.shape_into(shape_buf, shape, 2, "full")
-  local dt = core.dtype(opts.dtype, 2)
+  local dt = core.dtype(opts.dtype or inferred, 2)
   return finish(result(oom(C.rt_full(n, shape_buf, value, dt.code, core.device_code(opts.device, 2), box)) or C.rt_full(n, shape_buf, value, dt.code, core.device_code(opts.device, 2), box)), opts)
 end
 
@@ -75,6 +108,32 @@ function M.arange(a, b, c, d)
   if #args == 1 then start, stop, step = 0, args[1], 1
   elseif #args == 2 then start, stop, step = args[1], args[2], 1
   else start, stop, step = args[1], args[2], args[3] end
+  -- int64 cdata bounds (9007199254740993LL): an exact int64 arange, unless a bound is not integral
+  local any_cdata, all_int = false, true
+  for _, v in ipairs({ { start, "start" }, { stop, "end" }, { step, "step" } }) do
+    if is_i64_cdata(v[1]) then
+      if to_i64(v[1]) == nil then
+        error(("arange: %s %s is beyond the int64 range"):format(v[2], tostring(v[1])), 2)
+      end
+      any_cdata = true
+    elseif type(v[1]) ~= "number" then
+      error(("arange: expected a number for %s, got %s"):format(v[2], tensor.describe(v[1])), 2)
+    elseif not is_int_number(v[1]) then
+      all_int = false
+    end
+  end
+  if any_cdata and not all_int then -- arange(0LL, 2.5): a float arange, as in PyTorch
+    if is_i64_cdata(start) then start = tonumber(start) end
+    if is_i64_cdata(stop) then stop = tonumber(stop) end
+    if is_i64_cdata(step) then step = tonumber(step) end
+    any_cdata = false
+  end
+  if any_cdata then
+    local dt = opts.dtype and core.dtype(opts.dtype, 2) or core.int64
+    local a, b, s = int64_t(start), int64_t(stop), int64_t(step)
+    local dev = core.device_code(opts.device, 2)
+    return finish(result(oom(C.rt_arange_i64(a, b, s, dt.code, dev, box)) or C.rt_arange_i64(a, b, s, dt.code, dev, box)), opts)
+  end
   for _, v in ipairs({ { start, "start" }, { stop, "end" }, { step, "step" } }) do
     if type(v[1]) ~= "number" then
       error(("arange: expected a number for %s, got %s"):format(v[2], tensor.describe(v[1])), 2)
@@ -89,6 +148,13 @@ function M.arange(a, b, c, d)
   end
   local integral = start == math.floor(start) and stop == math.floor(stop) and step == math.floor(step)
   local dt = opts.dtype and core.dtype(opts.dtype, 2) or (integral and core.int64 or core.default_dtype)
+  if dt == core.int64 and all_int then
+    -- in int64, not doubles: start + i * step rounds beyond 2^53 (PyTorch computes an integral
+    -- arange in int64)
+    local a, b, s = int64_t(start), int64_t(stop), int64_t(step)
+    local dev = core.device_code(opts.device, 2)
+    return finish(result(oom(C.rt_arange_i64(a, b, s, dt.code, dev, box)) or C.rt_arange_i64(a, b, s, dt.code, dev, box)), opts)
+  end
   return finish(result(oom(C.rt_arange(start, stop, step, dt.code, core.device_code(opts.device, 2), box)) or C.rt_arange(start, stop, step, dt.code, core.device_code(opts.device, 2), box)), opts)
 end
 
@@ -110,8 +176,9 @@ function M.linspace(start, stop, steps, opts)
   return finish(result(oom(C.rt_from_host(1, shape_buf, dt.code, core.device_code(opts.device, 2), buf, 3, box)) or C.rt_from_host(1, shape_buf, dt.code, core.device_code(opts.device, 2), buf, 3, box)), opts)
 end
 
--- tensor(data, opts): data is a number, a boolean, or nested tables of them. Integers give int64,
--- any non-integer gives the default float dtype, booleans give bool (as torch.tensor does).
+-- tensor(data, opts): data is a number, a boolean, an int64 cdata, or nested tables of them. Integers
+-- (integral numbers within int64, int64_t / uint64_t cdata, taken exactly) give int64, any non-integer
+-- gives the default float dtype, booleans give bool (as torch.tensor does).
 function M.tensor(data, opts)
   if type(opts) ~= "nil" and type(opts) ~= "table" then -- type(): NULL == nil
     error(("tensor: expected an options table, got %s"):format(tensor.describe(opts)), 2)
@@ -123,7 +190,7 @@ function M.tensor(data, opts)
     return finish(t, opts)
   end
   local shape, flat = {}, {}
-  local all_int, all_bool, any_bool = true, true, false
+  local all_int, all_bool, any_bool, any_i64 = true, true, false, false
   local function walk(x, d)
     local tx = type(x)
     if tx == "table" then
@@ -134,19 +201,25 @@ function M.tensor(data, opts)
       end
       for i = 1, n do walk(x[i], d + 1) end
       if n == 0 and d > #shape then shape[d] = 0 end
-    elseif tx == "number" then
+    elseif tx == "number" or is_i64_cdata(x) then
       if #shape ~= d - 1 and #shape > 0 and d - 1 < #shape then
         error("tensor: ragged nested table: a number where a table was expected", 4)
       end
       all_bool = false
-      -- an integral number outside int64 (1e20, inf) is a float: as int64 it would wrap to garbage
-      if x ~= math.floor(x) or x ~= x or x >= 2 ^ 63 or x < -2 ^ 63 then all_int = false end
+      if tx == "number" then
+        -- an integral number outside int64 (1e20, inf) is a float: as int64 it would wrap to garbage
+        if x ~= math.floor(x) or x ~= x or x >= 2 ^ 63 or x < -2 ^ 63 then all_int = false end
+      else
+        local v = to_i64(x)
+        if v == nil then error(("tensor: uint64 value %s is beyond the int64 range"):format(tostring(x)), 4) end
+        x, any_i64 = v, true
+      end
       flat[#flat + 1] = x
     elseif tx == "boolean" then
       any_bool = true
       flat[#flat + 1] = x and 1 or 0
     else
-      error(("tensor: expected numbers, booleans or nested tables, got a %s"):format(tx), 4)
+      error(("tensor: expected numbers, booleans, int64 cdata or nested tables, got a %s"):format(tx), 4)
     end
   end
   walk(data, 1)
@@ -160,9 +233,17 @@ function M.tensor(data, opts)
   elseif all_int then dt = core.int64
   else dt = core.default_dtype end
   local n = core.shape_into(shape_buf, shape, 2, "tensor")
-  local buf = ffi.new("double[?]", math.max(#flat, 1))
-  for i = 1, #flat do buf[i - 1] = flat[i] end
-  return finish(result(oom(C.rt_from_host(n, shape_buf, dt.code, core.device_code(opts.device, 2), buf, 3, box)) or C.rt_from_host(n, shape_buf, dt.code, core.device_code(opts.device, 2), buf, 3, box)), opts)
+  -- int64 cdata among integers: an int64 buffer keeps them exact (the C side converts to dtype);
+  -- otherwise doubles, which hold every Lua number
+  local exact = any_i64 and all_int
+  local buf = ffi.new(exact and "int64_t[?]" or "double[?]", math.max(#flat, 1))
+  if exact then
+    for i = 1, #flat do buf[i - 1] = flat[i] end
+  else
+    for i = 1, #flat do buf[i - 1] = tonumber(flat[i]) end
+  end
+  local src = exact and core.int64.code or core.float64.code
+  return finish(result(oom(C.rt_from_host(n, shape_buf, dt.code, core.device_code(opts.device, 2), buf, src, box)) or C.rt_from_host(n, shape_buf, dt.code, core.device_code(opts.device, 2), buf, src, box)), opts)
 end
 
 local function like(f, name)

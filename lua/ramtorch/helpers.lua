@@ -63,6 +63,16 @@ function M.replace_linear_with_ramtorch(model, rank)
   if rank ~= nil and (type(rank) ~= "number" or rank < 0 or rank ~= math.floor(rank) or rank == math.huge) then
     error(("replace_linear_with_ramtorch: rank must be a non-negative integer, got %s"):format(tostring(rank)), 2)
   end
+  -- RamTorch builds each layer with device=f"cuda:{rank}" unchecked, and PyTorch refuses the ordinal
+  -- only when the layer first runs there; with CUDA present a rank beyond the device count is refused
+  -- here, before any layer is swapped. Without CUDA (device_count() == 0) the rank is only recorded as
+  -- the layers' compute device, as RamTorch does, and CPU inputs compute on the CPU.
+  local count = rank ~= nil and torch.cuda.device_count() or 0
+  if count > 0 and rank >= count then
+    error(("replace_linear_with_ramtorch: rank %d is out of range: %d CUDA device%s (valid rank%s)")
+          :format(rank, count, count == 1 and "" or "s",
+                  count == 1 and " 0" or (("s 0 to %d"):format(count - 1))), 2)
+  end
   if is_plain_linear(model) then return convert(model, rank) end
   local uses = param_uses(model)
   -- one replacement per Linear instance: a layer registered under two names (or reached through a

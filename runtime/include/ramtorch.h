@@ -740,6 +740,13 @@ int rt_delayed_update_pending(const rt_delayed_update *d); /* 1 between launch a
  * forward that read what the update writes would see it changed for certain. */
 int rt_delayed_update_set_test_delay_us(int us);
 
+/* ---- Exact int64 arange (arange_i64.c) --------------------------------------------------------
+ * arange computed in int64: exact where rt_arange's doubles would round (beyond 2^53); the values
+ * are then converted to dtype and moved to device. Errors as rt_arange (zero step, step away from
+ * end), and RT_ERR_INVALID when the length does not fit in int64.
+ * ---------------------------------------------------------------------------------------------- */
+int rt_arange_i64(int64_t start, int64_t end, int64_t step, int dtype, int device, rt_tensor **out);
+
 #ifndef RT_CDEF
 #ifdef __cplusplus
 }

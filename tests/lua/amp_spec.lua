@@ -503,7 +503,7 @@ describe("autocast through models", function()
     end
     local _, ref = model(idx, idx)
     assert.is_true(math.abs(loss:item() - ref:item()) < 0.05 * ref:item())
-    local L = nn.TransformerEncoderLayer(8, 2, { dim_feedforward = 16, dropout = 0 })
+    local L = nn.TransformerEncoderLayer(8, 2, { dim_feedforward = 16, dropout = 0, batch_first = true })
     local x = rnd({ 2, 5, 8 })
     local kpm = torch.tensor({ { false, false, false, true, true }, { false, false, false, false, false } })
     local y = amp.autocast("bf16", function()

@@ -1,7 +1,8 @@
 -- nn_regress_spec.lua: regressions found in review of ramtorch.nn, each failing on the code before
 -- its fix: Embedding's padding_idx row gets no gradient; MultiheadAttention keeps is_causal when a
--- key_padding_mask is given; the transformer layers refuse batch_first=false instead of reading
--- (seq, batch, feature) input as (batch, seq, feature); train()/eval() go through children's train().
+-- key_padding_mask is given; the transformer layers do not read (seq, batch, feature) input as
+-- (batch, seq, feature) (batch_first=false is supported and the default since, as in PyTorch:
+-- semantics_leftovers_spec.lua); train()/eval() go through children's train().
 local torch = require("ramtorch")
 local nn = require("ramtorch.nn")
 
@@ -28,7 +29,7 @@ describe("nn regressions", function()
 
   it("MultiheadAttention keeps is_causal when only a key_padding_mask is given", function()
     torch.manual_seed(0)
-    local m = nn.MultiheadAttention(4, 2)
+    local m = nn.MultiheadAttention(4, 2, { batch_first = true })
     local x = torch.randn(2, 3, 4)
     local kpm = torch.tensor({ { false, false, false }, { false, false, true } }, { dtype = torch.bool })
     local causal = torch.arange(3):view(1, 3):gt(torch.arange(3):view(3, 1)) -- true = masked
@@ -40,11 +41,12 @@ describe("nn regressions", function()
     assert.is_true(math.abs(w[1][1][1]:item() - 1) < 1e-6)
   end)
 
-  it("TransformerEncoderLayer / DecoderLayer refuse batch_first=false", function()
+  it("TransformerEncoderLayer / DecoderLayer hand batch_first=false to their attention", function()
     for _, cls in ipairs({ nn.TransformerEncoderLayer, nn.TransformerDecoderLayer }) do
-      local ok, err = pcall(cls, 4, 2, { batch_first = false, dim_feedforward = 8 })
+      assert.is_false(cls(4, 2, { batch_first = false, dim_feedforward = 8 }).self_attn.batch_first)
+      local ok, err = pcall(cls, 4, 2, { batch_first = "no", dim_feedforward = 8 })
       assert.is_false(ok)
-      assert.matches("only batch_first=true is supported", err)
+      assert.matches("expected a boolean batch_first, got no", err)
     end
     assert.has_no.errors(function() nn.TransformerEncoderLayer(4, 2, { batch_first = true, dim_feedforward = 8 }) end)
   end)

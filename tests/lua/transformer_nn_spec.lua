@@ -47,7 +47,7 @@ end)
 describe("nn.MultiheadAttention", function()
   it("matches the definition, with the averaged weights", function()
     torch.manual_seed(1)
-    local m = nn.MultiheadAttention(8, 2):double()
+    local m = nn.MultiheadAttention(8, 2, { batch_first = true }):double()
     local x, mem = torch.randn({ 2, 4, 8 }, { dtype = f64 }), torch.randn({ 2, 5, 8 }, { dtype = f64 })
     local out, w = m(x, mem, mem)
     local ref, p = ref_mha(m, x, mem, mem)
@@ -58,7 +58,7 @@ describe("nn.MultiheadAttention", function()
 
   it("bool masks mean NOT allowed, key_padding_mask ignores keys, float masks add", function()
     torch.manual_seed(2)
-    local m = nn.MultiheadAttention(8, 2):double()
+    local m = nn.MultiheadAttention(8, 2, { batch_first = true }):double()
     local x = torch.randn({ 2, 4, 8 }, { dtype = f64 })
     local kpm = torch.tensor({ { false, false, true, true }, { false, false, false, false } })
     local am = torch.tensor({ { false, true, true, true }, { false, false, true, true }, { false, false, false, true },
@@ -76,13 +76,13 @@ describe("nn.MultiheadAttention", function()
 
   it("unbatched input, gradcheck through the module, errors", function()
     torch.manual_seed(3)
-    local m = nn.MultiheadAttention(4, 2):double()
+    local m = nn.MultiheadAttention(4, 2, { batch_first = true }):double()
     local x = torch.randn({ 3, 4 }, { dtype = f64 })
     assert_close((m(x)), (m(x:unsqueeze(0))):squeeze(0), 0, 0)
     assert.is_true(testing.gradcheck(function(a) return (m(a, a, a, { need_weights = false, is_causal = true })) end,
                                      { torch.randn({ 1, 3, 4 }, { dtype = f64, requires_grad = true }) }))
     assert_error_has(function() nn.MultiheadAttention(6, 4) end, "embed_dim (6) must be divisible by num_heads (4)")
-    assert_error_has(function() nn.MultiheadAttention(4, 2, { batch_first = false }) end, "only batch_first=true")
+    assert_error_has(function() nn.MultiheadAttention(4, 2, { batch_first = 1 }) end, "expected a boolean batch_first, got 1")
     assert_error_has(function() m(x:unsqueeze(0), x:unsqueeze(0), x:unsqueeze(0), { key_padding_mask = torch.zeros({ 2, 3 }) }) end,
                      "key_padding_mask must be (batch, S) = (1, 3)")
   end)
@@ -94,7 +94,8 @@ describe("nn.TransformerEncoderLayer / TransformerDecoderLayer", function()
     local x = torch.randn({ 2, 5, 8 })
     for _, nf in ipairs({ false, true }) do
       for _, act in ipairs({ "relu", "gelu" }) do
-        local L = nn.TransformerEncoderLayer(8, 2, { dim_feedforward = 16, dropout = 0, norm_first = nf, activation = act })
+        local L = nn.TransformerEncoderLayer(8, 2, { dim_feedforward = 16, dropout = 0, norm_first = nf, activation = act,
+                                                   batch_first = true })
         local function sa(a) return (L.self_attn(a, a, a, { need_weights = false, is_causal = true })) end
         local function ff(a)
           local h = L.linear1(a)
@@ -120,7 +121,7 @@ describe("nn.TransformerEncoderLayer / TransformerDecoderLayer", function()
 
   it("the decoder layer attends to memory (post-norm composition)", function()
     torch.manual_seed(5)
-    local D = nn.TransformerDecoderLayer(8, 2, { dim_feedforward = 16, dropout = 0 })
+    local D = nn.TransformerDecoderLayer(8, 2, { dim_feedforward = 16, dropout = 0, batch_first = true })
     local t, mem = torch.randn({ 2, 3, 8 }), torch.randn({ 2, 4, 8 })
     local x = D.norm1(t + (D.self_attn(t, t, t, { is_causal = true, need_weights = false })))
     x = D.norm2(x + (D.multihead_attn(x, mem, mem, { need_weights = false })))

@@ -1,6 +1,8 @@
 -- ramtorch/nn/transformer.lua: nn.MultiheadAttention, nn.TransformerEncoderLayer and
--- nn.TransformerDecoderLayer with PyTorch's argument names, batch_first=true by default (only
--- batch_first inputs (B, T, E) or unbatched (T, E) are accepted).
+-- nn.TransformerDecoderLayer with PyTorch's argument names and defaults: batch_first=false, as in
+-- PyTorch, reads batched input as (seq, batch, feature); batch_first=true as (batch, seq, feature);
+-- unbatched (seq, feature) input is the same for both. key_padding_mask is (batch, S) and the attention
+-- weights (batch, T, S) (or (batch, num_heads, T, S)) whatever batch_first says, as in PyTorch.
 --
 -- Differences from PyTorch, on purpose: MultiheadAttention keeps its input projection as three
 -- nn.Linear layers q_proj, k_proj and v_proj (not one in_proj_weight), so that every projection is a
@@ -31,7 +33,7 @@ end
 
 -- ---- MultiheadAttention ---------------------------------------------------------------------------------
 
--- nn.MultiheadAttention(embed_dim, num_heads, {dropout=0, bias=true, kdim=, vdim=, batch_first=true,
+-- nn.MultiheadAttention(embed_dim, num_heads, {dropout=0, bias=true, kdim=, vdim=, batch_first=false,
 -- dtype=, device=})
 local MultiheadAttention = Module:extend("MultiheadAttention")
 M.MultiheadAttention = MultiheadAttention
@@ -43,14 +45,14 @@ function MultiheadAttention:__init(embed_dim, num_heads, opts)
   if embed_dim % num_heads ~= 0 then
     error(("MultiheadAttention: embed_dim (%d) must be divisible by num_heads (%d)"):format(embed_dim, num_heads), 3)
   end
-  if opts.batch_first == false then
-    error("MultiheadAttention: only batch_first=true is supported (inputs (batch, seq, feature))", 3)
+  if opts.batch_first ~= nil and type(opts.batch_first) ~= "boolean" then
+    error(("MultiheadAttention: expected a boolean batch_first, got %s"):format(tostring(opts.batch_first)), 3)
   end
   self.embed_dim, self.num_heads = embed_dim, num_heads
   self.head_dim = math.floor(embed_dim / num_heads)
   self.kdim, self.vdim = opts.kdim or embed_dim, opts.vdim or embed_dim
   self.dropout = opts.dropout or 0
-  self.batch_first = true
+  self.batch_first = opts.batch_first == true
   local lo = { bias = opts.bias ~= false, dtype = opts.dtype, device = opts.device }
   self.q_proj = Linear(embed_dim, embed_dim, lo)
   self.k_proj = Linear(self.kdim, embed_dim, lo)
@@ -118,15 +120,36 @@ function MultiheadAttention:forward(query, key, value, opts)
   end
   local unbatched = query:dim() == 2
   if unbatched then query, key, value = query:unsqueeze(0), key:unsqueeze(0), value:unsqueeze(0) end
+  -- batch_first=false (PyTorch's default): batched inputs are (seq, batch, feature); unbatched ones were
+  -- made (1, seq, feature) above, which is batch-first
+  local bf = self.batch_first or unbatched
+  local layout = bf and "(batch, seq, embed_dim)" or "(seq, batch, embed_dim)"
   if query:dim() ~= 3 then
-    error(("MultiheadAttention: expected query of shape (batch, seq, embed_dim) or (seq, embed_dim), got {%s}")
-          :format(table.concat(query.shape, ", ")), 2)
+    error(("MultiheadAttention: expected query of shape %s or (seq, embed_dim), got {%s}")
+          :format(layout, table.concat(query.shape, ", ")), 2)
   end
-  local B, T, S = query:size(0), query:size(1), key:size(1)
+  for i = 2, 3 do
+    local t = i == 2 and key or value
+    if t:dim() ~= 3 then
+      error(("MultiheadAttention: expected a 3-D %s %s with a 3-D query, got {%s}")
+            :format(names[i], layout, table.concat(t.shape, ", ")), 2)
+    end
+  end
+  local bd, sd = bf and 0 or 1, bf and 1 or 0 -- the batch and seq dims of the inputs
+  local B, T, S = query:size(bd), query:size(sd), key:size(sd)
+  if key:size(bd) ~= B or value:size(bd) ~= B or value:size(sd) ~= S then
+    error(("MultiheadAttention: expected key and value of batch %d and one seq length, got query {%s}, key {%s}, value {%s}")
+          :format(B, table.concat(query.shape, ", "), table.concat(key.shape, ", "), table.concat(value.shape, ", ")), 2)
+  end
   local H, hd, E = self.num_heads, self.head_dim, self.embed_dim
-  local q = self.q_proj(query):view(B, T, H, hd):transpose(1, 2)
-  local k = self.k_proj(key):view(B, S, H, hd):transpose(1, 2)
-  local v = self.v_proj(value):view(B, S, H, hd):transpose(1, 2)
+  -- project in the input's layout (the Linear outputs are contiguous), then view as (B, H, seq, hd)
+  local function heads(x, L)
+    if bf then return x:view(B, L, H, hd):transpose(1, 2) end
+    return x:view(L, B, H, hd):permute(1, 2, 0, 3)
+  end
+  local q = heads(self.q_proj(query), T)
+  local k = heads(self.k_proj(key), S)
+  local v = heads(self.v_proj(value), S)
   local attn_mask = opts.attn_mask
   if opts.is_causal and attn_mask == nil and opts.key_padding_mask ~= nil then
     -- the padding mask must not replace the causal one: spell it out as a (T, S) bool mask (true = masked)
@@ -136,7 +159,8 @@ function MultiheadAttention:forward(query, key, value, opts)
   local p = self.training and self.dropout or 0
   local out = F().scaled_dot_product_attention(q, k, v, { attn_mask = mask, dropout_p = p,
                                                           is_causal = opts.is_causal and mask == nil })
-  out = self.out_proj(out:transpose(1, 2):reshape(B, T, E))
+  if bf then out = self.out_proj(out:transpose(1, 2):reshape(B, T, E))
+  else out = self.out_proj(out:permute(2, 0, 1, 3):reshape(T, B, E)) end
   local weights
   if opts.need_weights ~= false then
     -- the (B, H, T, S) probabilities, computed explicitly (no dropout), as PyTorch returns them
@@ -159,8 +183,8 @@ function MultiheadAttention:forward(query, key, value, opts)
 end
 
 function MultiheadAttention:extra_repr()
-  return ("embed_dim=%d, num_heads=%d, dropout=%s, batch_first=True"):format(self.embed_dim, self.num_heads,
-                                                                           pyrepr(self.dropout))
+  return ("embed_dim=%d, num_heads=%d, dropout=%s, batch_first=%s"):format(self.embed_dim, self.num_heads,
+                                                                         pyrepr(self.dropout), pyrepr(self.batch_first))
 end
 
 -- ---- encoder / decoder layers -----------------------------------------------------------------------------
@@ -176,16 +200,17 @@ end
 local function layer_common(self, d_model, nhead, opts, what)
   expect_pos_int(d_model, what, "d_model")
   expect_pos_int(nhead, what, "nhead")
-  if opts.batch_first == false then
-    error(("%s: only batch_first=true is supported (inputs (batch, seq, feature))"):format(what), 4)
+  if opts.batch_first ~= nil and type(opts.batch_first) ~= "boolean" then
+    error(("%s: expected a boolean batch_first, got %s"):format(what, tostring(opts.batch_first)), 4)
   end
   local ff = opts.dim_feedforward or 2048
   local p = opts.dropout == nil and 0.1 or opts.dropout
   local topts = { dtype = opts.dtype, device = opts.device }
   local lo = { bias = opts.bias ~= false, dtype = opts.dtype, device = opts.device }
   local no = { eps = opts.layer_norm_eps or 1e-5, bias = opts.bias ~= false, dtype = opts.dtype, device = opts.device }
+  -- batch_first goes to the attention modules, as in PyTorch: the rest of the layer works per token
   self.self_attn = MultiheadAttention(d_model, nhead, { dropout = p, bias = opts.bias ~= false, dtype = topts.dtype,
-                                                        device = topts.device })
+                                                        device = topts.device, batch_first = opts.batch_first })
   self.linear1 = Linear(d_model, ff, lo)
   self.dropout = Dropout(p)
   self.linear2 = Linear(ff, d_model, lo)
@@ -201,7 +226,7 @@ local function layer_common(self, d_model, nhead, opts, what)
 end
 
 -- nn.TransformerEncoderLayer(d_model, nhead, {dim_feedforward=2048, dropout=0.1, activation="relu",
--- layer_norm_eps=1e-5, batch_first=true, norm_first=false, bias=true, dtype=, device=})
+-- layer_norm_eps=1e-5, batch_first=false, norm_first=false, bias=true, dtype=, device=})
 local TransformerEncoderLayer = Module:extend("TransformerEncoderLayer")
 M.TransformerEncoderLayer = TransformerEncoderLayer
 
@@ -246,7 +271,8 @@ function TransformerDecoderLayer:__init(d_model, nhead, opts)
   opts = opts or {}
   local no, p = layer_common(self, d_model, nhead, opts, "TransformerDecoderLayer")
   self.multihead_attn = MultiheadAttention(d_model, nhead, { dropout = p, bias = opts.bias ~= false,
-                                                             dtype = opts.dtype, device = opts.device })
+                                                             dtype = opts.dtype, device = opts.device,
+                                                             batch_first = opts.batch_first })
   self.norm3 = LayerNorm(d_model, no)
   self.dropout3 = Dropout(p)
 end

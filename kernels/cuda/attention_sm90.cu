@@ -254,6 +254,18 @@ __device__ __forceinline__ void mb_init_fence() {
 
 #endif /* SM90_BODY */
 
+/* The dK/dV kernel's register split (setmaxnreg): a block of 384 threads gets 168 registers per
+ * thread at launch (the most that 12 warps may have), a pool of 384 x 168 that setmaxnreg only
+ * redistributes; an "inc" the pool cannot cover waits forever. The producer warpgroup gives up
+ * registers first, then the two consumer warpgroups take them. */
+#define S9_REG_PRODUCER 40
+#define S9_REG_CONSUMER 232
+static_assert(128 * S9_REG_PRODUCER + 256 * S9_REG_CONSUMER <= 384 * 168,
+              "setmaxnreg: the consumers would wait for registers the block does not have");
+static_assert(S9_REG_PRODUCER % 8 == 0 && S9_REG_CONSUMER % 8 == 0 && S9_REG_PRODUCER >= 24 &&
+                  S9_REG_CONSUMER <= 256 && S9_REG_PRODUCER <= 168 && S9_REG_CONSUMER >= 168,
+              "setmaxnreg counts: multiples of 8 in [24, 256], dec below and inc above 168");
+
 /* the tensor maps of one launch (TMA descriptors live in kernel parameter space) */
 struct s9_maps {
     CUtensorMap q, k, v, go;
@@ -435,7 +447,7 @@ __global__ void __launch_bounds__(384, 1)
     __syncthreads();
     float *sdyn = (float *)(s9_dyn + (st0 - s9_addr(s9_dyn))); /* generic view of the stages */
     if (tid >= 256) { /* the producer warpgroup: its first warp works, with few registers */
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(S9_REG_PRODUCER) : "memory");
         if (tid >= 288) return;
         const float *lse = (const float *)p.lse + bh * p.T, *dlg = (const float *)p.dl + bh * p.T;
         if (lane == 0) {
@@ -465,7 +477,7 @@ __global__ void __launch_bounds__(384, 1)
         }
         return;
     }
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(S9_REG_CONSUMER) : "memory");
     int wg = tid >> 7, t = tid & 127, w = t >> 5, g = lane >> 2, q = lane & 3;
     int64_t jw = j0 + 64 * wg, ja = jw + 16 * w + g;
     float sl2 = (float)p.scale * S9_LOG2E;
@@ -615,6 +627,7 @@ template <typename T, int BN, int NS, bool DQ> int s9_ws_launch(const attn_p &p,
     size_t smem = 1024 + (DQ ? 2 : 1) * 128 * 256 + 2 * NS * (size_t)BN * 256 + 16 * NS + 16;
     RTC_TRY(s9_set_smem(k_s9_ws<T, BN, NS, DQ>, smem, op));
     int nqt = (int)((p.T + 127) / 128);
+    if (nqt == 0) return RT_OK; /* no queries (a grid of 0 blocks is a launch error) */
     k_s9_ws<T, BN, NS, DQ><<<(unsigned)(nqt * p.B * p.H), 288, smem, rtc_stream()>>>(tm, p, nqt);
     RTC_LAUNCH_CHECK(op);
     return RT_OK;

@@ -616,14 +616,19 @@ int s9_map(CUtensorMap *m, int *ord, const av4 &v, bool bf16, int64_t B, int64_t
     return r == CUDA_SUCCESS ? RT_OK : S9_DECLINED;
 }
 
-template <typename T, int BN, int NS, bool DQ> int s9_ws_launch(const attn_p &p, const char *op) {
+/* the forward/dQ kernel's descriptors: Q (and dO) in 128-row boxes, K and V in BN-row ones */
+template <typename T, int BN, bool DQ> int s9_ws_maps(const attn_p &p, s9_maps *tm) {
     constexpr bool BF = __is_same(T, __nv_bfloat16);
-    s9_maps tm;
-    memset(&tm, 0, sizeof tm);
-    S9_TRY(s9_map(&tm.q, &tm.ord[0], p.q, BF, p.B, p.H, p.T, 128));
-    S9_TRY(s9_map(&tm.k, &tm.ord[1], p.k, BF, p.B, p.H, p.S, BN));
-    S9_TRY(s9_map(&tm.v, &tm.ord[2], p.v, BF, p.B, p.H, p.S, BN));
-    if (DQ) S9_TRY(s9_map(&tm.go, &tm.ord[3], p.go, BF, p.B, p.H, p.T, 128));
+    memset(tm, 0, sizeof *tm);
+    S9_TRY(s9_map(&tm->q, &tm->ord[0], p.q, BF, p.B, p.H, p.T, 128));
+    S9_TRY(s9_map(&tm->k, &tm->ord[1], p.k, BF, p.B, p.H, p.S, BN));
+    S9_TRY(s9_map(&tm->v, &tm->ord[2], p.v, BF, p.B, p.H, p.S, BN));
+    if (DQ) S9_TRY(s9_map(&tm->go, &tm->ord[3], p.go, BF, p.B, p.H, p.T, 128));
+    return RT_OK;
+}
+
+template <typename T, int BN, int NS, bool DQ>
+int s9_ws_run(const attn_p &p, const s9_maps &tm, const char *op) {
     size_t smem = 1024 + (DQ ? 2 : 1) * 128 * 256 + 2 * NS * (size_t)BN * 256 + 16 * NS + 16;
     RTC_TRY(s9_set_smem(k_s9_ws<T, BN, NS, DQ>, smem, op));
     int nqt = (int)((p.T + 127) / 128);
@@ -635,22 +640,25 @@ template <typename T, int BN, int NS, bool DQ> int s9_ws_launch(const attn_p &p,
 
 /* forward: 128-key tiles, three stages (Q 32 KiB + 6 x 32 KiB of the 227 KiB a CTA may have) */
 template <typename T> int s9_fwd(const attn_p &p) {
-    return s9_ws_launch<T, 128, 3, false>(p, "scaled_dot_product_attention");
+    s9_maps tm;
+    S9_TRY((s9_ws_maps<T, 128, false>(p, &tm)));
+    return s9_ws_run<T, 128, 3, false>(p, tm, "scaled_dot_product_attention");
 }
 
-/* the backward: declined before anything runs when a view cannot be described to the TMA */
+/* the backward: every descriptor of both kernels is built first, so that a decline comes before
+ * anything runs. dQ: 64-key tiles, four stages (128-key tiles in two stages measured 229 against
+ * 244 TFLOP/s forward + backward). */
 template <typename T> int s9_bwd(const attn_p &p) {
     const char *op = "scaled_dot_product_attention backward";
     constexpr bool BF = __is_same(T, __nv_bfloat16);
     constexpr int NS = 3; /* K, V (128 keys), NS x (Q, dO, lse, Dl), barriers */
-    s9_maps tm;
+    s9_maps tm, tq;
     memset(&tm, 0, sizeof tm);
     S9_TRY(s9_map(&tm.q, &tm.ord[0], p.q, BF, p.B, p.H, p.T, 64));
     S9_TRY(s9_map(&tm.k, &tm.ord[1], p.k, BF, p.B, p.H, p.S, 128));
     S9_TRY(s9_map(&tm.v, &tm.ord[2], p.v, BF, p.B, p.H, p.S, 128));
     S9_TRY(s9_map(&tm.go, &tm.ord[3], p.go, BF, p.B, p.H, p.T, 64));
-    s9_maps probe; /* the dQ kernel's boxes, checked now so that a decline comes before dK/dV */
-    S9_TRY(s9_map(&probe.k, &probe.ord[1], p.k, BF, p.B, p.H, p.S, 64));
+    S9_TRY((s9_ws_maps<T, 64, true>(p, &tq)));
     size_t sd = 1024 + 2 * 128 * 256 + NS * (2 * 64 * 256 + 1024) + 16 * NS + 16;
     RTC_TRY(s9_set_smem(k_s9_dkdv_ws<T, NS>, sd, op));
     int nkt = (int)((p.S + 127) / 128);
@@ -658,9 +666,7 @@ template <typename T> int s9_bwd(const attn_p &p) {
         k_s9_dkdv_ws<T, NS><<<(unsigned)(nkt * p.B * p.H), 384, sd, rtc_stream()>>>(tm, p);
         RTC_LAUNCH_CHECK(op);
     }
-    /* dQ: 64-key tiles, four stages (128-key tiles in two stages measured 229 against 244 TFLOP/s
-     * forward + backward) */
-    return s9_ws_launch<T, 64, 4, true>(p, op);
+    return s9_ws_run<T, 64, 4, true>(p, tq, op);
 }
 
 } /* namespace */

@@ -227,6 +227,19 @@ int rt_tensor_set_grad(rt_tensor *t, rt_tensor *grad) {
     return RT_OK;
 }
 
+int rt_check_inplace_autograd(const char *op, const rt_tensor *t) {
+    if (!g_grad_disabled && t->meta.requires_grad && t->grad_fn)
+        return RT_ERR(RT_ERR_AUTOGRAD,
+                      "%s: in-place operations on a tensor that requires grad (from %s) are not "
+                      "recorded by autograd; use the out-of-place form (or no_grad)",
+                      op, t->grad_fn->name);
+    return RT_OK;
+}
+
+int rt_tensor_version(const rt_tensor *t) {
+    return atomic_load(&t->storage->version);
+}
+
 int rt_detach(rt_tensor *t, rt_tensor **out) {
     return rt_tensor_new_view(t, t->meta.ndim, t->meta.shape, t->meta.strides, t->meta.offset, out);
 }
@@ -332,6 +345,22 @@ static int accumulate_leaf(rt_tensor *leaf, rt_tensor *g) {
     return RT_OK;
 }
 
+/* A gradient a custom (Lua) function returns for an input computed by node c must have c's output
+ * shape: a node downstream would otherwise sum a wrong-shaped one down to its input's shape
+ * (undoing a broadcast) and hand on a silently wrong gradient. Leaves are checked by
+ * accumulate_leaf. Built-in nodes are trusted: the offload engine deliberately routes a
+ * parameter's gradient to its hook carrier's empty anchor (lua/ramtorch/offload.lua). */
+static int check_grad_shape(const rt_node *n, int i, const rt_node *c, const rt_tensor *g) {
+    if (g->meta.ndim == c->out_ndim &&
+        !memcmp(g->meta.shape, c->out_shape, sizeof(int64_t) * (size_t)c->out_ndim))
+        return RT_OK;
+    char b1[RT_SHAPE_BUF], b2[RT_SHAPE_BUF];
+    return RT_ERR(RT_ERR_SHAPE,
+                  "backward: %s returned a gradient of shape %s for input %d of shape %s", n->name,
+                  rt_shape_str(b1, sizeof b1, g->meta.ndim, g->meta.shape), i,
+                  rt_shape_str(b2, sizeof b2, c->out_ndim, c->out_shape));
+}
+
 /* Route the gradients grad_in[*next .. ninputs) of node n's inputs (owned: each is released and
  * cleared once routed), then free what the graph no longer needs. When one cannot be accumulated,
  * the routing stops there with *next = its index: those before it were applied and the rest are
@@ -347,8 +376,9 @@ static int finish_node(rt_autograd_task *t, rt_node *n, rt_tensor **grad_in, int
             int rc = RT_OK;
             if (e->leaf)
                 rc = accumulate_leaf(e->leaf, g);
-            else if (e->node)
-                rc = accumulate(&e->node->grad_accum, g);
+            else if (e->node && n->custom_id >= 0)
+                rc = check_grad_shape(n, i, e->node, g);
+            if (rc == RT_OK && !e->leaf && e->node) rc = accumulate(&e->node->grad_accum, g);
             if (rc < 0) {
                 *next = i;
                 return rc;

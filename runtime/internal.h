@@ -261,6 +261,10 @@ int rt_wrap_dim(const char *op, int dim, int ndim, int *out);
  * memory through an expanded (stride 0) dim, as PyTorch does: the writes would race on the GPU and
  * depend on their order on the CPU. fill_ allows it (idempotent, as in PyTorch). */
 int rt_check_no_internal_overlap(const char *op, const rt_tensor *t);
+/* An in-place write into t that autograd does not record (fill_, copy_, uniform_, index_add_, ...):
+ * refuses, in grad mode, a t that has a grad_fn (an op's output or a view of a leaf), whose
+ * gradient would silently ignore the write (runtime/autograd.c). */
+int rt_check_inplace_autograd(const char *op, const rt_tensor *t);
 int rt_check_same_device(const char *op, const rt_tensor *a, const rt_tensor *b);
 /* Sum t down to shape (undo broadcasting), result new tensor. */
 int rt_sum_to_shape(rt_tensor *t, int ndim, const int64_t *shape, rt_tensor **out);

@@ -132,6 +132,7 @@ int rt_index_add_(rt_tensor *t, int dim, rt_tensor *indices, rt_tensor *src) {
     int d;
     rt_tensor *idx, *conv = NULL;
     RT_TRY(rt_check_no_internal_overlap("index_add_", t));
+    RT_TRY(rt_check_inplace_autograd("index_add_", t));
     RT_TRY(prepare("index_add_", t, dim, indices, &d, &idx));
     int rc = rt_check_same_device("index_add_", t, src);
     /* src must have t's shape with dim replaced by the number of indices */

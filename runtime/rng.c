@@ -54,6 +54,7 @@ static int draw(const char *op, rt_tensor *t, draw_kind kind, double a, double b
     rt_kview v = rt_kview_of(t);
     if (t->meta.numel == 0) return RT_OK;
     RT_TRY(rt_check_no_internal_overlap(op, t));
+    RT_TRY(rt_check_inplace_autograd(op, t));
     if (kind != DRAW_INT && !rt_dtype_is_float(t->meta.dtype))
         return RT_ERR(RT_ERR_DTYPE, "%s: expected a floating-point dtype, got %s", op,
                       rt_dtype_name(t->meta.dtype));

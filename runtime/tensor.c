@@ -587,6 +587,7 @@ int rt_empty(int ndim, const int64_t *shape, int dtype, int device, rt_tensor **
 
 int rt_fill_(rt_tensor *t, double value) {
     RT_TRY(rt_check_scalar_fits("fill_", value, t->meta.dtype));
+    RT_TRY(rt_check_inplace_autograd("fill_", t));
     if (t->meta.numel == 0) return RT_OK;
     rt_kview v = rt_kview_of(t);
     RT_TRY(RT_BE_CALL(t->storage->backend, fill, "fill_", &v, value));
@@ -721,6 +722,7 @@ int rt_item(const rt_tensor *t, double *out) {
 
 int rt_copy_(rt_tensor *dst, rt_tensor *src) {
     RT_TRY(rt_check_no_internal_overlap("copy_", dst));
+    RT_TRY(rt_check_inplace_autograd("copy_", dst));
     rt_kview s;
     RT_TRY(rt_kview_broadcast(src, dst->meta.ndim, dst->meta.shape, &s));
     rt_kview d = rt_kview_of(dst);

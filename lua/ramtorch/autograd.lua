@@ -37,7 +37,10 @@ local RUN_CUSTOM, RUN_RETRY_OOM = C.RT_AUTOGRAD_CUSTOM, C.RT_AUTOGRAD_RETRY_OOM
 -- retries that step once (a second failure is the error). Off only for tests (set_oom_retry).
 local oom_retry = true
 
-local function drive(task)
+-- the values returned, with their count (trailing nils included; LuaJIT has no table.pack)
+local function pack(...) return { n = select("#", ...), ... } end
+
+local function drive(task, retain_graph)
   while true do
     local rc = C.rt_autograd_run(task, id_box, box)
     if rc == 0 then return end
@@ -49,7 +52,19 @@ local function drive(task)
       local entry = contexts[tonumber(id_box[0])]
       local g = own(box[0])
       if not entry then error("backward: the context of a custom function was lost (freed graph?)", 3) end
-      local grads = { entry.fn.backward(entry.ctx, g) }
+      local grads = pack(entry.fn.backward(entry.ctx, g))
+      -- PyTorch raises on a wrong number of gradients; Lua drops trailing nils, so only a missing one
+      -- for an input that requires grad (that input would silently get none) or an extra non-nil one
+      local nret = grads.n
+      local bad = false
+      for i = entry.n + 1, nret do bad = bad or (grads[i] ~= nil and grads[i] ~= false) end
+      for i = nret + 1, entry.n do bad = bad or entry.needs[i] end
+      if bad then
+        error(("backward of a custom Function returned %d gradient(s) for %d input(s) (one per forward "
+               .. "argument; nil for those that need none)"):format(nret, entry.n), 3)
+      end
+      -- without retain_graph the saved tensors are freed with the graph, as in PyTorch
+      if not retain_graph then entry.ctx._freed = true end
       for i = 1, entry.n do
         local gi = grads[i]
         if gi ~= nil and gi ~= false then
@@ -79,7 +94,7 @@ function M.run_backward(t, grad, retain_graph)
   if oom_retry and core.oom(rc) == false then rc = C.rt_autograd_begin(t.p, gp, keep, task_box) end
   check(rc)
   local task = task_box[0]
-  local ok, err = pcall(drive, task)
+  local ok, err = pcall(drive, task, retain_graph)
   C.rt_autograd_task_free(task)
   -- the graph is freed: casts the autocast cache holds from it cannot serve another backward
   if not retain_graph then
@@ -96,10 +111,35 @@ end
 -- Function{forward = function(ctx, ...) ... end, backward = function(ctx, grad) ... end}
 -- Call as F:apply(x, y) or F(x, y). forward runs without recording; backward returns one gradient
 -- per forward argument (nil for arguments that are not tensors or need none).
+-- ctx.saved_tensors checks, as PyTorch does, that no saved tensor was changed in place since it was
+-- saved (the storage version) and that a backward without retain_graph has not freed them.
 local Ctx = {}
-Ctx.__index = Ctx
+function Ctx.__index(ctx, k)
+  if k ~= "saved_tensors" then return Ctx[k] end
+  local saved = rawget(ctx, "_saved")
+  if saved == nil then return {} end
+  if rawget(ctx, "_freed") then
+    error("saved_tensors: trying to backward through a custom Function a second time; its saved tensors were "
+          .. "freed (pass retain_graph=true to the first backward)", 2)
+  end
+  local versions = rawget(ctx, "_versions")
+  for i = 1, table.maxn(saved) do
+    local t = saved[i]
+    if is_tensor(t) and C.rt_tensor_version(t.p) ~= versions[i] then
+      error(("saved_tensors: a tensor saved by a custom Function was modified in place after it was saved "
+             .. "(saved tensor %d: version %d, expected %d)"):format(i, C.rt_tensor_version(t.p), versions[i]), 2)
+    end
+  end
+  return saved
+end
 function Ctx:save_for_backward(...)
-  self.saved_tensors = { ... }
+  local saved, versions = { ... }, {}
+  for i = 1, select("#", ...) do
+    local t = saved[i]
+    if is_tensor(t) then versions[i] = C.rt_tensor_version(t.p) end
+  end
+  rawset(self, "_saved", saved)
+  rawset(self, "_versions", versions)
 end
 function Ctx:mark_non_differentiable() end
 
@@ -109,7 +149,7 @@ M.Function = Function
 
 local function apply(F, ...)
   collect_freed()
-  local ctx = setmetatable({ saved_tensors = {} }, Ctx)
+  local ctx = setmetatable({}, Ctx)
   local prev = C.rt_set_grad_enabled(0)
   local ok, out = pcall(F.forward, ctx, ...)
   C.rt_set_grad_enabled(prev)
@@ -117,14 +157,16 @@ local function apply(F, ...)
   if not is_tensor(out) then error("forward of a custom Function must return one Tensor", 2) end
   local n = select("#", ...)
   local inputs = ffi.new("rt_tensor*[?]", math.max(n, 1))
+  local needs = {}
   for i = 1, n do
     local a = select(i, ...)
     inputs[i - 1] = is_tensor(a) and a.p or nil
+    needs[i] = is_tensor(a) and a.requires_grad
   end
   -- the output gets its own header so attaching a node never touches a tensor forward returned as is
   out = out:detach()
   next_id = next_id + 1
-  contexts[next_id] = { fn = F, ctx = ctx, n = n }
+  contexts[next_id] = { fn = F, ctx = ctx, n = n, needs = needs }
   check(C.rt_custom_attach(out.p, n, inputs, next_id))
   if out.grad_fn == nil then contexts[next_id] = nil end
   return out

@@ -256,6 +256,11 @@ end
 function Tensor.zero_(t) return Tensor.fill_(t, 0) end
 function Tensor.copy_(t, src)
   tensor.expect_tensor(src, "copy_", 2)
+  -- PyTorch records the copy (CopyBackwards); here it is not recorded, so src's gradient would be lost
+  if src.requires_grad and C.rt_grad_enabled() ~= 0 then
+    error("copy_: the source requires grad and in-place copies are not recorded by autograd, so its gradient "
+          .. "would be lost; copy src:detach() (or under no_grad), or use the out-of-place src:clone()", 2)
+  end
   -- the C side reports a shape mismatch as "broadcast: ..."; say which call it was
   if C.rt_copy_(t.p, src.p) ~= 0 then error("copy_: " .. ffi.string(C.rt_last_error()), 2) end
   return t

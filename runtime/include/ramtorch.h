@@ -747,6 +747,12 @@ int rt_delayed_update_set_test_delay_us(int us);
  * ---------------------------------------------------------------------------------------------- */
 int rt_arange_i64(int64_t start, int64_t end, int64_t step, int dtype, int device, rt_tensor **out);
 
+/* ---- Storage version (autograd.c) --------------------------------------------------------------
+ * The in-place version counter of t's storage, bumped by every in-place write: custom autograd
+ * Functions (lua/ramtorch/autograd.lua) compare it to refuse saved tensors changed after saving.
+ * ---------------------------------------------------------------------------------------------- */
+int rt_tensor_version(const rt_tensor *t);
+
 #ifndef RT_CDEF
 #ifdef __cplusplus
 }

@@ -47,7 +47,11 @@ end
 
 function Embedding:reset_parameters()
   self.weight:normal_(0, 1)
-  if self.padding_idx ~= nil then self.weight[self.padding_idx + 1]:fill_(0) end
+  -- under no_grad, as PyTorch: the row is a view of the parameter (a SelectBackward output), and
+  -- writing a view that requires grad in place is refused in grad mode
+  if self.padding_idx ~= nil then
+    torch.no_grad(function() self.weight[self.padding_idx + 1]:fill_(0) end)
+  end
 end
 
 function Embedding:forward(idx)

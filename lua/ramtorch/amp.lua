@@ -190,9 +190,11 @@ function GradScaler:_state(opt)
   return st
 end
 
+-- PyTorch multiplies by a float32 scale tensor: integer and bool outputs come out float32 (an
+-- integer product would wrap around); float16/bfloat16 ones are scaled in float32 here.
 local function scale_one(t, s)
   local d = t.dtype
-  if d == core.bfloat16 or d == core.float16 then t = t:float() end
+  if d == core.bfloat16 or d == core.float16 or not d.is_floating_point then t = t:float() end
   return t * s
 end
 
@@ -284,6 +286,10 @@ function GradScaler:step(opt, ...)
   if not self._enabled then return opt:step(...) end
   if select("#", ...) > 0 and type((...)) == "function" then
     error("GradScaler.step: closure use is not currently supported if GradScaler is enabled.", 2)
+  end
+  if self._scale == nil then
+    error("GradScaler.step: attempted step but the scale is not set: call scaler:scale(loss) earlier in the "
+          .. "iteration", 2)
   end
   local st = self:_state(opt)
   if st.stage == STEPPED then

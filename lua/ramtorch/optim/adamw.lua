@@ -20,9 +20,15 @@ local M = {}
 local AdamW = Optimizer:extend("AdamW")
 M.AdamW = AdamW
 
+-- PyTorch's foreach / fused / capturable / differentiable pick implementations: accepted, no effect.
+local ADAMW_OPTIONS = { lr = true, betas = true, eps = true, weight_decay = true, amsgrad = true, maximize = true,
+                        state_dtype = true, seed = true, delayed_update = true, foreach = true, fused = true,
+                        capturable = true, differentiable = true }
+
 function AdamW:__init(params, opts)
   opts = opts or {}
   if type(opts) == "number" then opts = { lr = opts } end
+  optimizer.check_options("AdamW", opts, ADAMW_OPTIONS, 3)
   if opts.amsgrad then error("AdamW: amsgrad is not supported", 3) end
   local betas = opts.betas or { 0.9, 0.999 }
   local defaults = {

@@ -3,6 +3,8 @@
 -- (last_epoch 0); step() advances last_epoch and writes the new lr into every param group using
 -- PyTorch's recursive (chainable) formulas; step(epoch) uses the closed form where PyTorch has one.
 -- StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, LinearLR, ConstantLR, LambdaLR, SequentialLR.
+-- PyTorch's keyword arguments may come as one options table after the optimizer:
+--   StepLR(opt, {step_size = 10, gamma = 0.5}), MultiStepLR(opt, {milestones = {30, 80}}), ...
 local M = {}
 
 local LRScheduler = { __name = "LRScheduler" }
@@ -89,7 +91,11 @@ function LRScheduler._update_lr(self, epoch)
     self.last_epoch = epoch
     if self._get_closed_form_lr then values = self:_get_closed_form_lr() else values = self:get_lr() end
   end
-  for i, g in ipairs(self.optimizer.param_groups) do g.lr = values[i] end
+  -- a group added after construction has no value from formulas over base_lrs: PyTorch's zip
+  -- leaves its lr alone
+  for i, g in ipairs(self.optimizer.param_groups) do
+    if values[i] ~= nil then g.lr = values[i] end
+  end
   self._last_lr = {}
   for i, g in ipairs(self.optimizer.param_groups) do self._last_lr[i] = g.lr end
 end
@@ -160,6 +166,9 @@ local MultiStepLR = LRScheduler:extend("MultiStepLR")
 M.MultiStepLR = MultiStepLR
 
 function MultiStepLR:__init(optimizer, milestones, gamma, last_epoch)
+  if type(milestones) == "table" and type(milestones.milestones) == "table" then
+    milestones, gamma, last_epoch = milestones.milestones, milestones.gamma, milestones.last_epoch
+  end
   if type(milestones) ~= "table" then error("MultiStepLR: expected a table of milestones", 3) end
   self.milestones = {}
   for i, m in ipairs(milestones) do self.milestones[i] = m end
@@ -190,6 +199,7 @@ local ExponentialLR = LRScheduler:extend("ExponentialLR")
 M.ExponentialLR = ExponentialLR
 
 function ExponentialLR:__init(optimizer, gamma, last_epoch)
+  if type(gamma) == "table" then gamma, last_epoch = gamma.gamma, gamma.last_epoch end
   if type(gamma) ~= "number" then error(("ExponentialLR: expected a number gamma, got %s"):format(type(gamma)), 3) end
   self.gamma = gamma
   LRScheduler.__init(self, optimizer, last_epoch)
@@ -306,8 +316,11 @@ local ConstantLR = LRScheduler:extend("ConstantLR")
 M.ConstantLR = ConstantLR
 
 function ConstantLR:__init(optimizer, factor, total_iters, last_epoch)
+  if type(factor) == "table" then
+    factor, total_iters, last_epoch = factor.factor, factor.total_iters, factor.last_epoch
+  end
   self.factor, self.total_iters = factor == nil and 1 / 3 or factor, total_iters or 5
-  if self.factor > 1 or self.factor < 0 then
+  if type(self.factor) ~= "number" or self.factor > 1 or self.factor < 0 then
     error("ConstantLR: Constant multiplicative factor expected to be between 0 and 1.", 3)
   end
   LRScheduler.__init(self, optimizer, last_epoch)
@@ -341,6 +354,9 @@ M.LambdaLR = LambdaLR
 function LambdaLR:__init(optimizer, lr_lambda, last_epoch)
   expect_optimizer(optimizer, "LambdaLR")
   local n = #optimizer.param_groups
+  if type(lr_lambda) == "table" and lr_lambda.lr_lambda ~= nil then
+    lr_lambda, last_epoch = lr_lambda.lr_lambda, lr_lambda.last_epoch
+  end
   if type(lr_lambda) == "function" then
     self.lr_lambdas = {}
     for i = 1, n do self.lr_lambdas[i] = lr_lambda end

@@ -47,23 +47,39 @@ local function copy_value(v)
   return v
 end
 
+-- Constructors check their options table against the names they know (allowed: set of names), as
+-- PyTorch raises on an unexpected keyword argument: a misspelt option would otherwise be ignored
+-- silently. Param groups may carry extra keys (PyTorch keeps them).
+function M.check_options(name, opts, allowed, level)
+  if type(opts) ~= "table" then -- a Tensor is cdata
+    local what = is_tensor(opts) and "a Tensor" or type(opts)
+    error(("%s: expected an options table (or a number, the lr), got %s"):format(name, what), level + 1)
+  end
+  for k in pairs(opts) do
+    if not allowed[k] then
+      error(("%s: unexpected option '%s'"):format(name, tostring(k)), level + 1)
+    end
+  end
+end
+
 -- params: a Tensor, an array of Tensors, or an array of group tables {params = ..., lr = ..., ...}.
+-- Called as Class(...) -> __call -> Subclass.__init -> here: errors are raised at level 4, the caller.
 function Optimizer.__init(self, params, defaults)
   local name = getmetatable(self).__name
   self.defaults = defaults or {}
   self.state = {}          -- parameter handle -> table of state (tensors and numbers)
   self.param_groups = {}
   if is_module(params) then
-    error(("%s: expected parameters, got a Module (pass model:parameters())"):format(name), 3)
+    error(("%s: expected parameters, got a Module (pass model:parameters())"):format(name), 4)
   end
   if is_tensor(params) then params = { params } end
   if type(params) ~= "table" then
     error(("%s: params argument given to the optimizer should be an array of Tensors or of group tables, but got %s")
-          :format(name, type(params)), 3)
+          :format(name, type(params)), 4)
   end
-  if #params == 0 then error(("%s: optimizer got an empty parameter list"):format(name), 3) end
+  if #params == 0 then error(("%s: optimizer got an empty parameter list"):format(name), 4) end
   if is_tensor(params[1]) then params = { { params = params } } end
-  for _, g in ipairs(params) do self:add_param_group(g, 4) end
+  for _, g in ipairs(params) do self:add_param_group(g, 5) end
 end
 
 -- add_param_group({params = ..., opt = value, ...}): missing options come from the defaults. A

@@ -14,9 +14,14 @@ local M = {}
 local SGD = Optimizer:extend("SGD")
 M.SGD = SGD
 
+-- PyTorch's foreach / fused / differentiable pick implementations: accepted, no effect.
+local SGD_OPTIONS = { lr = true, momentum = true, dampening = true, weight_decay = true, nesterov = true,
+                      maximize = true, delayed_update = true, foreach = true, fused = true, differentiable = true }
+
 function SGD:__init(params, opts)
   opts = opts or {}
   if type(opts) == "number" then opts = { lr = opts } end
+  optimizer.check_options("SGD", opts, SGD_OPTIONS, 3)
   local defaults = {
     lr = opts.lr == nil and 1e-3 or opts.lr,
     momentum = opts.momentum or 0,

@@ -33,6 +33,19 @@ function M.assert_close(a, b, rtol, atol, what)
   if not ok then error((what and (what .. ": ") or "") .. msg, 2) end
 end
 
+-- assert_error_has(fn, ...): fn() must raise an error whose message contains every given plain-text
+-- fragment; raises naming the message and the missing fragment otherwise
+function M.assert_error_has(fn, ...)
+  local ok, err = pcall(fn)
+  if ok then error("assert_error_has: expected an error, the call returned normally", 2) end
+  err = tostring(err)
+  for _, frag in ipairs({ ... }) do
+    if not err:find(frag, 1, true) then
+      error(("assert_error_has: error %q does not contain %q"):format(err, frag), 2)
+    end
+  end
+end
+
 -- gradcheck(fn, inputs, opts): fn(inputs...) returns a tensor; inputs are float64 tensors (those with
 -- requires_grad are checked). The scalar checked is sum(fn(...) * w) for a fixed random w, so every
 -- output element's gradient path is exercised. Raises with the input, element and both values on a

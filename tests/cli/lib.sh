@@ -15,6 +15,14 @@ cli_init() {
     unset LUA_PATH LUA_CPATH LUA_INIT RAMTORCH_LIB
 }
 
+# skip the test (exit status 77, which ctest reports as skipped) without Debian's Fashion-MNIST
+require_fashion_mnist() {
+    if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+        echo "SKIP: dataset-fashion-mnist is not installed"
+        exit 77
+    fi
+}
+
 run() {
     LAST_CMD="$*"
     "$@" >"$TMP/out" 2>"$TMP/err" </dev/null

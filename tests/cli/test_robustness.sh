@@ -10,10 +10,7 @@
 set -u
 source "$(dirname "$0")/lib.sh"
 cli_init "$@"
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
-    echo "SKIP: dataset-fashion-mnist is not installed"
-    exit 77
-fi
+require_fashion_mnist
 cd "$SOURCE_DIR" || exit 1
 expect_no_traceback() {
     check

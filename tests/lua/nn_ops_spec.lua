@@ -11,15 +11,7 @@ local function r(...) return torch.randn({ ... }, { dtype = f64, requires_grad =
 local function rd(...) return torch.randn({ ... }, { dtype = f64 }) end
 local function long(t) return torch.tensor(t, { dtype = torch.int64 }) end
 
--- pcall fn and assert the error message contains every given plain-text fragment.
-local function assert_error_has(fn, ...)
-  local ok, err = pcall(fn)
-  assert.is_false(ok, "expected an error")
-  err = tostring(err)
-  for _, frag in ipairs({ ... }) do
-    assert.is_truthy(err:find(frag, 1, true), ("error %q does not contain %q"):format(err, frag))
-  end
-end
+local assert_error_has = testing.assert_error_has
 
 -- ---- float64 references by hand ---------------------------------------------------------------
 

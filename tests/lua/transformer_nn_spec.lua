@@ -11,14 +11,7 @@ local assert_close = testing.assert_close
 
 local f64 = torch.float64
 
-local function assert_error_has(fn, ...)
-  local ok, err = pcall(fn)
-  assert.is_false(ok, "expected an error")
-  err = tostring(err)
-  for _, frag in ipairs({ ... }) do
-    assert.is_truthy(err:find(frag, 1, true), ("error %q does not contain %q"):format(err, frag))
-  end
-end
+local assert_error_has = testing.assert_error_has
 
 -- attention by its definition, with explicit matrices
 local function ref_mha(m, q_in, k_in, v_in, add_mask)

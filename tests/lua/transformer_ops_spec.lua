@@ -11,14 +11,7 @@ local f64 = torch.float64
 local function r(...) return torch.randn({ ... }, { dtype = f64, requires_grad = true }) end
 local function rd(...) return torch.randn({ ... }, { dtype = f64 }) end
 
-local function assert_error_has(fn, ...)
-  local ok, err = pcall(fn)
-  assert.is_false(ok, "expected an error")
-  err = tostring(err)
-  for _, frag in ipairs({ ... }) do
-    assert.is_truthy(err:find(frag, 1, true), ("error %q does not contain %q"):format(err, frag))
-  end
-end
+local assert_error_has = testing.assert_error_has
 
 -- ---- references in plain Lua --------------------------------------------------------------------------
 

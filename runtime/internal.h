@@ -261,6 +261,14 @@ int rt_wrap_dim(const char *op, int dim, int ndim, int *out);
  * memory through an expanded (stride 0) dim, as PyTorch does: the writes would race on the GPU and
  * depend on their order on the CPU. fill_ allows it (idempotent, as in PyTorch). */
 int rt_check_no_internal_overlap(const char *op, const rt_tensor *t);
+/* An in-place write into dst that reads src (add_, copy_, ...): refuses a src whose memory
+ * partially overlaps dst's (a transposed or shifted view of it), as PyTorch's
+ * assert_no_partial_overlap does: the kernel would read elements it has already overwritten. src
+ * being dst's exact memory is fine (elementwise), and so is overlap PyTorch cannot decide (either
+ * side not dense). */
+int rt_check_no_partial_overlap(const char *op, const rt_tensor *dst, const rt_tensor *src);
+/* The same, refusing full overlap too (PyTorch's assert_no_overlap: index_add_'s source). */
+int rt_check_no_overlap(const char *op, const rt_tensor *dst, const rt_tensor *src);
 /* An in-place write into t that autograd does not record (fill_, copy_, uniform_, index_add_, ...):
  * refuses, in grad mode, a t that has a grad_fn (an op's output or a view of a leaf), whose
  * gradient would silently ignore the write (runtime/autograd.c). */

@@ -409,6 +409,7 @@ int rt_binary_(int op, rt_tensor *a, rt_tensor *b) {
     const char *name = k_binary_names[op];
     RT_TRY(check_inplace(op, a));
     RT_TRY(rt_check_same_device(name, a, b));
+    RT_TRY(rt_check_no_partial_overlap(k_inplace_names[op], a, b));
     if (is_comparison(op))
         return RT_ERR(RT_ERR_INVALID, "%s_: comparisons have no in-place form", name);
     RT_TRY(check_bool_sub(k_inplace_names[op], op, a->meta.dtype, b->meta.dtype));

@@ -135,6 +135,10 @@ int rt_index_add_(rt_tensor *t, int dim, rt_tensor *indices, rt_tensor *src) {
     RT_TRY(rt_check_inplace_autograd("index_add_", t));
     RT_TRY(prepare("index_add_", t, dim, indices, &d, &idx));
     int rc = rt_check_same_device("index_add_", t, src);
+    /* PyTorch's assert_no_overlap: rows of src (or the indices) would be read after being added to
+     */
+    if (rc == RT_OK) rc = rt_check_no_overlap("index_add_", t, src);
+    if (rc == RT_OK) rc = rt_check_no_overlap("index_add_", t, idx);
     /* src must have t's shape with dim replaced by the number of indices */
     int ok = rc == RT_OK && src->meta.ndim == t->meta.ndim;
     for (int k = 0; ok && k < t->meta.ndim; k++)

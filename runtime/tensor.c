@@ -197,6 +197,62 @@ int rt_check_no_internal_overlap(const char *op, const rt_tensor *t) {
     return RT_OK;
 }
 
+/* PyTorch's is_non_overlapping_and_dense: the elements tile one contiguous block in some dim order
+ * (size-1 dims ignored). */
+static int non_overlapping_and_dense(const rt_tensor *t) {
+    int nd = t->meta.ndim, perm[RT_MAX_DIMS], n = 0;
+    for (int d = 0; d < nd; d++)
+        if (t->meta.shape[d] != 1) perm[n++] = d;
+    for (int i = 1; i < n; i++) /* insertion sort by stride, smallest first */
+        for (int j = i; j > 0 && t->meta.strides[perm[j]] < t->meta.strides[perm[j - 1]]; j--) {
+            int tmp = perm[j];
+            perm[j] = perm[j - 1];
+            perm[j - 1] = tmp;
+        }
+    int64_t expect = 1;
+    for (int i = 0; i < n; i++) {
+        if (t->meta.strides[perm[i]] != expect) return 0;
+        expect *= t->meta.shape[perm[i]];
+    }
+    return 1;
+}
+
+enum { OVERLAP_NO, OVERLAP_FULL, OVERLAP_PARTIAL };
+
+/* PyTorch's get_overlap_status; "too hard" (a non-dense side) counts as no overlap, as there. */
+static int overlap_status(const rt_tensor *a, const rt_tensor *b) {
+    if (a == b) return OVERLAP_FULL;
+    if (a->meta.numel == 0 || b->meta.numel == 0 || a->meta.device != b->meta.device)
+        return OVERLAP_NO;
+    if (!non_overlapping_and_dense(a) || !non_overlapping_and_dense(b)) return OVERLAP_NO;
+    /* byte ranges, so that two storages over one buffer (arena slices) are seen too */
+    const char *ab = (const char *)rt_kview_of(a).data, *bb = (const char *)rt_kview_of(b).data;
+    const char *ae = ab + a->meta.numel * (int64_t)rt_dtype_size(a->meta.dtype);
+    const char *be = bb + b->meta.numel * (int64_t)rt_dtype_size(b->meta.dtype);
+    if (ab == bb && ae == be) {
+        if (a->meta.ndim != b->meta.ndim) return OVERLAP_PARTIAL;
+        for (int d = 0; d < a->meta.ndim; d++)
+            if (a->meta.strides[d] != b->meta.strides[d]) return OVERLAP_PARTIAL;
+        return OVERLAP_FULL;
+    }
+    return ab < be && bb < ae ? OVERLAP_PARTIAL : OVERLAP_NO;
+}
+
+static int overlap_error(const char *op) {
+    return RT_ERR(RT_ERR_INVALID,
+                  "%s: unsupported operation: some elements of the input tensor and the written-to "
+                  "tensor refer to a single memory location; clone() the input first",
+                  op);
+}
+
+int rt_check_no_partial_overlap(const char *op, const rt_tensor *dst, const rt_tensor *src) {
+    return overlap_status(dst, src) == OVERLAP_PARTIAL ? overlap_error(op) : RT_OK;
+}
+
+int rt_check_no_overlap(const char *op, const rt_tensor *dst, const rt_tensor *src) {
+    return overlap_status(dst, src) != OVERLAP_NO ? overlap_error(op) : RT_OK;
+}
+
 int rt_check_same_device(const char *op, const rt_tensor *a, const rt_tensor *b) {
     if (a->meta.device == b->meta.device) return RT_OK;
     char da[16], db[16];
@@ -723,6 +779,7 @@ int rt_item(const rt_tensor *t, double *out) {
 int rt_copy_(rt_tensor *dst, rt_tensor *src) {
     RT_TRY(rt_check_no_internal_overlap("copy_", dst));
     RT_TRY(rt_check_inplace_autograd("copy_", dst));
+    RT_TRY(rt_check_no_partial_overlap("copy_", dst, src));
     rt_kview s;
     RT_TRY(rt_kview_broadcast(src, dst->meta.ndim, dst->meta.shape, &s));
     rt_kview d = rt_kview_of(dst);

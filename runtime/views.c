@@ -213,9 +213,10 @@ int rt_permute(rt_tensor *t, int ndim, const int *dims, rt_tensor **out) {
 int rt_transpose(rt_tensor *t, int dim0, int dim1, rt_tensor **out) {
     *out = NULL;
     int nd = t->meta.ndim, d0, d1;
-    if (nd == 0) return permute_named(t, 0, NULL, "TransposeBackward", out);
+    /* a scalar accepts dims 0 and -1 (rt_wrap_dim), as in PyTorch; anything else is refused */
     RT_TRY(rt_wrap_dim("transpose", dim0, nd, &d0));
     RT_TRY(rt_wrap_dim("transpose", dim1, nd, &d1));
+    if (nd == 0) return permute_named(t, 0, NULL, "TransposeBackward", out);
     int dims[RT_MAX_DIMS];
     for (int i = 0; i < nd; i++)
         dims[i] = i;
@@ -241,7 +242,8 @@ static int slice_common(const char *op, rt_tensor *t, int dim, int64_t start, in
         length = 1;
     } else {
         if (start < 0) start += size;
-        if (start < 0 || length < 0 || start + length > size)
+        /* length > size - start, not start + length > size: the sum can overflow int64 */
+        if (start < 0 || start > size || length < 0 || length > size - start)
             return RT_ERR(RT_ERR_INDEX,
                           "%s: range start %lld length %lld is out of bounds for dimension %d of "
                           "size %lld",
@@ -320,8 +322,8 @@ int rt_squeeze(rt_tensor *t, int dim, rt_tensor **out) {
     } else {
         int d;
         *out = NULL;
+        RT_TRY(rt_wrap_dim("squeeze", dim, t->meta.ndim, &d)); /* a scalar: 0 or -1 */
         if (t->meta.ndim == 0) return view_named(t, 0, shape, "SqueezeBackward1", out);
-        RT_TRY(rt_wrap_dim("squeeze", dim, t->meta.ndim, &d));
         for (int i = 0; i < t->meta.ndim; i++)
             if (i != d || t->meta.shape[i] != 1) shape[nd++] = t->meta.shape[i];
         return reshape_named(t, nd, shape, "SqueezeBackward1", out);

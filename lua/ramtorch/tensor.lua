@@ -193,9 +193,14 @@ function Tensor.reshape_as(t, other) return t:reshape(shape_of(expect_tensor(oth
 function Tensor.flatten(t, start_dim, end_dim)
   local s = shape_of(t)
   local n = #s
-  if n == 0 then return t:reshape(1) end
   start_dim = expect_int(start_dim or 0, "flatten", "start_dim", 2)
   end_dim = expect_int(end_dim or -1, "flatten", "end_dim", 2)
+  if n == 0 then -- a scalar accepts dims 0 and -1, as in PyTorch
+    if start_dim < -1 or start_dim > 0 or end_dim < -1 or end_dim > 0 then
+      error("flatten: dimension out of range for a 0-dim tensor (expected -1 to 0)", 2)
+    end
+    return t:reshape(1)
+  end
   if start_dim < 0 then start_dim = start_dim + n end
   if end_dim < 0 then end_dim = end_dim + n end
   if start_dim < 0 or start_dim >= n or end_dim < 0 or end_dim >= n then
@@ -250,7 +255,15 @@ function Tensor.expand(t, ...)
 end
 function Tensor.expand_as(t, other) return t:expand(shape_of(expect_tensor(other, "expand_as", 2))) end
 function Tensor.squeeze(t, dim)
-  if dim ~= nil then expect_int(dim, "squeeze", "dim", 2) end
+  if dim ~= nil then
+    expect_int(dim, "squeeze", "dim", 2)
+    -- the C call reads a dim below -ndim as "every size-1 dim": an explicit one must be in range
+    local n = math.max(meta(t).ndim, 1)
+    if dim < -n or dim >= n then
+      error(("squeeze: dimension %d out of range for a tensor of %d dims (expected %d to %d)")
+            :format(dim, meta(t).ndim, -n, n - 1), 2)
+    end
+  end
   return result(oom(C.rt_squeeze(t.p, dim or -1000, box)) or C.rt_squeeze(t.p, dim or -1000, box))
 end
 function Tensor.unsqueeze(t, dim)

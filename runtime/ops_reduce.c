@@ -81,8 +81,18 @@ int rt_reduce(int op, rt_tensor *a, int ndims, const int *dims, int keepdim, rt_
     int64_t keep[RT_MAX_DIMS];
     unsigned mask;
     RT_TRY(reduced_shape(name, a, ndims, dims, keep, &mask));
-    if ((op == RT_MAX || op == RT_MIN) && a->meta.numel == 0)
-        return RT_ERR(RT_ERR_SHAPE, "%s: cannot reduce an empty tensor (no identity)", name);
+    /* max/min have no identity: only a reduced dim of size 0 is an error (PyTorch's amax(1) of a
+     * (0, 3) tensor is an empty (0,) result; amax(0) raises) */
+    if ((op == RT_MAX || op == RT_MIN) && a->meta.numel == 0) {
+        for (int i = 0; i < a->meta.ndim; i++)
+            if ((mask & (1u << i)) && a->meta.shape[i] == 0) {
+                char b[RT_SHAPE_BUF];
+                return RT_ERR(RT_ERR_SHAPE,
+                              "%s: cannot reduce an empty tensor (no identity): dim %d of the "
+                              "input of shape %s has size 0",
+                              name, i, rt_shape_str(b, sizeof b, a->meta.ndim, a->meta.shape));
+            }
+    }
     int dtype = a->meta.dtype;
     if (op == RT_SUM && !rt_dtype_is_float(dtype)) dtype = RT_I64; /* PyTorch sums ints as i64 */
     if (op == RT_MEAN && !rt_dtype_is_float(dtype))

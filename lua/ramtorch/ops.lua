@@ -191,15 +191,43 @@ local function dims_into(dims, name)
   return #dims
 end
 
-local function reducer(name, op)
+-- PyTorch's keyword arguments as a table, x:sum({dim=, keepdim=, dtype=}): a table with a string key
+-- is options, not a list of dims; dtype (sum/mean only) casts the input first, as PyTorch does; any
+-- other key is refused (ignoring it would return a silently different result)
+local function reduce_opts(opts, name, with_dtype, keepdim)
+  local dim, dtype
+  for k, v in pairs(opts) do
+    if k == "dim" then dim = v
+    elseif k == "keepdim" then keepdim = v
+    elseif k == "dtype" and with_dtype then dtype = core.dtype(v, 3)
+    else -- a number key too: {0, keepdim=true} mixes the two forms
+      error(("%s: unknown option '%s' (expected a list of dims, or options {dim=, keepdim=%s})")
+            :format(name, tostring(k), with_dtype and ", dtype=" or ""), 3)
+    end
+  end
+  return dim, keepdim, dtype
+end
+
+local function is_opts(t)
+  for k in pairs(t) do
+    if type(k) ~= "number" then return true end
+  end
+  return false
+end
+
+local function reducer(name, op, with_dtype)
   return function(a, dim, keepdim)
     tensor.expect_tensor(a, name, 2)
-    if type(dim) == "table" and dim.dim ~= nil then dim, keepdim = dim.dim, dim.keepdim end
+    if type(dim) == "table" and is_opts(dim) then
+      local dtype
+      dim, keepdim, dtype = reduce_opts(dim, name, with_dtype, keepdim)
+      if dtype then a = a:to(dtype) end
+    end
     local n = dims_into(dim, name)
     return result(oom(C.rt_reduce(op, a.p, n, int_buf, keepdim and 1 or 0, box)) or C.rt_reduce(op, a.p, n, int_buf, keepdim and 1 or 0, box))
   end
 end
-M.sum, M.mean = reducer("sum", RED.sum), reducer("mean", RED.mean)
+M.sum, M.mean = reducer("sum", RED.sum, true), reducer("mean", RED.mean, true)
 Tensor.sum, Tensor.mean = M.sum, M.mean
 
 -- max(t) -> scalar tensor; max(t, dim, keepdim) -> values, indices; max(a, b) -> maximum

@@ -64,6 +64,9 @@ function M.clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite)
       for _, g in ipairs(grads) do
         if g:numel() > 0 then
           local a = g:abs()
+          -- in float32 for float16/bfloat16 (PyTorch's vector_norm accumulates in float): squaring a
+          -- float16 gradient above 256 would overflow to inf and zero every gradient
+          if a.dtype == torch.float16 or a.dtype == torch.bfloat16 then a = a:float() end
           local s
           if norm_type == 2 then s = (a * a):sum():item()
           elseif norm_type == 1 then s = a:sum():item()

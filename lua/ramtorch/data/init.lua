@@ -304,6 +304,13 @@ function RandomSampler:__init(data_source, opts)
     error(("RandomSampler: num_samples should be a positive integer value, but got num_samples=%s")
           :format(tostring(self.num_samples)), 3)
   end
+  -- PyTorch raises here too: an empty source has no default num_samples, and nothing to draw from
+  if self.n == 0 then
+    if opts.num_samples == nil then
+      error("RandomSampler: num_samples should be a positive integer value, but got num_samples=0", 3)
+    end
+    error(("RandomSampler: cannot draw %d samples from an empty data source"):format(self.num_samples), 3)
+  end
   self.generator = opts.generator ~= nil and make_generator(opts.generator, "RandomSampler", 3) or nil
 end
 RandomSampler.__len = function(self) return self.num_samples end
@@ -423,16 +430,31 @@ local function default_collate(samples)
     for i = 1, n do
       local v = samples[i]
       if type(v) ~= "number" then error(("default_collate: sample %d is a %s where sample 1 is a number"):format(i, type(v)), 2) end
-      if v ~= floor(v) then ints = false end
+      if v ~= floor(v) or v == math.huge or v == -math.huge then ints = false end -- inf has no int64
     end
     return torch.tensor(samples, { dtype = ints and torch.int64 or torch.float64 })
   elseif tf == "boolean" then
+    for i = 1, n do
+      local v = samples[i]
+      if type(v) ~= "boolean" then error(("default_collate: sample %d is a %s where sample 1 is a boolean"):format(i, type(v)), 2) end
+    end
     return torch.tensor(samples, { dtype = torch.bool })
   elseif tf == "string" then
     return samples
   elseif tf == "table" then
     local out = {}
     if #first > 0 then
+      -- PyTorch: "each element in list of batch should be of equal size"; a short column would
+      -- silently give a batch with fewer rows than samples
+      for i = 2, n do
+        if type(samples[i]) ~= "table" then
+          error(("default_collate: sample %d is a %s where sample 1 is a table"):format(i, type(samples[i])), 2)
+        end
+        if #samples[i] ~= #first then
+          error(("default_collate: each element in list of batch should be of equal size (sample 1 has %d, "
+                 .. "sample %d has %d)"):format(#first, i, #samples[i]), 2)
+        end
+      end
       for k = 1, #first do
         local col = {}
         for i = 1, n do col[i] = samples[i][k] end
@@ -441,7 +463,14 @@ local function default_collate(samples)
     else
       for k in pairs(first) do
         local col = {}
-        for i = 1, n do col[i] = samples[i][k] end
+        for i = 1, n do
+          local v
+          if type(samples[i]) == "table" then v = samples[i][k] end
+          if v == nil then -- PyTorch: KeyError
+            error(("default_collate: sample %d has no key '%s' (sample 1 has it)"):format(i, tostring(k)), 2)
+          end
+          col[i] = v
+        end
         out[k] = default_collate(col)
       end
     end
@@ -453,7 +482,7 @@ M.default_collate = default_collate
 
 -- ---- DataLoader ------------------------------------------------------------------------------------------------
 
--- DataLoader(dataset, {batch_size=1, shuffle=false, sampler=nil, generator=nil (seed or Generator),
+-- DataLoader(dataset, {batch_size=1 (false: no batching, PyTorch's None), shuffle=false, sampler=nil, generator=nil (seed or Generator),
 -- drop_last=false, collate_fn=nil, prefetch=true, num_workers=nil, pin_memory=false}).
 -- num_workers is PyTorch's name for loading beside the training loop: 0 loads each batch when it is
 -- asked for, a positive number turns on the background prefetch (one C thread gathering the next
@@ -476,8 +505,17 @@ function DataLoader:__init(dataset, opts)
     if not known[k] then error(("DataLoader: unknown option '%s'"):format(tostring(k)), 3) end
   end
   self.dataset = dataset
-  self.batch_size = expect_int(opts.batch_size or 1, "DataLoader", "batch_size", 3, 1)
   self.drop_last = opts.drop_last or false
+  if opts.batch_size == false then
+    -- PyTorch's batch_size=None (a nil here is indistinguishable from leaving it out): one sample
+    -- per step, not collated (a collate_fn applies to each sample)
+    if self.drop_last then
+      error("DataLoader: batch_size=false option disables auto-batching and is mutually exclusive with drop_last", 3)
+    end
+    self.batch_size = false
+  else
+    self.batch_size = expect_int(opts.batch_size == nil and 1 or opts.batch_size, "DataLoader", "batch_size", 3, 1)
+  end
   self.collate_fn = opts.collate_fn
   if self.collate_fn ~= nil and type(self.collate_fn) ~= "function" then
     error("DataLoader: collate_fn must be a function", 3)
@@ -519,6 +557,7 @@ end
 
 function DataLoader.__len(self)
   local n = length(self.sampler)
+  if self.batch_size == false then return n end
   if self.drop_last then return floor(n / self.batch_size) end
   return ceil(n / self.batch_size)
 end
@@ -539,17 +578,46 @@ local function pin_batch(b)
   return b
 end
 
+-- ds:get(i), an error in it re-raised naming the dataset and the index (a non-string error object
+-- passes through as it is)
+local function get_sample(ds, i)
+  local ok, s = pcall(ds.get, ds, i)
+  if ok then return s end
+  if type(s) == "string" then
+    error(("DataLoader: %s:get(%s) failed: %s"):format(tostring(ds.__name or "dataset"), tostring(i), s), 0)
+  end
+  error(s, 0)
+end
+
 -- Iterate over batches: `for x, y in loader:iter() do`. Each call starts a new pass (a new order
 -- when shuffling).
 function DataLoader:iter()
   local s = self.sampler
   local order = type(s.indices) == "function" and s:indices() or s
   local n, bs = #order, self.batch_size
-  local nb = self.drop_last and floor(n / bs) or ceil(n / bs)
   local ds = self.dataset
+  if bs == false then -- no batching: one sample per step
+    local i, collate = 0, self.collate_fn
+    return function()
+      if i >= n then return nil end
+      i = i + 1
+      local sample = get_sample(ds, order[i])
+      if collate then sample = collate(sample) end
+      if self.pin_memory then sample = pin_batch(sample) end
+      return unpack_batch(sample)
+    end
+  end
+  local nb = self.drop_last and floor(n / bs) or ceil(n / bs)
   local fast = self.collate_fn == nil and type(ds.supports_gather) == "function" and ds:supports_gather()
   local b = 0
   if fast then
+    -- the C gather would truncate 1.5 to 1 (get() refuses it on the per-sample path)
+    for k = 1, n do
+      local v = order[k]
+      if type(v) ~= "number" or v ~= floor(v) then
+        error(("DataLoader: sampler index %s at position %d is not an integer"):format(tostring(v), k), 2)
+      end
+    end
     local all = index_tensor(order, n)
     local function batch_idx(k)
       local start = k * bs
@@ -576,10 +644,13 @@ function DataLoader:iter()
     if b >= nb then return nil end
     local samples = {}
     local start = b * bs
-    for k = 1, math.min(bs, n - start) do samples[k] = ds:get(order[start + k]) end
+    for k = 1, math.min(bs, n - start) do samples[k] = get_sample(ds, order[start + k]) end
     b = b + 1
     local batch = collate(samples)
     if self.pin_memory then batch = pin_batch(batch) end
+    -- default_collate gives a list for table samples (unpacked: for x, y in ...) and for string
+    -- samples (one batch of strings: not unpacked)
+    if self.collate_fn == nil and type(samples[1]) ~= "table" then return batch end
     return unpack_batch(batch)
   end
 end

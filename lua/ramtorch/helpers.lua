@@ -80,8 +80,9 @@ function M.replace_linear_with_ramtorch(model, rank)
   -- layers and, for a device model, two host copies of its weight that train apart
   local converted = {}
   local function walk(m, prefix)
+    -- every name, a child registered twice included (named_children lists it once, as PyTorch)
     local names = {}
-    for name in m:named_children() do names[#names + 1] = name end
+    for i, name in ipairs(m._modules.keys) do names[i] = name end
     for _, name in ipairs(names) do
       local child, path = m._modules.map[name], prefix == "" and name or (prefix .. "." .. name)
       if is_plain_linear(child) then

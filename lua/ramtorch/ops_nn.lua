@@ -52,18 +52,38 @@ function M.stack(tensors, dim)
   return result(oom(C.rt_stack(n, arr, dim, box)) or C.rt_stack(n, arr, dim, box))
 end
 
--- softmax(x, dim) / log_softmax(x, dim); dim may also be given as {dim = d}.
-function M.softmax(x, dim)
-  tensor.expect_tensor(x, "softmax", 2)
-  if type(dim) == "table" then dim = dim.dim end
-  expect_dim(dim, "softmax", 2)
+-- softmax(x, dim, dtype=nil) / log_softmax(x, dim, dtype=nil); or (x, {dim=, dtype=}). dtype casts the
+-- input first, as PyTorch (torch.softmax(x, dim, dtype)); an unknown option key is refused rather than
+-- ignored (ignoring dtype gave a silently lower-precision result).
+local function softmax_args(x, dim, dtype, name)
+  tensor.expect_tensor(x, name, 3)
+  if type(dim) == "table" then
+    for k in pairs(dim) do
+      if k ~= "dim" and k ~= "dtype" then
+        error(("%s: unknown option '%s' (expected dim, dtype)"):format(name, tostring(k)), 3)
+      end
+    end
+    dim, dtype = dim.dim, dim.dtype
+  end
+  expect_dim(dim, name, 3)
+  if dtype ~= nil then
+    local ok, dt = pcall(core.dtype, dtype)
+    if not ok then
+      error(("%s: expected a dtype (torch.float32, \"bf16\", ...), got %s"):format(name, tensor.describe(dtype)), 3)
+    end
+    dtype = dt
+    if x.dtype ~= dtype then x = x:to(dtype) end
+  end
+  return x, dim
+end
+
+function M.softmax(x, dim, dtype)
+  x, dim = softmax_args(x, dim, dtype, "softmax")
   return result(oom(C.rt_softmax(x.p, dim, box)) or C.rt_softmax(x.p, dim, box))
 end
 
-function M.log_softmax(x, dim)
-  tensor.expect_tensor(x, "log_softmax", 2)
-  if type(dim) == "table" then dim = dim.dim end
-  expect_dim(dim, "log_softmax", 2)
+function M.log_softmax(x, dim, dtype)
+  x, dim = softmax_args(x, dim, dtype, "log_softmax")
   return result(oom(C.rt_log_softmax(x.p, dim, box)) or C.rt_log_softmax(x.p, dim, box))
 end
 

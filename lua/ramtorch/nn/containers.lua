@@ -160,8 +160,21 @@ function ModuleDict:keys()
   for i, k in ipairs(self._modules.keys) do out[i] = k end
   return out
 end
-function ModuleDict:values() return self:children() end
-function ModuleDict:items() return self:named_children() end
+-- every entry, a module stored under two keys included (PyTorch's _modules.values(); children() lists
+-- such a module once)
+function ModuleDict:values()
+  local out = {}
+  for i, k in ipairs(self._modules.keys) do out[i] = self._modules.map[k] end
+  return out
+end
+function ModuleDict:items()
+  local i, keys, map = 0, self._modules.keys, self._modules.map
+  return function()
+    i = i + 1
+    local k = keys[i]
+    if k ~= nil then return k, map[k] end
+  end
+end
 function ModuleDict:len() return #self._modules.keys end
 function ModuleDict:contains(k) return self._modules.map[k] ~= nil end
 function ModuleDict:pop(k)

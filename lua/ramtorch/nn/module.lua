@@ -98,6 +98,16 @@ local function instance_newindex(self, k, v)
     oset(buffers, k, nil)
     self:register_module(k, v)
   elseif is_tensor(v) then
+    -- PyTorch raises a TypeError here: replacing a parameter by a plain tensor would silently stop
+    -- training it, and a child module name would stay registered behind a shadowing raw field
+    if params.map[k] ~= nil and not looks_like_parameter(v) then
+      error(("cannot assign a Tensor that is not a parameter as parameter '%s' of %s (use nn.Parameter(t), or assign nil first)")
+            :format(tostring(k), self:_get_name()), 2)
+    end
+    if modules.map[k] ~= nil and not looks_like_parameter(v) then
+      error(("cannot assign a Tensor as child module '%s' of %s (a Module or nil expected)")
+            :format(tostring(k), self:_get_name()), 2)
+    end
     if params.map[k] ~= nil or (buffers.map[k] == nil and looks_like_parameter(v)) then
       oset(modules, k, nil)
       self:register_parameter(k, v)
@@ -328,14 +338,22 @@ function Module.buffers(self, recurse)
   for _, e in ipairs(collect_members(self, "_buffers", "", recurse)) do out[#out + 1] = e[2] end
   return out
 end
-function Module.named_children(self)
-  local list = {}
-  for _, k in ipairs(self._modules.keys) do list[#list + 1] = { k, self._modules.map[k] } end
-  return iter_pairs(list)
+-- A child registered under several names is listed once, under its first (PyTorch's memo).
+local function child_list(self)
+  local list, seen = {}, {}
+  for _, k in ipairs(self._modules.keys) do
+    local m = self._modules.map[k]
+    if not seen[m] then
+      seen[m] = true
+      list[#list + 1] = { k, m }
+    end
+  end
+  return list
 end
+function Module.named_children(self) return iter_pairs(child_list(self)) end
 function Module.children(self)
   local out = {}
-  for _, k in ipairs(self._modules.keys) do out[#out + 1] = self._modules.map[k] end
+  for _, e in ipairs(child_list(self)) do out[#out + 1] = e[2] end
   return out
 end
 function Module.named_modules(self, prefix)
@@ -349,7 +367,7 @@ end
 
 -- fn(m) on every descendant (children first) and then self, as PyTorch; returns self.
 function Module.apply(self, fn)
-  for _, k in ipairs(self._modules.keys) do self._modules.map[k]:apply(fn) end
+  for _, m in ipairs(self:children()) do m:apply(fn) end
   fn(self)
   return self
 end

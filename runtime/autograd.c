@@ -6,6 +6,7 @@
  * gradients per node, and hands control back to the caller at nodes written in Lua. */
 #include "internal.h"
 #include "autograd_profile.h"
+#include "offload_internal.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -318,6 +319,9 @@ static int accumulate_leaf(rt_tensor *leaf, rt_tensor *g) {
                       rt_shape_str(b1, sizeof b1, g->meta.ndim, g->meta.shape),
                       rt_shape_str(b2, sizeof b2, leaf->meta.ndim, leaf->meta.shape));
     }
+    /* a streamed parameter's .grad may still be written by the offload engine's copy of the
+     * gradient of a streamed op that used it: wait for that before adding to it */
+    rt_offload_wait_grads_of(leaf);
     if (leaf->grad) return rt_binary_(RT_ADD, leaf->grad, g);
     /* First gradient. When the engine holds the only reference to it and to its storage, and it is
      * a plain contiguous tensor of the leaf's dtype and device, nobody else can see it: keep it as

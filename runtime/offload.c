@@ -222,6 +222,10 @@ static int param_version(const rt_offload_param *p) {
     return delayed(p) ? p->front_version : version_of(p->host);
 }
 
+int rt_offload_param_version(const rt_offload_param *p) {
+    return param_version(p);
+}
+
 int rt_offload_param_new(rt_tensor *host, rt_offload_param **out) {
     *out = NULL;
     if (!host) return RT_ERR(RT_ERR_INVALID, "offload.param: expected a tensor, got NULL");
@@ -614,6 +618,9 @@ struct rt_offload_engine {
     pthread_cond_t cv, idle_cv;
     grad_task *head, *tail;
     int pending, stop;
+    /* the host parameter whose task the worker has taken off the queue and is finishing (NULL
+     * between tasks): rt_offload_wait_grads_of waits for it as for the queued ones */
+    const rt_tensor *busy_host;
     pthread_t worker;
     rt_event **ev_free;
     int nev_free, ev_free_cap;
@@ -860,6 +867,7 @@ static void *worker_main(void *arg) {
         grad_task *t = e->head;
         e->head = t->next;
         if (!e->head) e->tail = NULL;
+        e->busy_host = t->param->host;
         pthread_mutex_unlock(&e->mu);
         double t0 = now_ms();
         if (!(debug_flags() & RT_OFFLOAD_SKIP_D2H_WAIT)) e->api->event_synchronize(t->done);
@@ -906,6 +914,8 @@ static void *worker_main(void *arg) {
         }
         free(t);
         e->pending--;
+        e->busy_host = NULL;
+        pthread_cond_broadcast(&e->idle_cv); /* rt_offload_wait_grads_of waits per task */
         e->prof.worker_wait_ms += t1 - t0;
         e->prof.worker_acc_ms += t2 - t1;
         e->prof.worker_cb_ms += t3 - t2;
@@ -957,6 +967,32 @@ int rt_offload_synchronize(void) {
             g_engines[i]->prof.end_syncs++;
         }
     return RT_OK;
+}
+
+/* Whether the engine still writes host's gradient (a task for it queued or being finished). */
+static int writes_grad_of(const rt_offload_engine *e, const rt_tensor *host) {
+    if (e->busy_host == host) return 1;
+    for (const grad_task *t = e->head; t; t = t->next)
+        if (t->param->host == host) return 1;
+    return 0;
+}
+
+/* Autograd calls this before it accumulates a gradient of its own into leaf->grad: a streamed
+ * parameter that a plain op also uses (tied weights, a penalty on the weight) gets that op's
+ * gradient from autograd while the engine may still be copying or adding the streamed op's
+ * gradient into the same host .grad (route_grad set it up; a first one is a plain overwrite), and
+ * the two writes would race. Waits only for that leaf's gradients, so other leaves keep their
+ * overlap with the copies. */
+void rt_offload_wait_grads_of(const rt_tensor *leaf) {
+    if (!leaf || leaf->meta.device != RT_DEVICE_CPU) return; /* host parameters only */
+    for (int i = 0; i < MAX_ENGINES; i++) {
+        rt_offload_engine *e = g_engines[i];
+        if (!e) continue;
+        pthread_mutex_lock(&e->mu);
+        while (e->pending > 0 && writes_grad_of(e, leaf))
+            pthread_cond_wait(&e->idle_cv, &e->mu);
+        pthread_mutex_unlock(&e->mu);
+    }
 }
 
 /* ---- creation -----------------------------------------------------------------------------------

@@ -61,8 +61,14 @@ void rt_offload_release(rt_offload_engine *e, int lease);
  * the D2H stream after the compute stream has produced it, then f32 accumulation on the host by
  * the engine's host worker. grad is retained until its copy is done. */
 int rt_offload_route_grad(rt_offload_engine *e, rt_offload_param *p, rt_tensor *grad);
+/* Block until no engine still copies or adds a gradient into leaf's host .grad (runtime/autograd.c
+ * calls it before accumulating into a CPU leaf's .grad; a no-op for other leaves). */
+void rt_offload_wait_grads_of(const rt_tensor *leaf);
 void rt_offload_param_retain(rt_offload_param *p);
 rt_tensor *rt_offload_param_host(const rt_offload_param *p);
+/* The version of what p's transfers read (the master's storage version, or under a delayed update
+ * its fronts'): a streamed op compares it between its forward and its backward. */
+int rt_offload_param_version(const rt_offload_param *p);
 int rt_offload_engine_device(const rt_offload_engine *e);
 const rt_backend *rt_offload_engine_backend(const rt_offload_engine *e);
 

@@ -22,6 +22,8 @@ typedef struct lin_ctx {
     int x_dtype;             /* grad_x goes back in the input's dtype */
     int device;
     int w_needs, b_needs; /* parameter requires grad */
+    /* w's version (rt_offload_param_version) and delayed-update mode when the forward read it */
+    int w_version, w_delayed;
     /* the backward (autograd task id) that sent w's / b's gradient to the host: see lin_backward */
     int64_t w_sent, b_sent;
 } lin_ctx;
@@ -68,6 +70,19 @@ static int lin_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
     RT_TRY(rt_offload_engine_for(op, c->device, &e));
     const rt_tensor *W = rt_offload_param_host(c->w);
     int64_t out_f = W->meta.shape[0], in_f = W->meta.shape[1];
+    /* grad_x needs the weight the forward used: one changed in place since (under no_grad) makes
+     * nn.Linear's backward fail on its saved weight, and so this one, rather than mix two weights.
+     * A delayed optimizer update ended in between (optimizer flush) is the library's own change
+     * of what transfers read, not an in-place write: not checked. */
+    if (n->input_needs_grad[0] && rt_offload_param_delayed(c->w) == c->w_delayed &&
+        rt_offload_param_version(c->w) != c->w_version) {
+        char b1[RT_SHAPE_BUF];
+        return RT_ERR(RT_ERR_AUTOGRAD,
+                      "backward: the weight of shape %s was modified in place after the forward of "
+                      "OffloadLinearBackward read it (version %d, expected %d)",
+                      rt_shape_str(b1, sizeof b1, W->meta.ndim, W->meta.shape),
+                      rt_offload_param_version(c->w), c->w_version);
+    }
     rt_tensor *gc = NULL;
     RT_TRY(as_compute(g, c->cd, &gc));
     const rt_backend *be = gc->storage->backend;
@@ -197,6 +212,8 @@ int rt_offload_linear(rt_tensor *x, rt_offload_param *w, rt_offload_param *b, rt
     int64_t M = in_f ? x->meta.numel / in_f : rt_shape_numel(nd - 1, x->meta.shape);
     int wl = -1, bl = -1;
     void *wp = NULL, *bp = NULL;
+    /* what the fetch below reads: the backward checks that it is still current */
+    int w_version = rt_offload_param_version(w), w_delayed = rt_offload_param_delayed(w);
     if (rc == RT_OK) rc = rt_offload_fetch(e, w, cd, RT_OFFLOAD_FWD, &wl, &wp);
     if (rc == RT_OK && b) rc = rt_offload_fetch(e, b, cd, RT_OFFLOAD_FWD, &bl, &bp);
     /* y (M, out) = x (M, in) @ w^T: the GEMM rt_linear runs (w read transposed, ld = in) */
@@ -245,6 +262,8 @@ int rt_offload_linear(rt_tensor *x, rt_offload_param *w, rt_offload_param *b, rt
             c->x_dtype = x->meta.dtype;
             c->device = dev;
             c->w_needs = W->meta.requires_grad;
+            c->w_version = w_version;
+            c->w_delayed = w_delayed;
             c->b_needs = B && B->meta.requires_grad;
             node->ctx = c;
             node->ctx_free = lin_ctx_free;

@@ -86,10 +86,14 @@ function M.code_for(device_type)
   return cuda_code
 end
 
--- The autocast dtype code that applies to tensor t (its device type), -1 when off.
+-- The autocast dtype code that applies to tensor t (its device type), -1 when off or when t is not
+-- float32/bfloat16/float16 (PyTorch never casts float64 or integer inputs: a float64 input of a
+-- streamed linear must not be computed in the low dtype).
 function M.code_for_tensor(t)
   if not active then return -1 end
-  return meta(t).device < 0 and cpu_code or cuda_code
+  local m = meta(t)
+  if m.dtype > F16 then return -1 end
+  return m.device < 0 and cpu_code or cuda_code
 end
 
 function M.is_active() return active end
@@ -129,15 +133,18 @@ local function lower_cast(t, code)
     local key = tonumber(ffi.cast("uintptr_t", t.p))
     local c = cache[code]
     local g = C.rt_grad_enabled()
+    local v = C.rt_tensor_version(t.p)
     local e = c[key]
     -- the entry holds its source, so the address cannot be reused while the entry lives; a cast made
-    -- without grad mode has no graph and does not serve a recording forward (nor the reverse)
-    if e ~= nil and e.grad == g then
+    -- without grad mode has no graph and does not serve a recording forward (nor the reverse); a
+    -- parameter changed in place since (its version moved: an optimizer step, a manual update inside
+    -- the region) is cast afresh rather than served stale (PyTorch's cache would serve the old values)
+    if e ~= nil and e.grad == g and e.version == v then
       hits = hits + 1
       return e.out
     end
     local out = cast(t, code)
-    c[key] = { src = t, out = out, grad = g }
+    c[key] = { src = t, out = out, grad = g, version = v }
     return out
   end
   return cast(t, code)
@@ -238,6 +245,7 @@ end
 -- ---- wrappers ---------------------------------------------------------------------------------------
 
 local wrapped = setmetatable({}, { __mode = "k" }) -- wrapper -> policy name (never wrap twice)
+local rdiv_wrapped = setmetatable({}, { __mode = "k" }) -- the __div wrappers (number / tensor)
 local by_orig = setmetatable({}, { __mode = "k" }) -- original -> wrapper (aliases share one)
 
 local RUN = { lower = run_lower, fp32 = run_fp32, promote = run_promote }
@@ -273,7 +281,9 @@ M.LISTS = {
            "smooth_l1_loss", "huber_loss", "mse_loss", "margin_ranking_loss", "multilabel_margin_loss",
            "soft_margin_loss", "triplet_margin_loss", "multi_margin_loss", "binary_cross_entropy_with_logits",
            "cross_entropy", "dist", "pdist", "cdist", "renorm", "logsumexp", "prod", "cumprod", "cumsum",
-           "sum" },
+           "sum",
+           -- not on PyTorch's lists but composed of a listed op there: square is pow(x, 2)
+           "square" },
   promote = { "addcdiv", "addcmul", "atan2", "bilinear", "cross", "dot", "grid_sampler", "index_put",
               "tensordot", "scatter_add" },
 }
@@ -296,6 +306,17 @@ function M.install(mod, Tensor, mt)
     end
   end
   if mt ~= nil and type(mt.__pow) == "function" then mt.__pow = M.wrap("fp32", mt.__pow) end
+  -- number / tensor: PyTorch's __rtruediv__ is x.reciprocal() * number, reciprocal on the float32 list
+  -- (tensor / number and tensor / tensor are on no list)
+  if mt ~= nil and type(mt.__div) == "function" and not rdiv_wrapped[mt.__div] then
+    local div = mt.__div
+    local w = function(a, b)
+      if active and not is_tensor(a) and is_tensor(b) then return run_fp32(div, a, b) end
+      return div(a, b)
+    end
+    rdiv_wrapped[w] = true
+    mt.__div = w
+  end
 end
 
 return M

@@ -358,6 +358,11 @@ int rt_binary_scalar(int op, rt_tensor *a, double s, int scalar_first, rt_tensor
         s = rt_bf16_to_f32(rt_f32_to_bf16((float)s));
     else if (is_comparison(op) && a->meta.dtype == RT_F16)
         s = rt_f16_to_f32(rt_f32_to_f16((float)s));
+    /* an integer or bool tensor against a fractional number compares in float32 (the number's
+     * promotion type): x == 3.0000001 is true where x holds 3. Rounding the number suffices for
+     * values below 2^24, which float32 holds exactly. */
+    else if (is_comparison(op) && !rt_dtype_is_float(a->meta.dtype) && s != floor(s))
+        s = (double)(float)s;
     RT_TRY(rt_tensor_new(a->meta.ndim, a->meta.shape, dtype, a->meta.device, out));
     rt_kview vo = rt_kview_of(*out), va = rt_kview_of(a);
     if (a->meta.numel)

@@ -98,6 +98,31 @@ function Tensor.sub_(a, b, alpha)
   if alpha ~= nil and alpha ~= 1 and not has_bool(a, b) then check_alpha("sub_", a, b, alpha); b = scaled(b, alpha) end
   return sub_inplace(a, b)
 end
+-- div's rounding_mode ("floor"/"trunc", or {rounding_mode=...}) has no kernel here: refuse it
+-- rather than ignore it (which answered true division, e.g. div(-7, 2, floor) gave -3.5, not -4)
+local function check_rounding(name, mode)
+  if type(mode) == "table" then mode = mode.rounding_mode end
+  if mode == nil then return end
+  if mode == "floor" or mode == "trunc" then
+    error(("%s: rounding_mode='%s' is not supported by ramtorch (only true division); compute it from "
+           .. "true division on a float dtype"):format(name, mode), 3)
+  end
+  if type(mode) == "string" then
+    error(("div expected rounding_mode to be one of None, 'trunc', or 'floor' but found '%s'"):format(mode), 3)
+  end
+  error(("%s: expected rounding_mode to be nil, 'trunc' or 'floor' (or {rounding_mode=...}), got %s")
+        :format(name, tensor.describe(mode)), 3)
+end
+local div_plain, div_inplace = M.div, Tensor.div_
+function M.div(a, b, mode)
+  if mode ~= nil then check_rounding("div", mode) end
+  return div_plain(a, b)
+end
+Tensor.div = M.div
+function Tensor.div_(a, b, mode)
+  if mode ~= nil then check_rounding("div_", mode) end
+  return div_inplace(a, b)
+end
 M.multiply, M.divide, M.true_divide = M.mul, M.div, M.div
 Tensor.multiply, Tensor.divide = M.mul, M.div
 M.greater, M.less, M.equal_elementwise = M.gt, M.lt, M.eq

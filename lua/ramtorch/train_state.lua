@@ -255,7 +255,8 @@ function M.save_checkpoint(path, opts)
       end
       scalars[idx] = s
     end
-    meta.optimizer = { param_groups = sd.param_groups, state = scalars }
+    local mt = getmetatable(opts.optimizer)
+    meta.optimizer = { param_groups = sd.param_groups, state = scalars, class = mt and mt.__name or nil }
   end
   if opts.scheduler ~= nil then meta.scheduler = opts.scheduler:state_dict() end
   if opts.scaler ~= nil and opts.scaler ~= false then
@@ -276,6 +277,57 @@ function M.save_checkpoint(path, opts)
   local ok, json = pcall(M.json_encode, meta)
   if not ok then error(json, 2) end
   io_.save(tensors, path, { [META_KEY] = json })
+end
+
+-- The optimizer's class, groups and state shapes against the checkpoint's, before anything is
+-- restored: Optimizer.load_state_dict raises on other groups only after the model was loaded, and
+-- takes state of other shapes (the next step() failed) or of another optimizer's kind (its options
+-- and state keys were adopted silently).
+local function check_optimizer_load(path, opt, saved, tensors)
+  local mt = getmetatable(opt)
+  local name = mt and mt.__name or "optimizer"
+  if saved.class ~= nil and saved.class ~= name then
+    error(("load_checkpoint: %s holds the state of a %s optimizer, got a %s"):format(path, saved.class, name), 3)
+  end
+  local pg = saved.param_groups or {}
+  if type(opt.param_groups) ~= "table" then return end
+  local keys = {} -- sorted, so that the message names the same tensor every run
+  for k in pairs(tensors) do keys[#keys + 1] = k end
+  table.sort(keys)
+  if #pg ~= #opt.param_groups then
+    error(("load_checkpoint: %s: loaded state dict has a different number of parameter groups (%d, expected %d)")
+          :format(path, #pg, #opt.param_groups), 3)
+  end
+  for gi, g in ipairs(opt.param_groups) do
+    local sp = pg[gi].params
+    if type(sp) ~= "table" or #sp ~= #g.params then
+      error(("load_checkpoint: %s: parameter group %d has %d parameters in the checkpoint, the optimizer's has %d")
+            :format(path, gi - 1, type(sp) == "table" and #sp or 0, #g.params), 3)
+    end
+    for i, p in ipairs(g.params) do
+      local pre = ("%d."):format(sp[i])
+      for _, k in ipairs(keys) do
+        local t = tensors[k]
+        if k:sub(1, #pre) == pre and t:dim() > 0 and table.concat(t.shape, ",") ~= table.concat(p.shape, ",") then
+          error(("load_checkpoint: optimizer state %s of parameter %d has shape [%s], the parameter has shape [%s]")
+                :format(k:sub(#pre + 1), sp[i], table.concat(t.shape, ", "), table.concat(p.shape, ", ")), 3)
+        end
+      end
+    end
+  end
+end
+
+-- Whether the checkpoint's model tensors have exactly the model's keys and shapes.
+local function model_fits(model, tensors)
+  local own = model:state_dict()
+  for k, t in pairs(own) do
+    if type(k) == "string" and torch.is_tensor(t) then
+      local v = tensors[k]
+      if v == nil or table.concat(v.shape, ",") ~= table.concat(t.shape, ",") then return false end
+    end
+  end
+  for k in pairs(tensors) do if own[k] == nil then return false end end
+  return true
 end
 
 function M.load_checkpoint(path, opts)
@@ -302,6 +354,12 @@ function M.load_checkpoint(path, opts)
   for k, t in pairs(sd) do
     local g, rest = k:match("^(%a+)%.(.*)$")
     if g and groups[g] then groups[g][rest] = t end
+  end
+  if opts.optimizer ~= nil then
+    -- a model that does not fit raises Module.load_state_dict's message (naming every mismatch, and
+    -- changing nothing) before the optimizer's state shapes are compared with its parameters
+    if opts.model ~= nil and not model_fits(opts.model, groups.model) then opts.model:load_state_dict(groups.model) end
+    check_optimizer_load(path, opts.optimizer, meta.optimizer, groups.optimizer)
   end
   if opts.model ~= nil then opts.model:load_state_dict(groups.model) end
   if opts.optimizer ~= nil then

@@ -179,6 +179,10 @@ function GPT:forward(idx, targets)
   x = tr.ln_f(x)
   local logits = self.lm_head(x)
   if targets == nil then return logits end
+  if not torch.is_tensor(targets) or table.concat(targets.shape, ",") ~= table.concat(idx.shape, ",") then
+    error(("GPT: targets of shape [%s] do not match idx of shape [%d, %d]")
+          :format(torch.is_tensor(targets) and table.concat(targets.shape, ", ") or type(targets), B, T), 2)
+  end
   local V = logits:size(2)
   -- nanoGPT marks ignored targets with -1 (its ignore_index), Hugging Face with -100: both are ignored
   local flat = targets:reshape(B * T)
@@ -226,18 +230,31 @@ local function sample_rows(logits, temperature, top_k)
 end
 
 -- generate(idx (B, T) int64, max_new_tokens, {temperature=1.0, top_k=nil}) -> (B, T + max_new_tokens).
--- Runs in eval mode without recording (restores the previous mode); the context is cropped to
--- block_size.
+-- Runs in eval mode without recording (restores every submodule's previous mode); the context is
+-- cropped to block_size. temperature 0 is greedy; a negative or NaN temperature, a top_k that is not a
+-- positive integer (larger than the vocabulary means all of it) and a max_new_tokens that is not a
+-- non-negative integer raise.
 function GPT:generate(idx, max_new_tokens, opts)
   opts = opts or {}
+  if not torch.is_tensor(idx) or idx:dim() ~= 2 then
+    error("generate: expected idx as an int64 tensor of shape (batch, seq)", 2)
+  end
+  if type(max_new_tokens) ~= "number" or max_new_tokens < 0 or max_new_tokens ~= math.floor(max_new_tokens)
+     or max_new_tokens == math.huge then
+    error(("generate: max_new_tokens must be a non-negative integer, got %s"):format(tostring(max_new_tokens)), 2)
+  end
   local temperature = opts.temperature or 1.0
-  if type(temperature) ~= "number" or temperature < 0 then
+  -- temperature 0 means greedy (argmax); negative or NaN raises (NaN sampled garbage)
+  if type(temperature) ~= "number" or not (temperature >= 0) then
     error(("generate: temperature must be a number >= 0, got %s"):format(tostring(temperature)), 2)
   end
-  if opts.top_k ~= nil and (type(opts.top_k) ~= "number" or opts.top_k < 1) then
-    error(("generate: top_k must be a positive integer, got %s"):format(tostring(opts.top_k)), 2)
+  local top_k = opts.top_k
+  if top_k ~= nil and (type(top_k) ~= "number" or not (top_k >= 1) or (top_k ~= math.floor(top_k) and top_k ~= math.huge)) then
+    error(("generate: top_k must be a positive integer, got %s"):format(tostring(top_k)), 2)
   end
-  local was_training = self.training
+  -- each module's own mode, so that a submodule kept in eval mode (frozen) stays so afterwards
+  local modes = {}
+  for _, m in ipairs(self:modules()) do modes[m] = m.training end
   self:eval()
   local ok, res = pcall(torch.no_grad, function()
     local cur = idx
@@ -250,7 +267,7 @@ function GPT:generate(idx, max_new_tokens, opts)
     end
     return cur
   end)
-  self:train(was_training)
+  for m, mode in pairs(modes) do rawset(m, "training", mode) end
   if not ok then error(res, 0) end
   return res
 end
@@ -290,6 +307,14 @@ function M.convert_hf_gpt2_state(sd)
   return out
 end
 
+-- Whether a checkpoint's lm_head weight is its wte weight (same shape and values).
+local function lm_equals(a, b)
+  if table.concat(a.shape, ",") ~= table.concat(b.shape, ",") then return false end
+  return torch.no_grad(function()
+    return (a:to(torch.float64) - b:to(torch.float64)):abs():max():item() == 0
+  end)
+end
+
 -- Infer a config from a HF GPT-2 state dict (n_head cannot be inferred: pass it in extra).
 function M.config_from_hf_state(sd, extra)
   local c = {}
@@ -304,6 +329,9 @@ function M.config_from_hf_state(sd, extra)
     if i then n = math.max(n, tonumber(i) + 1) end
   end
   c.n_layer = n
+  -- a head stored apart from wte with other values (tie_word_embeddings = false) needs an untied model
+  local lm = sd["lm_head.weight"]
+  if lm ~= nil and torch.is_tensor(lm) and not lm_equals(lm, wte) then c.tie_weights = false end
   for k, v in pairs(extra or {}) do c[k] = v end
   if c.n_head == nil then error("config_from_hf_state: pass n_head (it is not stored in the weights)", 3) end
   return c
@@ -316,7 +344,15 @@ function GPT:load_hf_gpt2(src, opts)
   local sd = src
   if type(src) == "string" then sd = torch.load(src) end
   local conv = M.convert_hf_gpt2_state(sd)
-  if self.config.tie_weights then conv["lm_head.weight"] = nil end
+  if self.config.tie_weights and conv["lm_head.weight"] ~= nil then
+    -- dropping an untied head silently would give other logits than the checkpoint's model
+    local lm, wte = conv["lm_head.weight"], conv["transformer.wte.weight"]
+    if wte == nil or not lm_equals(lm, wte) then
+      error("load_hf_gpt2: the checkpoint's lm_head.weight differs from transformer.wte.weight, but this model "
+            .. "ties them (build it with tie_weights = false)", 2)
+    end
+    conv["lm_head.weight"] = nil
+  end
   local own = self:state_dict()
   if self.config.tie_weights then own["lm_head.weight"] = nil end
   local missing, unexpected = {}, {}
@@ -328,17 +364,20 @@ function GPT:load_hf_gpt2(src, opts)
     error(("load_hf_gpt2: missing keys {%s}, unexpected keys {%s}"):format(table.concat(missing, ", "),
                                                                            table.concat(unexpected, ", ")), 2)
   end
-  torch.no_grad(function()
-    for k, t in pairs(conv) do
-      local dst = own[k]
-      if dst ~= nil then
-        if table.concat(dst.shape, ",") ~= table.concat(t.shape, ",") then
-          error(("load_hf_gpt2: %s has shape {%s} in the checkpoint, the model expects {%s}")
-                :format(k, table.concat(t.shape, ", "), table.concat(dst.shape, ", ")), 3)
-        end
-        dst:copy_(t)
+  -- every shape is checked before the first copy, so that a failed load changes nothing
+  local names = {}
+  for k, t in pairs(conv) do
+    local dst = own[k]
+    if dst ~= nil then
+      if table.concat(dst.shape, ",") ~= table.concat(t.shape, ",") then
+        error(("load_hf_gpt2: %s has shape {%s} in the checkpoint, the model expects {%s}")
+              :format(k, table.concat(t.shape, ", "), table.concat(dst.shape, ", ")), 2)
       end
+      names[#names + 1] = k
     end
+  end
+  torch.no_grad(function()
+    for _, k in ipairs(names) do own[k]:copy_(conv[k]) end
   end)
   return self
 end

@@ -184,6 +184,13 @@ int rt_matmul(rt_tensor *a, rt_tensor *b, rt_tensor **out) {
         int64_t bshape[RT_MAX_DIMS];
         rc = rt_broadcast_shapes("matmul", na - 2, a2->meta.shape, nb - 2, b2->meta.shape, &nbatch,
                                  bshape);
+        if (rc == RT_ERR_SHAPE) { /* name the operands, not just their batch dims */
+            char why[2 * RT_SHAPE_BUF + 48], s1[RT_SHAPE_BUF], s2[RT_SHAPE_BUF];
+            snprintf(why, sizeof why, "batch dimensions %s and %s cannot be broadcast",
+                     rt_shape_str(s1, sizeof s1, na - 2, a2->meta.shape),
+                     rt_shape_str(s2, sizeof s2, nb - 2, b2->meta.shape));
+            rc = shape_error(a, b, why);
+        }
         if (rc < 0) goto done;
         int64_t B = rt_shape_numel(nbatch, bshape);
         int64_t ea[RT_MAX_DIMS], eb[RT_MAX_DIMS];

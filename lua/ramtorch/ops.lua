@@ -295,8 +295,37 @@ function M.matmul(a, b)
   return result(oom(C.rt_matmul(a.p, b.p, box)) or C.rt_matmul(a.p, b.p, box))
 end
 Tensor.matmul = M.matmul
-M.mm, M.bmm = M.matmul, M.matmul
-Tensor.mm, Tensor.bmm = M.matmul, M.matmul
+
+-- mm and bmm are matmul restricted as in PyTorch: mm takes two matrices, bmm two 3-d batches of one
+-- batch size (no 1-d promotion, no batch broadcasting: a wrong-rank operand is a bug to report).
+local function shape_str(t) return "[" .. table.concat(t.shape, ", ") .. "]" end
+local function matmul_restricted(name, nd, what, a, b)
+  tensor.expect_tensor(a, name, 3)
+  tensor.expect_tensor(b, name, 3)
+  local sa, sb = a.shape, b.shape
+  if #sa ~= nd or #sb ~= nd then
+    error(("%s: expected %d-d tensors (%s), got shapes %s and %s"):format(name, nd, what, shape_str(a), shape_str(b)), 3)
+  end
+  if nd == 3 and sa[1] ~= sb[1] then
+    error(("%s: batch sizes %d and %d differ (shapes %s and %s; bmm does not broadcast, matmul does)")
+          :format(name, sa[1], sb[1], shape_str(a), shape_str(b)), 3)
+  end
+  if sa[nd] ~= sb[nd - 1] then
+    error(("%s: shapes %s and %s cannot be multiplied (inner dimensions %d and %d differ)")
+          :format(name, shape_str(a), shape_str(b), sa[nd], sb[nd - 1]), 3)
+  end
+  return result(oom(C.rt_matmul(a.p, b.p, box)) or C.rt_matmul(a.p, b.p, box))
+end
+-- (not tail calls: the error levels count the wrapper's frame)
+function M.mm(a, b)
+  local r = matmul_restricted("mm", 2, "matrices", a, b)
+  return r
+end
+function M.bmm(a, b)
+  local r = matmul_restricted("bmm", 3, "batches of matrices", a, b)
+  return r
+end
+Tensor.mm, Tensor.bmm = M.mm, M.bmm
 
 -- ---- in-place fills ---------------------------------------------------------------------------------------
 

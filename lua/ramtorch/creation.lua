@@ -32,6 +32,15 @@ local function is_int_number(x)
   return x == math.floor(x) and x >= -2 ^ 63 and x < 2 ^ 63
 end
 
+-- PyTorch's promotion of two dtypes (bool < uint8 < int32 < int64 < float16/bfloat16 < float32 < float64;
+-- float16 with bfloat16 gives float32), on dtype objects; the C twin is rt_promote_types.
+local promo_rank = { bool = 0, uint8 = 1, int32 = 2, int64 = 3, float16 = 4, bfloat16 = 4, float32 = 5, float64 = 6 }
+local function promote(a, b)
+  if a == b then return a end
+  if promo_rank[a.name] == 4 and promo_rank[b.name] == 4 then return core.float32 end
+  return promo_rank[a.name] >= promo_rank[b.name] and a or b
+end
+
 local function factory(name, fill)
   return function(...)
     local shape, opts = core.shape_and_opts(...)
@@ -168,8 +177,12 @@ function M.linspace(start, stop, steps, opts)
     error(("linspace: expected a non-negative integer number of steps, got %s"):format(tostring(steps)), 2)
   end
   local buf = ffi.new("double[?]", math.max(steps, 1))
+  -- PyTorch's formula: the first half from start, the second from the end, so both endpoints are exact
+  -- (start + (end - start) * i / (steps - 1) misses the end by an ulp for about half of the inputs)
+  local step = steps > 1 and (stop - start) / (steps - 1) or 0
+  local halfway = math.floor(steps / 2)
   for i = 0, steps - 1 do
-    buf[i] = steps == 1 and start or start + (stop - start) * i / (steps - 1)
+    buf[i] = (i < halfway or steps == 1) and start + step * i or stop - step * (steps - 1 - i)
   end
   shape_buf[0] = steps
   local dt = core.dtype(opts.dtype, 2)
@@ -191,44 +204,101 @@ function M.tensor(data, opts)
   end
   local shape, flat = {}, {}
   local all_int, all_bool, any_bool, any_i64 = true, true, false, false
+  local leaves = 0 -- depth of the scalars (0: not seen yet); a scalar and a table at one depth is ragged
+  local tdt -- the promoted dtype of 0-d tensor elements (nil: none), as PyTorch promotes them
+  local s_bool, s_int, s_float = false, false, false -- the kinds of plain Lua scalars seen
+  local path = {} -- the 1-based index of the element being walked, for error messages
+  local function where() return "[" .. table.concat(path, "][") .. "]" end
+  -- errors are raised from M.tensor (level 2): the recursion depth would misplace a level given here
+  local function fail(msg) error({ tensor_error = msg }) end
+  local function scalar(x, d)
+    if leaves == 0 then leaves = d end
+    if d ~= leaves or (shape[d] ~= nil) then
+      fail(("tensor: ragged nested table: expected a table of length %d at %s, got a %s"):format(
+        shape[d] or 0, where(), tensor.is_tensor(x) and "tensor" or type(x)))
+    end
+  end
   local function walk(x, d)
     local tx = type(x)
     if tx == "table" then
+      if leaves ~= 0 and d >= leaves then
+        fail(("tensor: ragged nested table: expected a scalar at %s, got a table"):format(where()))
+      end
       local n = #x
+      -- #x of a table with holes is any border: {1, nil, 3} would silently become tensor([1])
+      local m = table.maxn(x)
+      if m ~= n then fail(("tensor: table at %s has a hole (nil) before index %d"):format(where(), m)) end
       if shape[d] == nil then shape[d] = n
       elseif shape[d] ~= n then
-        error(("tensor: ragged nested table: expected length %d at depth %d, got %d"):format(shape[d], d, n), 4)
+        fail(("tensor: ragged nested table: expected length %d at dim %d, got %d at %s"):format(
+          shape[d], d - 1, n, where()))
       end
-      for i = 1, n do walk(x[i], d + 1) end
+      for i = 1, n do
+        path[d] = i
+        walk(x[i], d + 1)
+      end
+      path[d] = nil
       if n == 0 and d > #shape then shape[d] = 0 end
-    elseif tx == "number" or is_i64_cdata(x) then
-      if #shape ~= d - 1 and #shape > 0 and d - 1 < #shape then
-        error("tensor: ragged nested table: a number where a table was expected", 4)
+    elseif tensor.is_tensor(x) then
+      -- a 0-d tensor is a scalar of its dtype (PyTorch: tensor([tensor(1.5), tensor(2.5)]) works);
+      -- an n-d one is refused, as PyTorch refuses it ("only one element tensors can be converted")
+      if #x.shape ~= 0 then
+        fail(("tensor: element at %s is a tensor of shape [%s]; only 0-d tensors are taken as scalars "
+              .. "(use torch.stack to join tensors)"):format(where(), table.concat(x.shape, ", ")))
       end
+      scalar(x, d)
+      tdt = tdt == nil and x.dtype or promote(tdt, x.dtype)
+      local v = x:item()
+      if x.dtype == core.bool then
+        any_bool = true
+        flat[#flat + 1] = v and 1 or 0
+      else
+        all_bool = false
+        if x.dtype.is_floating_point then all_int = false
+        elseif is_i64_cdata(v) then any_i64 = true end
+        flat[#flat + 1] = v
+      end
+    elseif tx == "number" or is_i64_cdata(x) then
+      scalar(x, d)
       all_bool = false
+      s_int = true
       if tx == "number" then
         -- an integral number outside int64 (1e20, inf) is a float: as int64 it would wrap to garbage
-        if x ~= math.floor(x) or x ~= x or x >= 2 ^ 63 or x < -2 ^ 63 then all_int = false end
+        if x ~= math.floor(x) or x ~= x or x >= 2 ^ 63 or x < -2 ^ 63 then all_int, s_float = false, true end
       else
         local v = to_i64(x)
-        if v == nil then error(("tensor: uint64 value %s is beyond the int64 range"):format(tostring(x)), 4) end
+        if v == nil then fail(("tensor: uint64 value %s is beyond the int64 range"):format(tostring(x))) end
         x, any_i64 = v, true
       end
       flat[#flat + 1] = x
     elseif tx == "boolean" then
+      scalar(x, d)
+      s_bool = true
       any_bool = true
       flat[#flat + 1] = x and 1 or 0
     else
-      error(("tensor: expected numbers, booleans, int64 cdata or nested tables, got a %s"):format(tx), 4)
+      fail(("tensor: expected numbers, booleans, int64 cdata or nested tables, got a %s at %s"):format(
+        tx, where()))
     end
   end
-  walk(data, 1)
+  local ok, err = pcall(walk, data, 1)
+  if not ok then
+    if type(err) == "table" and err.tensor_error then error(err.tensor_error, 2) end
+    error(err, 0)
+  end
   if #flat == 0 then all_int, all_bool = false, false end
   local expected = 1
   for i = 1, #shape do expected = expected * shape[i] end
   if expected ~= #flat then error("tensor: ragged nested table (sub-tables of different lengths)", 2) end
   local dt
   if opts.dtype then dt = core.dtype(opts.dtype, 2)
+  elseif tdt ~= nil then
+    -- 0-d tensor elements: their dtypes promoted with the Lua scalars' (int64 for integers, the default
+    -- dtype for other numbers, bool for booleans), as torch.tensor's scalar type inference does.
+    dt = tdt
+    if s_float then dt = promote(dt, core.default_dtype)
+    elseif s_int then dt = promote(dt, core.int64)
+    elseif s_bool then dt = promote(dt, core.bool) end
   elseif any_bool and all_bool then dt = core.bool
   elseif all_int then dt = core.int64
   else dt = core.default_dtype end

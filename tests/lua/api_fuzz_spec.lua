@@ -10,14 +10,8 @@
 -- whole busted run.
 local ffi = require("ffi")
 
-pcall(ffi.cdef, "long readlink(const char *path, char *buf, unsigned long size);")
-
-local function interpreter()
-  local buf = ffi.new("char[4096]")
-  local n = ffi.C.readlink("/proc/self/exe", buf, 4095)
-  assert(n > 0, "readlink /proc/self/exe")
-  return ffi.string(buf, n)
-end
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "support/spec_util.lua")
+local interpreter = util.interpreter
 
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 if here:sub(1, 1) ~= "/" then -- the child runs in a scratch directory: make the path absolute

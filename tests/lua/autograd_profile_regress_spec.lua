@@ -2,16 +2,9 @@
 -- the node times of every backward, one that fails included, and a report never carries rows of an
 -- earlier backward (a failed backward's rows used to stay in the table and show up in the next
 -- backward's report). The setting is read once per process, so the script runs in a child process.
-local ffi = require("ffi")
 
-pcall(ffi.cdef, "long readlink(const char *path, char *buf, unsigned long size);")
-
-local function interpreter()
-  local buf = ffi.new("char[4096]")
-  local n = ffi.C.readlink("/proc/self/exe", buf, 4095)
-  assert(n > 0, "readlink /proc/self/exe")
-  return ffi.string(buf, n)
-end
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "support/spec_util.lua")
+local interpreter = util.interpreter
 
 local SCRIPT = [[
 local torch = require("ramtorch")

@@ -6,31 +6,17 @@
 --  * checkpoint extra / JSON keys: a string key "#1" came back as the number 1, a tensor under a
 --    number key came back under a string key, and -0.0 came back as +0.0;
 --  * number metadata values were written with tostring (14 digits), so 1/3 did not come back.
-local ffi = require("ffi")
 local torch = require("ramtorch")
 
-pcall(ffi.cdef, "long readlink(const char *path, char *buf, unsigned long size);")
-
-local function interpreter()
-  local buf = ffi.new("char[4096]")
-  local n = ffi.C.readlink("/proc/self/exe", buf, 4095)
-  assert(n > 0, "readlink /proc/self/exe")
-  return ffi.string(buf, n)
-end
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "support/spec_util.lua")
+local interpreter = util.interpreter
 
 local tmpdir = os.tmpname()
 os.remove(tmpdir)
 assert(os.execute("mkdir -p " .. tmpdir) == 0)
 teardown(function() os.execute("rm -rf " .. tmpdir) end)
 
-local function ls(dir)
-  local p = io.popen("ls -A " .. dir)
-  local out = {}
-  for l in p:lines() do out[#out + 1] = l end
-  p:close()
-  table.sort(out)
-  return out
-end
+local ls = util.ls
 
 describe("torch.save under a file size limit", function()
   it("fails with an error, keeps the previous file and leaves no temporary file", function()

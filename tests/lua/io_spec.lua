@@ -27,14 +27,8 @@ local function write_all(path, s)
   f:close()
 end
 
-local function ls(dir)
-  local p = io.popen("ls -A " .. dir)
-  local out = {}
-  for l in p:lines() do out[#out + 1] = l end
-  p:close()
-  table.sort(out)
-  return out
-end
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "support/spec_util.lua")
+local ls = util.ls
 
 local function flat(t)
   local v = t:reshape(-1):totable()

@@ -52,6 +52,8 @@ static void release_saved(rt_node *n) {
     for (int i = 0; i < n->nsaved; i++) {
         rt_tensor_release(n->saved[i]);
         n->saved[i] = NULL;
+        rt_saved_offload_release(n->saved_pack[i]);
+        n->saved_pack[i] = NULL;
     }
 }
 
@@ -151,8 +153,10 @@ int rt_node_attach(rt_tensor *out, const char *name, rt_backward_fn backward, in
 
 void rt_node_save(rt_node *node, rt_tensor *t) {
     int i = node->nsaved++;
-    node->saved[i] = t;
     node->saved_version[i] = t ? atomic_load(&t->storage->version) : 0;
+    /* under save_on_cpu the tensor may go to host memory instead (autograd_saved_offload.c) */
+    if (t && rt_saved_offload_pack(t, &node->saved_pack[i]) == 1) return;
+    node->saved[i] = t;
     rt_tensor_retain(t);
 }
 
@@ -162,6 +166,7 @@ int rt_node_saved(rt_node *node, int i, rt_tensor **out) {
                       "backward: trying to backward through %s a second time; its saved tensors "
                       "were freed (pass retain_graph=true to the first backward)",
                       node->name);
+    if (node->saved_pack[i]) return rt_saved_offload_unpack(node->saved_pack[i], node->name, out);
     rt_tensor *t = node->saved[i];
     if (t && atomic_load(&t->storage->version) != node->saved_version[i])
         return RT_ERR(RT_ERR_AUTOGRAD,
@@ -399,6 +404,7 @@ static int finish_node(rt_autograd_task *t, rt_node *n, rt_tensor **grad_in, int
     if (!t->retain_graph && n->custom_id < 0) {
         release_saved(n);
         n->released = true;
+        if (n->ctx_released) n->ctx_released(n->ctx);
     }
     return RT_OK;
 }

@@ -221,6 +221,9 @@ typedef struct rt_storage {
     void (*deleter)(void *ctx, void *data);
     void *deleter_ctx;
     atomic_int version; /* bumped by in-place writes through any view; checked by saved tensors */
+    /* unique per storage ever made (headers are recycled, so the pointer is not): a key that can
+     * outlive the storage (runtime/autograd_saved_offload.c) */
+    uint64_t uid;
 } rt_storage;
 
 typedef struct rt_node rt_node;
@@ -233,6 +236,8 @@ struct rt_tensor {
     rt_tensor *grad;  /* accumulated gradient of a leaf */
 };
 
+/* Give contiguous t its own storage on device, with its values (offload migration; tensor.c). */
+int rt_tensor_move_storage_(rt_tensor *t, int device);
 /* Allocate a contiguous tensor on a device (uninitialised). */
 int rt_tensor_new(int ndim, const int64_t *shape, int dtype, int device, rt_tensor **out);
 /* A new tensor header viewing t's storage with the given geometry. */
@@ -319,6 +324,9 @@ struct rt_node {
     int nsaved;
     rt_tensor *saved[RT_NODE_MAX_SAVED];
     int saved_version[RT_NODE_MAX_SAVED];
+    /* saved slot i packed to host memory by save_on_cpu (runtime/autograd_saved_offload.c):
+     * saved[i] is then NULL and rt_node_saved unpacks this instead */
+    struct rt_saved_pack *saved_pack[RT_NODE_MAX_SAVED];
     int64_t iargs[16];
     double dargs[4];
     /* for ops with more inputs (cat, stack): extra edges, owned */
@@ -326,6 +334,9 @@ struct rt_node {
     rt_edge *extra;
     void *ctx; /* op-private data, freed with ctx_free */
     void (*ctx_free)(void *ctx);
+    /* called once when a backward without retain_graph frees the saved tensors (the node cannot
+     * run again): the streamed linear lets its parameters move from then on; may be NULL */
+    void (*ctx_released)(void *ctx);
     bool released; /* saved tensors freed after a backward without retain_graph */
     /* output geometry, for building zero grads and checking incoming grads */
     int out_dtype;
@@ -352,6 +363,14 @@ void rt_node_save(rt_node *node, rt_tensor *t);
  * place since. */
 int rt_node_saved(rt_node *node, int i, rt_tensor **out);
 void rt_node_release(rt_node *node);
+
+/* save_on_cpu (runtime/autograd_saved_offload.c), called by rt_node_save / rt_node_saved /
+ * release_saved: pack returns 1 and sets *out when it took t (mode on, t eligible), 0 when the
+ * caller must save t itself (on failure the error stays in rt_last_error and t stays on its
+ * device). unpack hands out a borrowed tensor (owned by the record) or fails like rt_node_saved. */
+int rt_saved_offload_pack(rt_tensor *t, struct rt_saved_pack **out);
+int rt_saved_offload_unpack(struct rt_saved_pack *r, const char *node_name, rt_tensor **out);
+void rt_saved_offload_release(struct rt_saved_pack *r);
 
 /* Bump the version of a tensor's storage after an in-place write (all views see it). */
 void rt_tensor_bump_version(rt_tensor *t);

@@ -205,6 +205,14 @@ struct rt_offload_param {
      * dtypes p has been sent in (1: master's, 2: narrow sent_sdtype), the fronts a delay starts. */
     rt_tensor *front[2], *back[2];
     int front_sdtype, front_version, sent_mask, sent_sdtype;
+    /* Residency by migration (runtime/offload_migrate.c): live_nodes counts streamed-op graph nodes
+     * that will fetch p in their backward (p cannot move while one exists); keep_host is set by
+     * optimizers whose update needs the host master (bf16 states, overlap, delay); migrated: the
+     * master now lives on the compute device and the engine no longer fetches it. */
+    atomic_int live_nodes;
+    int keep_host, migrated;
+    int migrated_device;     /* where it went, and its bytes there (the engine's migrated_bytes */
+    int64_t migrated_nbytes; /* counts them until this handle dies) */
 };
 
 static pthread_mutex_t g_ov_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -254,8 +262,11 @@ void rt_offload_param_retain(rt_offload_param *p) {
     if (p) atomic_fetch_add(&p->refcount, 1);
 }
 
+static void forget_migrated(rt_offload_param *p);
+
 void rt_offload_param_release(rt_offload_param *p) {
     if (!p || atomic_fetch_sub(&p->refcount, 1) != 1) return;
+    forget_migrated(p);
     if (p->shadow_busy) {
         p->shadow_api->event_synchronize(p->shadow_busy);
         p->shadow_api->event_destroy(p->shadow_busy);
@@ -608,7 +619,10 @@ struct rt_offload_engine {
     int ignore_repeat;
     plan_entry *plan;
     int nplan;
-    int64_t planned_resident;
+    int64_t planned_resident; /* bytes of planned-resident copies the pool holds (not migrated) */
+    /* device bytes of parameters migrated for good (in the budget) while their handles live;
+     * a dying handle on another thread takes its bytes off */
+    _Atomic int64_t migrated_bytes;
     int64_t tick;
     /* stall timing */
     rt_event *pairs[MAX_PAIRS][2];
@@ -1117,13 +1131,17 @@ static int make_plan(rt_offload_engine *e) {
         if (plan_find(e, s->p, s->dtype)) continue;
         size_t b = transfer_bytes(s->p, s->dtype);
         e->plan[e->nplan++] = (plan_entry){s->p, s->dtype, b, 0};
+        if (s->p->migrated) continue; /* on the device already, in migrated_bytes */
         total += b;
         if (b > maxb) maxb = b;
     }
     if (e->budget > 0) {
-        int64_t avail = (int64_t)total <= e->budget ? e->budget : e->budget - 3 * (int64_t)maxb;
+        /* parameters migrated earlier are no longer requested (so not in this plan) but hold
+         * their share of the budget */
+        int64_t budget = e->budget - e->migrated_bytes;
+        int64_t avail = (int64_t)total <= budget ? budget : budget - 3 * (int64_t)maxb;
         for (int i = 0; i < e->nplan && avail > 0; i++)
-            if ((int64_t)e->plan[i].bytes <= avail) {
+            if (!e->plan[i].p->migrated && (int64_t)e->plan[i].bytes <= avail) {
                 e->plan[i].resident = 1;
                 avail -= (int64_t)e->plan[i].bytes;
                 e->planned_resident += (int64_t)e->plan[i].bytes;
@@ -1212,7 +1230,7 @@ static int64_t stream_bytes(const rt_offload_engine *e) {
 }
 
 static int64_t stream_limit(const rt_offload_engine *e) {
-    if (e->budget > 0) return e->budget - e->planned_resident;
+    if (e->budget > 0) return e->budget - e->planned_resident - e->migrated_bytes;
     /* no budget: a window of four of the largest transfers, plus half of one for the small ones
      * (biases) so that they do not evict, free and reallocate large buffers every step */
     return 4 * (int64_t)e->max_bytes + (int64_t)e->max_bytes / 2;
@@ -1363,7 +1381,7 @@ static int acquire(rt_offload_engine *e, size_t nbytes, int64_t dist, int *idx) 
 /* A resident buffer for (p, dtype), allocated outside the streaming limit. */
 static int acquire_resident(rt_offload_engine *e, size_t nbytes, int *idx) {
     /* keep the pool within the budget: drop unused streaming buffers first if needed */
-    while (e->budget > 0 && e->pool_bytes + (int64_t)nbytes > e->budget) {
+    while (e->budget > 0 && e->pool_bytes + (int64_t)nbytes > e->budget - e->migrated_bytes) {
         int v = -1;
         for (int i = 0; i < e->nslots; i++)
             if (!e->slots[i].dead && !e->slots[i].resident && !e->slots[i].users) v = i;
@@ -1458,6 +1476,7 @@ static int prefetch(rt_offload_engine *e) {
     int end = e->pos + LOOKAHEAD < e->nsched ? e->pos + LOOKAHEAD : e->nsched;
     for (int j = e->pos; j < end; j++) {
         sched_entry *q = &e->sched[j];
+        if (q->p->migrated) continue; /* on the device for good: never fetched again */
         int stale, i = find_slot(e, q->p, q->dtype, &stale);
         if (i >= 0) continue;
         size_t n = transfer_bytes(q->p, q->dtype);
@@ -1478,6 +1497,12 @@ static int fetch(rt_offload_engine *e, rt_offload_param *p, int dtype, int phase
                  void **dev_ptr) {
     static const char *op = "offload.fetch";
     *lease = -1;
+    if (p->migrated)
+        return RT_ERR(RT_ERR_AUTOGRAD,
+                      "%s: this parameter moved to the device for good (the residency plan of "
+                      "ramtorch.set_memory_budget) after the graph that uses it was recorded; "
+                      "run that graph's backward before the next forward",
+                      op);
     size_t n = transfer_bytes(p, dtype);
     char b1[32], b2[32], b3[32], d[16];
     if (e->budget > 0 && (int64_t)n > e->budget)
@@ -1503,13 +1528,18 @@ static int fetch(rt_offload_engine *e, rt_offload_param *p, int dtype, int phase
             int64_t in_use = 0;
             for (int k = 0; k < e->nslots; k++)
                 if (e->slots[k].users) in_use += (int64_t)e->slots[k].cap;
+            char b4[32], mig[96] = "";
+            int64_t mb = atomic_load(&e->migrated_bytes);
+            if (mb > 0)
+                snprintf(mig, sizeof mig, ", after %s of parameters moved to the device for good",
+                         fmt_bytes(b4, sizeof b4, mb));
             return RT_ERR(RT_ERR_OOM,
                           "%s: the offload memory budget of %s on %s cannot hold a parameter of "
-                          "%s while %s are in use by the current op (raise it with "
+                          "%s while %s are in use by the current op%s (raise it with "
                           "ramtorch.set_memory_budget)",
                           op, fmt_bytes(b1, sizeof b1, stream_limit(e)),
                           dev_str(d, sizeof d, e->device), fmt_bytes(b2, sizeof b2, (int64_t)n),
-                          fmt_bytes(b3, sizeof b3, in_use));
+                          fmt_bytes(b3, sizeof b3, in_use), mig);
         }
         RT_TRY(load(e, i, p, dtype));
     }
@@ -1891,6 +1921,91 @@ int rt_offload_reset_schedule(int device) {
     return RT_OK;
 }
 
+/* ================================================================================================
+ * Residency by migration: the engine's side (runtime/offload_migrate.c moves the storage)
+ * ============================================================================================== */
+
+void rt_offload_param_node_ref(rt_offload_param *p, int delta) {
+    if (p) atomic_fetch_add(&p->live_nodes, delta);
+}
+
+int rt_offload_param_set_keep_host(rt_offload_param *p, int keep) {
+    if (!p) return RT_ERR(RT_ERR_INVALID, "offload.keep_on_host: expected a parameter, got NULL");
+    p->keep_host = keep != 0;
+    return RT_OK;
+}
+
+int rt_offload_param_migrated(const rt_offload_param *p) {
+    return p && p->migrated;
+}
+
+/* *ok = 1 when p may move to device's memory now: the engine of that device planned it resident
+ * (when need_plan), and nothing holds its host master: no graph node that fetches it, no buffer
+ * in use, no gradient copy or host-side update pending, no host gradient (a micro-batch in
+ * progress: it moves after the next zero_grad), no optimizer that needs it on the host. */
+int rt_offload_migration_ok(int device, rt_offload_param *p, int need_plan, int *ok) {
+    *ok = 0;
+    RT_TRY(check_device("offload.migrate", device));
+    rt_offload_engine *e = g_engines[device + 1];
+    if (!e || !p || p->migrated || p->keep_host || atomic_load(&p->live_nodes) > 0) return RT_OK;
+    if (need_plan) {
+        if (!e->learned || e->budget <= 0) return RT_OK;
+        int planned = 0;
+        for (int i = 0; i < e->nplan && !planned; i++)
+            planned = e->plan[i].p == p && e->plan[i].resident;
+        if (!planned) return RT_OK;
+    }
+    if (delayed(p) || p->host->grad || p->host->meta.device != RT_DEVICE_CPU ||
+        !rt_tensor_is_contiguous(p->host))
+        return RT_OK;
+    pthread_mutex_lock(&g_ov_lock);
+    int armed = p->on_grad != NULL;
+    pthread_mutex_unlock(&g_ov_lock);
+    if (armed) return RT_OK;
+    for (int k = 0; k < MAX_ENGINES; k++) {
+        rt_offload_engine *ek = g_engines[k];
+        if (!ek) continue;
+        for (int i = 0; i < ek->nslots; i++)
+            if (!ek->slots[i].dead && ek->slots[i].p == p && ek->slots[i].users) return RT_OK;
+        pthread_mutex_lock(&ek->mu);
+        int writes = writes_grad_of(ek, p->host);
+        pthread_mutex_unlock(&ek->mu);
+        if (writes) return RT_OK;
+    }
+    *ok = 1;
+    return RT_OK;
+}
+
+/* p's master now lives on device (dev_bytes there): drop its cached copies from every engine
+ * (their copies are finished first by slot_drop) and move its share of the budget from the pool's
+ * resident copies to the migrated parameters. */
+void rt_offload_note_migrated(int device, rt_offload_param *p, int64_t dev_bytes) {
+    for (int k = 0; k < MAX_ENGINES; k++) {
+        rt_offload_engine *ek = g_engines[k];
+        if (!ek) continue;
+        for (int i = 0; i < ek->nslots; i++)
+            if (!ek->slots[i].dead && ek->slots[i].p == p) slot_drop(ek, i);
+        for (int i = 0; i < ek->nplan; i++)
+            if (ek->plan[i].p == p && ek->plan[i].resident) {
+                ek->planned_resident -= (int64_t)ek->plan[i].bytes;
+                ek->plan[i].resident = 0;
+            }
+    }
+    p->migrated = 1;
+    p->migrated_device = device;
+    p->migrated_nbytes = dev_bytes;
+    rt_offload_engine *e = g_engines[device + 1];
+    if (e) atomic_fetch_add(&e->migrated_bytes, dev_bytes);
+}
+
+/* A migrated parameter's handle dies (its layer is gone, or was never used again): its bytes stop
+ * counting against the budget of the engine it moved to. */
+static void forget_migrated(rt_offload_param *p) {
+    if (!p->migrated) return;
+    rt_offload_engine *e = g_engines[p->migrated_device + 1];
+    if (e) atomic_fetch_sub(&e->migrated_bytes, p->migrated_nbytes);
+}
+
 int rt_offload_get_stats(int device, rt_offload_stats *out) {
     RT_TRY(check_device("offload.stats", device));
     memset(out, 0, sizeof *out);
@@ -1908,7 +2023,10 @@ int rt_offload_get_stats(int device, rt_offload_stats *out) {
         if (e->slots[i].resident && e->slots[i].p) resident += (int64_t)e->slots[i].cap;
     for (int i = 0; i < e->nplan; i++)
         if (!e->plan[i].resident) streamed += (int64_t)e->plan[i].bytes;
-    out->resident_bytes = resident;
+    for (int i = 0; i < e->nplan; i++)
+        if (!e->plan[i].resident && e->plan[i].p->migrated) streamed -= (int64_t)e->plan[i].bytes;
+    out->resident_bytes = resident + e->migrated_bytes;
+    out->migrated_bytes = e->migrated_bytes;
     out->streamed_bytes = streamed;
     return RT_OK;
 }

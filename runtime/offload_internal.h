@@ -55,6 +55,12 @@ int rt_offload_engine_for(const char *op, int device, rt_offload_engine **out);
  * copy; the buffer stays the caller's until rt_offload_release. */
 int rt_offload_fetch(rt_offload_engine *e, rt_offload_param *p, int dtype, int phase, int *lease,
                      void **dev_ptr);
+/* Residency by migration, the engine's side (runtime/offload_migrate.c does the move): graph nodes
+ * that fetch p count themselves in (delta +1 / -1); the check that p may move now; the note that
+ * it did (drops its cached copies, moves its budget share to the migrated bytes). */
+void rt_offload_param_node_ref(rt_offload_param *p, int delta);
+int rt_offload_migration_ok(int device, rt_offload_param *p, int need_plan, int *ok);
+void rt_offload_note_migrated(int device, rt_offload_param *p, int64_t dev_bytes);
 /* Give the buffer back once the work that reads it has been enqueued on the compute stream. */
 void rt_offload_release(rt_offload_engine *e, int lease);
 /* Send a gradient computed on the device (contiguous, p's shape) to p's host gradient: D2H on

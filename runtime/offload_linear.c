@@ -26,10 +26,21 @@ typedef struct lin_ctx {
     int w_version, w_delayed;
     /* the backward (autograd task id) that sent w's / b's gradient to the host: see lin_backward */
     int64_t w_sent, b_sent;
+    int holds; /* counted in w's and b's live_nodes (rt_offload_migrate waits for 0) */
 } lin_ctx;
+
+/* The node will not fetch w and b again (its graph was freed by a backward): they may migrate. */
+static void lin_ctx_released(void *p) {
+    lin_ctx *c = p;
+    if (!c->holds) return;
+    c->holds = 0;
+    rt_offload_param_node_ref(c->w, -1);
+    rt_offload_param_node_ref(c->b, -1);
+}
 
 static void lin_ctx_free(void *p) {
     lin_ctx *c = p;
+    lin_ctx_released(c);
     rt_offload_param_release(c->w);
     rt_offload_param_release(c->b);
     free(c);
@@ -256,6 +267,9 @@ int rt_offload_linear(rt_tensor *x, rt_offload_param *w, rt_offload_param *b, rt
         if (rc == RT_OK) {
             rt_offload_param_retain(w);
             rt_offload_param_retain(b);
+            rt_offload_param_node_ref(w, 1); /* w and b stay on the host while this node lives */
+            rt_offload_param_node_ref(b, 1);
+            c->holds = 1;
             c->w = w;
             c->b = b;
             c->cd = cd;
@@ -267,6 +281,7 @@ int rt_offload_linear(rt_tensor *x, rt_offload_param *w, rt_offload_param *b, rt
             c->b_needs = B && B->meta.requires_grad;
             node->ctx = c;
             node->ctx_free = lin_ctx_free;
+            node->ctx_released = lin_ctx_released;
             rt_node_save(node, xc);
         } else {
             free(c);

@@ -40,10 +40,23 @@ static int bmm_backward(rt_node *n, rt_tensor *g, rt_tensor **gi) {
         rt_tensor_release(t);
         t = NULL;
     }
-    if (rc == RT_OK && n->input_needs_grad[1]) { /* dB = A^T G */
-        rc = rt_transpose(a, nd - 2, nd - 1, &t);
-        if (rc == RT_OK) rc = bmm(t, g, &gi[1]);
-        rt_tensor_release(t);
+    if (rc == RT_OK && n->input_needs_grad[1]) {
+        if (nd == 2 && b->meta.strides[0] == 1 && b->meta.shape[1] > 1 &&
+            b->meta.strides[1] >= b->meta.shape[0]) {
+            /* B is stored transposed (linear's weight w read as w^T): dB = (G^T A)^T, PyTorch's
+             * grad_weight = grad_output^T input, made in w's own layout, so the transpose back to
+             * w's gradient is a view, not a strided copy of the whole weight */
+            rt_tensor *gt = NULL, *r = NULL;
+            rc = rt_transpose(g, 0, 1, &gt);
+            if (rc == RT_OK) rc = bmm(gt, a, &r);
+            if (rc == RT_OK) rc = rt_transpose(r, 0, 1, &gi[1]);
+            rt_tensor_release(gt);
+            rt_tensor_release(r);
+        } else { /* dB = A^T G */
+            rc = rt_transpose(a, nd - 2, nd - 1, &t);
+            if (rc == RT_OK) rc = bmm(t, g, &gi[1]);
+            rt_tensor_release(t);
+        }
     }
     return rc;
 }

@@ -437,6 +437,8 @@ static inline bool drop_ref(atomic_int *rc) {
     return atomic_fetch_sub_explicit(rc, 1, memory_order_acq_rel) == 1;
 }
 
+static uint64_t g_storage_uid; /* rt_storage.uid */
+
 static int storage_new(int device, size_t nbytes, rt_storage **out) {
     const rt_backend *be = rt_backend_for(device);
     if (!be) return rt_last_error_code() ? rt_last_error_code() : RT_ERR_DEVICE;
@@ -456,6 +458,7 @@ static int storage_new(int device, size_t nbytes, rt_storage **out) {
     }
     atomic_init(&s->refcount, 1);
     atomic_init(&s->version, 0);
+    s->uid = __atomic_add_fetch(&g_storage_uid, 1, __ATOMIC_RELAXED);
     s->nbytes = nbytes;
     s->device = device;
     s->memkind = memkind;
@@ -597,6 +600,35 @@ void rt_tensor_release(rt_tensor *t) {
     storage_release(t->storage);
     atomic_fetch_sub(&rt_g_live_tensors, 1);
     cache_push(TENSOR_LIST, t, sizeof *t);
+}
+
+/* Give contiguous tensor t storage of its own on device holding its values (the offload engine's
+ * migration of a resident parameter: the same tensor, so every holder of it, an optimizer or a
+ * module, sees the move). Views made of the old storage keep it. The version continues past the
+ * old one, so a graph that saved t before the move fails its backward instead of reading the new
+ * storage as if it were the old. */
+int rt_tensor_move_storage_(rt_tensor *t, int device) {
+    if (!rt_tensor_is_contiguous(t))
+        return RT_ERR(RT_ERR_INVALID, "move_storage: the tensor must be contiguous");
+    rt_tensor *d = NULL;
+    RT_TRY(rt_tensor_new(t->meta.ndim, t->meta.shape, t->meta.dtype, device, &d));
+    int rc = rt_copy_(d, t);
+    if (rc < 0) {
+        rt_tensor_release(d);
+        return rc;
+    }
+    rt_storage *old = t->storage;
+    int ver = atomic_load(&old->version);
+    t->storage = d->storage;
+    atomic_fetch_add(&t->storage->refcount, 1);
+    atomic_store(&t->storage->version, ver + 1);
+    t->meta.device = device;
+    t->meta.offset = 0;
+    t->meta.memkind = t->storage->memkind;
+    rt_contiguous_strides(t->meta.ndim, t->meta.shape, t->meta.strides);
+    rt_tensor_release(d);
+    storage_release(old);
+    return RT_OK;
 }
 
 void rt_tensor_ref_release(rt_tensor_ref *ref) {

@@ -212,4 +212,7 @@ M.live_custom_contexts = function()
   return n
 end
 
+-- torch.autograd.graph (save_on_cpu): lua/ramtorch/autograd_graph.lua
+M.graph = require("ramtorch.autograd_graph")
+
 return M

@@ -66,7 +66,7 @@ function M.reset_schedule(device) check(C.rt_offload_reset_schedule(engine_devic
 
 local stat_fields = { "h2d_bytes", "h2d_copies", "d2h_bytes", "d2h_copies", "fetches", "hits", "prefetches",
                       "stalls", "wait_ms", "evictions", "resident_bytes", "streamed_bytes", "pool_bytes",
-                      "pool_peak_bytes", "budget", "schedule_length", "shadow_refreshes" }
+                      "pool_peak_bytes", "budget", "schedule_length", "shadow_refreshes", "migrated_bytes" }
 M.stat_fields = stat_fields
 
 -- ramtorch.offload.stats(device) -> table of the counters above (numbers).
@@ -301,6 +301,41 @@ local function carrier_for(t, h)
   return Carrier(a, { param = t, handle = h })
 end
 
+-- ---- residency by migration (runtime/offload_migrate.c) --------------------------------------------
+-- Under a memory budget, a parameter the residency plan keeps on the device moves there for good (the
+-- same tensor: its .device becomes the compute device; its gradient and optimizer update stay there).
+-- Layers with RamTorch gradient hooks, and parameters an optimizer keeps on the host (keep_on_host:
+-- bf16 states, overlap_with_backward, delay_update) keep the engine's resident copy instead.
+
+local moved_box = ffi.new("int[1]")
+
+-- True when t (a streamed parameter) has moved to its compute device.
+function M.is_migrated(t)
+  local h = handles[t]
+  return h ~= nil and C.rt_offload_param_migrated(h) ~= 0
+end
+
+-- Move w and b (or nil) to x's device when the plan keeps w resident and nothing holds them on the
+-- host; true when they live there (now or already).
+local function migrate(w, b, x)
+  if has_hooks(w) or (b ~= nil and has_hooks(b)) then return false end
+  check(C.rt_offload_migrate(handle_of(w), b ~= nil and handle_of(b) or nil, C.rt_tensor_meta_of(x.p).device, moved_box))
+  return moved_box[0] ~= 0
+end
+
+function M.keep_on_host(t, flag)
+  if not torch.is_tensor(t) then error(("keep_on_host: expected a Tensor, got %s"):format(type(t)), 2) end
+  if M.is_migrated(t) then return end -- already on the device: the optimizer updates it there
+  if t.device ~= "cpu" then return end
+  check(C.rt_offload_param_set_keep_host(handle_of(t), flag == false and 0 or 1))
+end
+
+-- Migration on (default) or off for every engine; returns the previous setting.
+function M.set_migration(flag)
+  if type(flag) ~= "boolean" then error(("set_migration: expected true or false, got %s"):format(type(flag)), 2) end
+  return C.rt_offload_set_migration(flag and 1 or 0) ~= 0
+end
+
 -- ---- the streamed linear --------------------------------------------------------------------------
 
 -- y = x @ w^T + b on x's device with w (out, in) and b (out, or nil) host tensors streamed through the
@@ -311,6 +346,10 @@ function M.linear(x, w, b)
   if not torch.is_tensor(x) then error(("offload.linear: expected a Tensor input, got %s"):format(type(x)), 2) end
   if not torch.is_tensor(w) or (b ~= nil and not torch.is_tensor(b)) then
     error("offload.linear: expected Tensor weight and bias (or nil bias)", 2)
+  end
+  if (M.is_migrated(w) and (b == nil or M.is_migrated(b))) or migrate(w, b, x) then
+    -- resident for good: a plain device linear (autocast applies as to nn.Linear)
+    return require("ramtorch.nn").functional.linear(x, w, b)
   end
   local wh = handle_of(w)
   local bh = b ~= nil and handle_of(b) or nil
@@ -325,7 +364,9 @@ function M.linear(x, w, b)
     C.rt_autocast_set_dtype(prev)
     return r
   end
-  return core.result(call(), call)
+  -- out of budget or memory: one collection (dead layers' parameters moved to the device count
+  -- against the budget until their handles are collected) and one retry
+  return core.result(core.oom(call()) or call())
 end
 
 return M

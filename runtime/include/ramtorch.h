@@ -550,6 +550,21 @@ const char *rt_offload_grad_path(void);
  * calls this before anyone reads a host gradient). */
 int rt_offload_synchronize(void);
 
+/* Residency by migration (DESIGN section 5: the planner keeps some parameters "on the device for
+ * good"). Under a budget, once the schedule is learned, a parameter the plan keeps resident moves
+ * to the compute device: its storage becomes a device allocation (same tensor, version bumped), so
+ * its gradient, its accumulation and its optimizer update stay on the device and nothing of it
+ * crosses the bus again. rt_offload_migrate moves w and b (b may be NULL) together when w is
+ * planned resident on device and neither is held on the host (a graph node that fetches it, a
+ * pending gradient copy, a host gradient, an optimizer that keeps it there: keep_host); *moved
+ * says whether it did. On the CPU engine the "device" copy is a separate host allocation. */
+int rt_offload_migrate(rt_offload_param *w, rt_offload_param *b, int device, int *moved);
+int rt_offload_param_migrated(const rt_offload_param *p);
+/* Optimizers whose update needs the host master (bf16 states, overlap, delayed update) pin it. */
+int rt_offload_param_set_keep_host(rt_offload_param *p, int keep);
+/* Migration on or off for every engine (default on); returns the previous setting. */
+int rt_offload_set_migration(int enabled);
+
 /* The CPU engine: off by default (then CPU inputs take the plain path). */
 int rt_offload_set_cpu_streams(int enabled);
 int rt_offload_cpu_streams_enabled(void);
@@ -575,6 +590,7 @@ typedef struct rt_offload_stats {
     int64_t budget;
     int64_t schedule_length; /* requests per step (0 while learning) */
     int64_t shadow_refreshes;
+    int64_t migrated_bytes; /* of resident_bytes: parameters moved to the device for good */
 } rt_offload_stats;
 int rt_offload_get_stats(int device, rt_offload_stats *out);
 int rt_offload_reset_stats(int device);
@@ -752,6 +768,38 @@ int rt_arange_i64(int64_t start, int64_t end, int64_t step, int dtype, int devic
  * Functions (lua/ramtorch/autograd.lua) compare it to refuse saved tensors changed after saving.
  * ---------------------------------------------------------------------------------------------- */
 int rt_tensor_version(const rt_tensor *t);
+
+/* ---- save_on_cpu: saved activations in host memory (autograd_saved_offload.c) ------------------
+ * PyTorch's torch.autograd.graph.save_on_cpu. While the mode is on (per thread), every tensor an op
+ * saves for backward that is at least RT_SAVE_ON_CPU_MIN_BYTES and is not a parameter (a leaf that
+ * requires grad, which stays on its device anyway) is packed to host memory: a CUDA tensor by an
+ * asynchronous D2H copy on a side stream (pinned host buffers unless the mode is
+ * RT_SAVE_ON_CPU_PAGEABLE), its device memory released once the copy is done; a CPU tensor as a
+ * copy (through the CPU copy streams when rt_offload_set_cpu_streams is on). Backward unpacks it
+ * onto its device (H2D on the compute stream). Backward sees the value as it was when saved; an
+ * in-place change of the tensor before its copy completed is the usual "modified in place" error.
+ * set returns the previous mode (0 off, RT_SAVE_ON_CPU_PINNED, RT_SAVE_ON_CPU_PAGEABLE).
+ * synchronize waits for every copy still in flight; empty_cache frees the cached host buffers.
+ * ---------------------------------------------------------------------------------------------- */
+enum { RT_SAVE_ON_CPU_PINNED = 1, RT_SAVE_ON_CPU_PAGEABLE = 2, RT_SAVE_ON_CPU_MIN_BYTES = 65536 };
+typedef struct rt_save_on_cpu_stats {
+    int64_t packed;          /* records made (one D2H copy each) */
+    int64_t packed_bytes;    /* bytes they copied to the host */
+    int64_t shared;          /* saves served by a live record of the same tensor (no copy) */
+    int64_t unpacked;        /* H2D copies made by unpacks */
+    int64_t unpacked_direct; /* unpacks served by the device tensor, its copy still in flight */
+    int64_t pending;         /* records whose copy is not known done (now) */
+    int64_t live;            /* records alive (now) */
+    int64_t host_bytes;      /* host bytes the live records hold (now) */
+    int64_t cached_bytes;    /* host buffers kept for reuse (now) */
+    int64_t modified;        /* records found modified in place when their copy completed */
+    int64_t fallbacks;       /* packs that failed and kept the tensor on its device */
+} rt_save_on_cpu_stats;
+int rt_autograd_set_save_on_cpu(int mode);
+int rt_autograd_get_save_on_cpu(void);
+int rt_autograd_save_on_cpu_synchronize(void);
+int rt_autograd_save_on_cpu_empty_cache(void);
+int rt_autograd_save_on_cpu_stats(rt_save_on_cpu_stats *out);
 
 #ifndef RT_CDEF
 #ifdef __cplusplus

@@ -6,7 +6,8 @@
 # with the host AdamW, PyTorch all-resident in the same run, host AdamW alone beside PyTorch's fused
 # CPU AdamW, and the GPT block stack (resident and streamed) beside PyTorch eager.
 # ENGINE_PARTS (default "spec mlp step adamw gpt"; also "base" = the first mlp run, "depth" = 8 vs 32
-# layers, "t16k" = T=16384 profiled, "stream" = the host's memory bandwidth) picks parts.
+# layers, "t16k" = T=16384 profiled, "stream" = the host's memory bandwidth, "budget" = budgets with
+# residency by migration) picks parts.
 set -uo pipefail
 RTLUA=build-gpu/bin/ramtorch-lua
 PY="env -u LD_LIBRARY_PATH python3"
@@ -62,6 +63,17 @@ fi
 if has base; then
   step "streamed MLP, bf16 weights, native gradient path"
   mlp --tokens 1024,4096 --profile
+fi
+if has budget; then
+  # residency by migration: budgets at T=1024 (pool of half the weights; half the weights resident
+  # beside the streaming window; all) beside PyTorch all-resident and no budget in the same call
+  step "budgets at T=1024: pool of half the weights, half resident + window, all resident"
+  mlp --tokens 1024 --profile
+  mlp --tokens 1024 --budget-frac 0.5 --profile
+  mlp --tokens 1024 --resident-frac 0.5 --profile
+  mlp --tokens 1024 --budget-frac 1
+  mlp --tokens 4096 --budget-frac 1
+  timeout 150 $PY scripts/bench/streamed_mlp_torch.py --tokens 1024,4096 --steps 3 2>&1 | tail -3
 fi
 if has depth; then
   step "depth: 8 and 32 layers at T=1024 (peak GPU memory)"

@@ -85,6 +85,10 @@ describe("offload engine on the CPU backend", function()
   before_each(function()
     offload.set_memory_budget(0, "cpu")
     offload.reset_schedule("cpu")
+    -- earlier cases' layers that moved to the "device" (residency by migration) count as resident
+    -- until their handles are collected
+    collectgarbage("collect")
+    collectgarbage("collect")
     offload.reset_stats("cpu")
   end)
 
@@ -185,6 +189,8 @@ describe("offload engine on the CPU backend", function()
       for i = 1, n do h = ls[i](h):relu() end
       h:sum():backward()
     end
+    -- every weight resident as the engine's copies (not moved to the device: their gradients go down)
+    local migrating = offload.set_migration(false)
     offload.set_memory_budget(10 * n * d * d * 4, "cpu") -- every weight resident: no copies gate the backward
     run(layers) -- learns the schedule and the plan
     for i = 1, n do layers[i].weight.grad = nil end
@@ -195,6 +201,7 @@ describe("offload engine on the CPU backend", function()
     offload.set_copy_delay_us(0)
     offload.set_memory_budget(0, "cpu")
     offload.set_profiling(was)
+    offload.set_migration(migrating)
     assert(ok, err)
     local prof, gbytes = offload.profile("cpu"), d * d * 4
     assert.is_true(prof.grad_dev_peak <= 3 * gbytes, "peak " .. prof.grad_dev_peak)
@@ -215,6 +222,9 @@ describe("offload engine on the CPU backend", function()
     local data = make_data(4, DIMS[1], DIMS[#DIMS])
     local sm, pm = make_pair(DIMS, torch.float32)
     offload.set_memory_budget(100000, "cpu")
+    -- resident as bf16 copies in the engine (moved to the device, the f32 masters would stay f32
+    -- there: offload_migration_spec)
+    local migrating = offload.set_migration(false)
     -- reference: the same casts done by hand on plain layers
     local ref_model = pm:parameters()
     local function ref_forward(x)
@@ -244,6 +254,7 @@ describe("offload engine on the CPU backend", function()
     end
     for i, p in ipairs(pm:parameters()) do testing.assert_close(sw[i], p, 1e-6, 1e-7, "weight " .. i) end
     local st = offload.stats("cpu")
+    offload.set_migration(migrating)
     assert.is_true(st.shadow_refreshes >= 6)
     assert.are.equal(PARAM_BYTES_F32 / 2, st.resident_bytes) -- bf16 copies on the device
   end)

@@ -152,6 +152,8 @@ function AdamW:step(closure)
         if st == nil then
           st = self:_new_state(p)
           self.state[p] = st
+        elseif st.exp_avg.device ~= p.device then
+          self:_state_follows(st, p)
         end
         local pkey = tostring(p.p) -- the C tensor: it may be listed under two handles
         if pending[pkey] then

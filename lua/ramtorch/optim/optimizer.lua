@@ -121,6 +121,35 @@ function Optimizer.add_param_group(self, group, level)
   end
   self:_check_group(g, level + 1)
   self.param_groups[#self.param_groups + 1] = g
+  if self:_needs_host_masters() then self:_keep_on_host() end
+end
+
+-- ---- where the parameters live ------------------------------------------------------------------
+-- Under a memory budget the offload engine moves the streamed parameters its plan keeps resident to
+-- the device for good (ramtorch.offload, runtime/offload_migrate.c). An optimizer whose update needs
+-- the host master (host-only bf16 states, overlap with the backward, delayed updates) keeps its
+-- streamed parameters on the host; state made on the host before a move follows its parameter.
+
+function Optimizer._needs_host_masters(self)
+  return self._overlap == true or self._delay == true or self.state_dtype == "bf16"
+end
+
+function Optimizer._keep_on_host(self)
+  local lin = require("ramtorch.linear")
+  local offload = require("ramtorch.offload")
+  for _, g in ipairs(self.param_groups) do
+    for _, p in ipairs(g.params) do
+      if lin.is_ramtorch_param(p) then offload.keep_on_host(p) end
+    end
+  end
+end
+
+-- Move st's tensors to p's device when p has moved (migration after the state was made).
+function Optimizer._state_follows(self, st, p)
+  local dev = p.device
+  for k, v in pairs(st) do
+    if is_tensor(v) and v.device ~= dev then st[k] = v:to(dev) end
+  end
 end
 
 -- Subclasses validate the options of a group here (raise with the option and value).
@@ -161,6 +190,7 @@ function Optimizer.overlap_with_backward(self, flag)
           :format(getmetatable(self).__name), 2)
   end
   self._overlap = flag ~= false
+  if self._overlap then self:_keep_on_host() end
   return self
 end
 
@@ -260,6 +290,7 @@ function Optimizer.delay_update(self, flag)
   end
   self:flush(3) -- switching on or off mid-flight finishes the pending update first
   self._delay = flag
+  if flag then self:_keep_on_host() end
   return self
 end
 

@@ -92,6 +92,8 @@ function SGD:step(closure)
         if st == nil then
           st = {}
           self.state[p] = st
+        elseif st.momentum_buffer ~= nil and st.momentum_buffer.device ~= p.device then
+          self:_state_follows(st, p)
         end
         local buf, first = nil, 0
         if mom ~= 0 then

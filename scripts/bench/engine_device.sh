@@ -76,9 +76,11 @@ if has budget; then
   timeout 150 $PY scripts/bench/streamed_mlp_torch.py --tokens 1024,4096 --steps 3 2>&1 | tail -3
 fi
 if has depth; then
-  step "depth: 8 and 32 layers at T=1024 (peak GPU memory)"
-  mlp --tokens 1024 --layers 8 --steps 2 --profile
-  mlp --tokens 1024 --layers 32 --steps 2 --profile
+  step "depth: 8 and 32 layers at T=1024 (peak GPU memory), without and with save_on_cpu"
+  mlp --tokens 1024 --layers 8 --steps 2
+  mlp --tokens 1024 --layers 32 --steps 2
+  mlp --tokens 1024 --layers 8 --steps 2 --save-on-cpu
+  mlp --tokens 1024 --layers 32 --steps 2 --save-on-cpu
 fi
 if has t16k; then
   step "T=16384, profiled"
@@ -93,12 +95,13 @@ if has mlp; then
   mlp --tokens 16384 --steps 2 --warmup 1
   step "f32 masters under bf16 autocast, T=4096"
   mlp --tokens 4096 --dtype f32 --autocast
-  step "budgets at T=1024: half, all"
+  step "budgets at T=1024: a pool of half the weights, half the weights resident, all"
   mlp --tokens 1024 --budget-frac 0.5
+  mlp --tokens 1024 --resident-frac 0.5
   mlp --tokens 1024 --budget-frac 1
-  step "depth: 8 and 32 layers at T=1024 (peak GPU memory)"
-  mlp --tokens 1024 --layers 8 --steps 2
-  mlp --tokens 1024 --layers 32 --steps 2
+  step "depth: 8 and 32 layers at T=1024 (peak GPU memory), with save_on_cpu"
+  mlp --tokens 1024 --layers 8 --steps 2 --save-on-cpu
+  mlp --tokens 1024 --layers 32 --steps 2 --save-on-cpu
   step "PyTorch, every weight resident"
   timeout 150 $PY scripts/bench/streamed_mlp_torch.py --tokens 1024,4096,16384 --steps 3 2>&1 | tail -4
 fi

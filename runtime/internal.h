@@ -236,7 +236,9 @@ struct rt_tensor {
     rt_tensor *grad;  /* accumulated gradient of a leaf */
 };
 
-/* Give contiguous t its own storage on device, with its values (offload migration; tensor.c). */
+/* Offload migration (tensor.c): t takes src's storage (contiguous, same shape and dtype; version
+ * bumped), or its own copy of its values on device. */
+int rt_tensor_adopt_storage_(rt_tensor *t, rt_tensor *src);
 int rt_tensor_move_storage_(rt_tensor *t, int device);
 /* Allocate a contiguous tensor on a device (uninitialised). */
 int rt_tensor_new(int ndim, const int64_t *shape, int dtype, int device, rt_tensor **out);

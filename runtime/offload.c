@@ -1998,6 +1998,20 @@ void rt_offload_note_migrated(int device, rt_offload_param *p, int64_t dev_bytes
     if (e) atomic_fetch_add(&e->migrated_bytes, dev_bytes);
 }
 
+/* p's master is back in host memory (model:to("cpu")): the engines plan again with it among the
+ * parameters to stream or keep (it may move again if it is used on a device under a budget). */
+int rt_offload_note_unmigrated(rt_offload_param *p) {
+    if (!p->migrated) return RT_OK;
+    forget_migrated(p);
+    p->migrated = 0;
+    p->migrated_nbytes = 0;
+    for (int k = 0; k < MAX_ENGINES; k++) {
+        rt_offload_engine *ek = g_engines[k];
+        if (ek && ek->learned) RT_TRY(make_plan(ek));
+    }
+    return RT_OK;
+}
+
 /* A migrated parameter's handle dies (its layer is gone, or was never used again): its bytes stop
  * counting against the budget of the engine it moved to. */
 static void forget_migrated(rt_offload_param *p) {

@@ -61,6 +61,7 @@ int rt_offload_fetch(rt_offload_engine *e, rt_offload_param *p, int dtype, int p
 void rt_offload_param_node_ref(rt_offload_param *p, int delta);
 int rt_offload_migration_ok(int device, rt_offload_param *p, int need_plan, int *ok);
 void rt_offload_note_migrated(int device, rt_offload_param *p, int64_t dev_bytes);
+int rt_offload_note_unmigrated(rt_offload_param *p);
 /* Give the buffer back once the work that reads it has been enqueued on the compute stream. */
 void rt_offload_release(rt_offload_engine *e, int lease);
 /* Send a gradient computed on the device (contiguous, p's shape) to p's host gradient: D2H on

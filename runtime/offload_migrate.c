@@ -57,3 +57,25 @@ int rt_offload_migrate(rt_offload_param *w, rt_offload_param *b, int device, int
     *moved = 1;
     return RT_OK;
 }
+
+int rt_offload_unmigrate(rt_offload_param *p, rt_tensor *host) {
+    static const char *op = "offload.unmigrate";
+    if (!p || !host)
+        return RT_ERR(RT_ERR_INVALID, "%s: expected a parameter and a host tensor", op);
+    if (!rt_offload_param_migrated(p)) return RT_OK;
+    if (host->meta.device != RT_DEVICE_CPU)
+        return RT_ERR(RT_ERR_DEVICE, "%s: the new storage must be host memory", op);
+    rt_tensor *t = rt_offload_param_host(p);
+    /* a device gradient comes back with it: host parameters have host gradients */
+    if (t->grad && t->grad->meta.device != RT_DEVICE_CPU) {
+        if (!rt_tensor_is_contiguous(t->grad)) {
+            rt_tensor *c = NULL;
+            RT_TRY(rt_contiguous(t->grad, &c));
+            rt_tensor_release(t->grad);
+            t->grad = c;
+        }
+        RT_TRY(rt_tensor_move_storage_(t->grad, RT_DEVICE_CPU));
+    }
+    RT_TRY(rt_tensor_adopt_storage_(t, host));
+    return rt_offload_note_unmigrated(p);
+}

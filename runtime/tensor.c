@@ -602,33 +602,39 @@ void rt_tensor_release(rt_tensor *t) {
     cache_push(TENSOR_LIST, t, sizeof *t);
 }
 
-/* Give contiguous tensor t storage of its own on device holding its values (the offload engine's
- * migration of a resident parameter: the same tensor, so every holder of it, an optimizer or a
- * module, sees the move). Views made of the old storage keep it. The version continues past the
- * old one, so a graph that saved t before the move fails its backward instead of reading the new
- * storage as if it were the old. */
+/* t takes src's storage (src contiguous, t's shape and dtype): the offload engine's migration of a
+ * resident parameter to the device and back (the same tensor, so every holder of it, an optimizer
+ * or a module, sees the move). Views made of the old storage keep it. The version continues past
+ * the old one, so a graph that saved t before the move fails its backward instead of reading the
+ * new storage as if it were the old. */
+int rt_tensor_adopt_storage_(rt_tensor *t, rt_tensor *src) {
+    if (!rt_tensor_is_contiguous(t) || !rt_tensor_is_contiguous(src) || !rt_same_shape(t, src) ||
+        t->meta.dtype != src->meta.dtype)
+        return RT_ERR(RT_ERR_INVALID,
+                      "adopt_storage: expected contiguous tensors of one shape and dtype");
+    rt_storage *old = t->storage;
+    int ver = atomic_load(&old->version);
+    t->storage = src->storage;
+    atomic_fetch_add(&t->storage->refcount, 1);
+    atomic_store(&t->storage->version, ver + 1);
+    t->meta.device = src->meta.device;
+    t->meta.offset = src->meta.offset;
+    t->meta.memkind = src->meta.memkind;
+    rt_contiguous_strides(t->meta.ndim, t->meta.shape, t->meta.strides);
+    storage_release(old);
+    return RT_OK;
+}
+
+/* t's values in storage of its own on device (rt_tensor_adopt_storage_ of a copy). */
 int rt_tensor_move_storage_(rt_tensor *t, int device) {
     if (!rt_tensor_is_contiguous(t))
         return RT_ERR(RT_ERR_INVALID, "move_storage: the tensor must be contiguous");
     rt_tensor *d = NULL;
     RT_TRY(rt_tensor_new(t->meta.ndim, t->meta.shape, t->meta.dtype, device, &d));
     int rc = rt_copy_(d, t);
-    if (rc < 0) {
-        rt_tensor_release(d);
-        return rc;
-    }
-    rt_storage *old = t->storage;
-    int ver = atomic_load(&old->version);
-    t->storage = d->storage;
-    atomic_fetch_add(&t->storage->refcount, 1);
-    atomic_store(&t->storage->version, ver + 1);
-    t->meta.device = device;
-    t->meta.offset = 0;
-    t->meta.memkind = t->storage->memkind;
-    rt_contiguous_strides(t->meta.ndim, t->meta.shape, t->meta.strides);
+    if (rc == RT_OK) rc = rt_tensor_adopt_storage_(t, d);
     rt_tensor_release(d);
-    storage_release(old);
-    return RT_OK;
+    return rc;
 }
 
 void rt_tensor_ref_release(rt_tensor_ref *ref) {

@@ -100,10 +100,17 @@ function Linear:__init(in_features, out_features, opts)
   if not opts.skip_init and w == nil then self:reset_parameters() end
 end
 
--- Parameters stay in host memory: a device move only records the compute device; dtype changes apply.
+-- Parameters stay in host memory: a device move only records the compute device; dtype changes apply;
+-- a move to the CPU brings back parameters that a memory budget moved to the device for good.
 -- A dtype change makes new tensors: those that were arena slices move back into the arena.
 function Linear:_to_own(dev, dt, memo)
   if dev ~= nil then self.device = dev end
+  if dev == "cpu" then -- parameters a memory budget moved to the device come back to the host
+    for _, k in ipairs({ "weight", "bias" }) do
+      local t = self._parameters.map[k]
+      if t ~= nil then offload.unmigrate(t) end
+    end
+  end
   local was_arena = {}
   for _, k in ipairs({ "weight", "bias" }) do
     local t = self._parameters.map[k]

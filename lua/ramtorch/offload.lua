@@ -330,6 +330,15 @@ function M.keep_on_host(t, flag)
   check(C.rt_offload_param_set_keep_host(handle_of(t), flag == false and 0 or 1))
 end
 
+-- Bring a moved parameter back to host memory (an arena slice, so it streams fast again), with its
+-- gradient; model:to("cpu") does this for ramtorch.Linear layers. No-op for a host parameter.
+function M.unmigrate(t)
+  if not M.is_migrated(t) then return end
+  local a = M.arena_empty(t.shape, t.dtype)
+  torch.no_grad(function() a:copy_(t) end)
+  check(C.rt_offload_unmigrate(handles[t], a.p))
+end
+
 -- Migration on (default) or off for every engine; returns the previous setting.
 function M.set_migration(flag)
   if type(flag) ~= "boolean" then error(("set_migration: expected true or false, got %s"):format(type(flag)), 2) end
@@ -347,8 +356,19 @@ function M.linear(x, w, b)
   if not torch.is_tensor(w) or (b ~= nil and not torch.is_tensor(b)) then
     error("offload.linear: expected Tensor weight and bias (or nil bias)", 2)
   end
-  if (M.is_migrated(w) and (b == nil or M.is_migrated(b))) or migrate(w, b, x) then
-    -- resident for good: a plain device linear (autocast applies as to nn.Linear)
+  if w.device ~= "cpu" or M.is_migrated(w) then
+    -- on the device already: moved there for good (its bias follows it now if it did not then), or
+    -- a device tensor a dtype conversion made of a moved one
+    if b ~= nil and b.device == "cpu" and not M.is_migrated(b) then
+      if not M.is_migrated(w) then
+        error(("offload.linear: the weight is on %s but the bias on the host"):format(tostring(w.device)), 2)
+      end
+      migrate(w, b, x)
+    end
+    return require("ramtorch.nn").functional.linear(x, w, b)
+  end
+  if migrate(w, b, x) then
+    -- resident for good from now on: a plain device linear (autocast applies as to nn.Linear)
     return require("ramtorch.nn").functional.linear(x, w, b)
   end
   local wh = handle_of(w)

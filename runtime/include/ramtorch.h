@@ -560,6 +560,10 @@ int rt_offload_synchronize(void);
  * says whether it did. On the CPU engine the "device" copy is a separate host allocation. */
 int rt_offload_migrate(rt_offload_param *w, rt_offload_param *b, int device, int *moved);
 int rt_offload_param_migrated(const rt_offload_param *p);
+/* Bring a migrated p back to the host (model:to("cpu")): it takes host's storage (contiguous, p's
+ * shape and dtype, holding its values: an arena slice, so it streams fast again); a device gradient
+ * comes back too. No-op when p is on the host. */
+int rt_offload_unmigrate(rt_offload_param *p, rt_tensor *host);
 /* Optimizers whose update needs the host master (bf16 states, overlap, delayed update) pin it. */
 int rt_offload_param_set_keep_host(rt_offload_param *p, int keep);
 /* Migration on or off for every engine (default on); returns the previous setting. */

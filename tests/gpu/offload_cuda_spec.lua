@@ -105,7 +105,24 @@ describe("offload engine on CUDA", function()
         local e = rel_err(pp[i], sp[i])
         assert.is_true(e < tol, ("param %d rel err %g after 4 AdamW steps"):format(i, e))
       end
+      -- back to the host (model:to("cpu")), then a step streamed again: the state follows back
       offload.set_memory_budget(0, "cuda")
+      sm:to("cpu")
+      sm:to("cuda")
+      for i = 1, #sp do
+        assert.is_false(sp[i].is_cuda)
+        assert.is_true(offload.is_arena_tensor(sp[i]))
+      end
+      local x = torch.randn({ 64, 256 }, { dtype = dt, device = "cuda" })
+      sm(x):float():square():mean():backward()
+      pm(x):float():square():mean():backward()
+      so:step()
+      po:step()
+      for i = 1, #sp do
+        assert.is_false(so.state[sp[i]].exp_avg.is_cuda)
+        local e = rel_err(pp[i], sp[i])
+        assert.is_true(e < tol, ("param %d rel err %g after a streamed step"):format(i, e))
+      end
     end)
   end
 end)

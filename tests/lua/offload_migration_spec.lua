@@ -202,6 +202,40 @@ describe("residency by migration (CPU engine)", function()
     assert.are.equal("111111", migrated_flags(sm))
   end)
 
+  it("comes back to the host arena with model:to(\"cpu\"), gradient included, and trains on", function()
+    local sm, pm = make_pair(torch.float32)
+    offload.set_memory_budget(total_bytes(sm) + 1024, "cpu")
+    local x = torch.randn({ 5, DIMS[1] })
+    for _ = 1, 3 do
+      sm:zero_grad()
+      sm(x):sum():backward()
+    end
+    assert.are.equal("111111", migrated_flags(sm))
+    local before, grads = {}, {}
+    for i, p in ipairs(sm:parameters()) do
+      before[i], grads[i] = p:clone(), p.grad:clone()
+      assert.is_false(offload.is_arena_tensor(p))
+    end
+    sm:to("cpu")
+    for i, p in ipairs(sm:parameters()) do
+      assert.is_false(offload.is_migrated(p))
+      assert.is_true(offload.is_arena_tensor(p))
+      testing.assert_close(p, before[i], 0, 0, "value " .. i)
+      testing.assert_close(p.grad, grads[i], 0, 0, "grad " .. i)
+    end
+    assert.are.equal(0, offload.stats("cpu").migrated_bytes)
+    -- streamed again, and moved again once nothing holds them
+    sm(x):sum():backward() -- accumulates into the gradient that came back: 2 x one backward's
+    pm(x):sum():backward()
+    pm(x):sum():backward()
+    for i, p in ipairs(pm:parameters()) do testing.assert_close(sm:parameters()[i].grad, p.grad, 1e-5, 1e-6, "grad " .. i) end
+    sm:zero_grad()
+    sm(x):sum():backward()
+    sm:zero_grad()
+    sm(x):sum():backward()
+    assert.are.equal("111111", migrated_flags(sm))
+  end)
+
   it("can be switched off (resident copies, gradients to the host)", function()
     assert.is_true(offload.set_migration(false))
     local sm = make_pair(torch.float32)

@@ -50,6 +50,7 @@ bool rt_needs_grad3(const rt_tensor *a, const rt_tensor *b, const rt_tensor *c) 
 
 static void release_saved(rt_node *n) {
     for (int i = 0; i < n->nsaved; i++) {
+        if (n->saved[i]) atomic_fetch_sub(&n->saved[i]->saved_refs, 1);
         rt_tensor_release(n->saved[i]);
         n->saved[i] = NULL;
         rt_saved_offload_release(n->saved_pack[i]);
@@ -158,6 +159,7 @@ void rt_node_save(rt_node *node, rt_tensor *t) {
     if (t && rt_saved_offload_pack(t, &node->saved_pack[i]) == 1) return;
     node->saved[i] = t;
     rt_tensor_retain(t);
+    if (t) atomic_fetch_add(&t->saved_refs, 1);
 }
 
 int rt_node_saved(rt_node *node, int i, rt_tensor **out) {

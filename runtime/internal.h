@@ -234,6 +234,10 @@ struct rt_tensor {
     rt_storage *storage;
     rt_node *grad_fn; /* NULL for leaves */
     rt_tensor *grad;  /* accumulated gradient of a leaf */
+    /* graph nodes that saved this very tensor (rt_node_save) and still hold it: the offload engine
+     * does not move a parameter's storage to the device while one does (runtime/offload_migrate.c)
+     */
+    atomic_int saved_refs;
 };
 
 /* Offload migration (tensor.c): t takes src's storage (contiguous, same shape and dtype; version

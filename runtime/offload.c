@@ -263,9 +263,15 @@ void rt_offload_param_retain(rt_offload_param *p) {
 }
 
 static void forget_migrated(rt_offload_param *p);
+static void drop_if_only_scheduled(rt_offload_param *p, int left);
 
 void rt_offload_param_release(rt_offload_param *p) {
-    if (!p || atomic_fetch_sub(&p->refcount, 1) != 1) return;
+    if (!p) return;
+    int left = atomic_fetch_sub(&p->refcount, 1) - 1;
+    if (left > 0) {
+        if (p->migrated) drop_if_only_scheduled(p, left);
+        return;
+    }
     forget_migrated(p);
     if (p->shadow_busy) {
         p->shadow_api->event_synchronize(p->shadow_busy);
@@ -1078,9 +1084,12 @@ int rt_offload_engine_for(const char *op, int device, rt_offload_engine **out) {
  * ============================================================================================== */
 
 static void sched_clear(rt_offload_engine *e) {
-    for (int i = 0; i < e->nsched; i++)
-        rt_offload_param_release(e->sched[i].p);
+    /* emptied first: a release may look for the parameter in the schedules (drop_if_only_scheduled)
+     */
+    int n = e->nsched;
     e->nsched = 0;
+    for (int i = 0; i < n; i++)
+        rt_offload_param_release(e->sched[i].p);
     e->max_bytes = 0;
     e->learned = 0;
     e->pos = 0;
@@ -1940,8 +1949,8 @@ int rt_offload_param_migrated(const rt_offload_param *p) {
 }
 
 /* *ok = 1 when p may move to device's memory now: the engine of that device planned it resident
- * (when need_plan), and nothing holds its host master: no graph node that fetches it, no buffer
- * in use, no gradient copy or host-side update pending, no host gradient (a micro-batch in
+ * (when need_plan), and nothing holds its host master: no graph node that fetches or saved it, no
+ * buffer in use, no gradient copy or host-side update pending, no host gradient (a micro-batch in
  * progress: it moves after the next zero_grad), no optimizer that needs it on the host. */
 int rt_offload_migration_ok(int device, rt_offload_param *p, int need_plan, int *ok) {
     *ok = 0;
@@ -1955,8 +1964,10 @@ int rt_offload_migration_ok(int device, rt_offload_param *p, int need_plan, int 
             planned = e->plan[i].p == p && e->plan[i].resident;
         if (!planned) return RT_OK;
     }
+    /* a graph node that saved the parameter itself (a plain op on it, e.g. a weight penalty
+     * recorded before the forward) checks its version in the backward, which the move bumps */
     if (delayed(p) || p->host->grad || p->host->meta.device != RT_DEVICE_CPU ||
-        !rt_tensor_is_contiguous(p->host))
+        !rt_tensor_is_contiguous(p->host) || atomic_load(&p->host->saved_refs) > 0)
         return RT_OK;
     pthread_mutex_lock(&g_ov_lock);
     int armed = p->on_grad != NULL;
@@ -2010,6 +2021,33 @@ int rt_offload_note_unmigrated(rt_offload_param *p) {
         if (ek && ek->learned) RT_TRY(make_plan(ek));
     }
     return RT_OK;
+}
+
+/* A migrated parameter that only learned schedules still hold is dead: its layer was collected (the
+ * Lua handle was the last other reference; a migrated parameter gets no graph nodes, buffers or
+ * copies). A schedule that never sees a request it does not know would otherwise keep its device
+ * storage and its share of the budget for good, so its bytes are forgotten now and those schedules
+ * cleared (the program changed), which releases it. */
+static void drop_if_only_scheduled(rt_offload_param *p, int left) {
+    int held = 0, in[MAX_ENGINES] = {0};
+    for (int k = 0; k < MAX_ENGINES; k++) {
+        rt_offload_engine *e = g_engines[k];
+        for (int i = 0; e && i < e->nsched; i++)
+            if (e->sched[i].p == p) {
+                held++;
+                in[k] = 1;
+            }
+    }
+    if (held != left) return;
+    forget_migrated(p);
+    p->migrated = 0; /* the releases below take the plain path; the last one frees p */
+    for (int k = 0; k < MAX_ENGINES; k++) {
+        rt_offload_engine *e = g_engines[k];
+        if (!e || !in[k]) continue;
+        (void)engine_sync(e);
+        sched_clear(e);
+        e->ignore_repeat = 0;
+    }
 }
 
 /* A migrated parameter's handle dies (its layer is gone, or was never used again): its bytes stop

@@ -209,6 +209,9 @@ local current_grad = setmetatable({}, { __mode = "k" })
 local function add_hook(reg, t, fn, what)
   if not torch.is_tensor(t) then error(("%s: expected a Tensor, got %s"):format(what, type(t)), 3) end
   if type(fn) ~= "function" then error(("%s: expected a function, got %s"):format(what, type(fn)), 3) end
+  -- a parameter a memory budget moved to the device computes with nn.functional.linear, where no
+  -- hook would run: it comes back to the host and streams again (hooked layers do not move)
+  M.unmigrate(t)
   local list = reg[t]
   if list == nil then
     list = {}
@@ -371,6 +374,9 @@ function M.linear(x, w, b)
     -- resident for good from now on: a plain device linear (autocast applies as to nn.Linear)
     return require("ramtorch.nn").functional.linear(x, w, b)
   end
+  -- w streams: a bias left on the device (w came back for a hook registered since, or the bias is
+  -- shared with a layer whose weight moved) comes back too, since the engine cannot fetch it
+  if b ~= nil and M.is_migrated(b) then M.unmigrate(b) end
   local wh = handle_of(w)
   local bh = b ~= nil and handle_of(b) or nil
   local wt, bt = carrier_for(w, wh), b ~= nil and carrier_for(b, bh) or nil

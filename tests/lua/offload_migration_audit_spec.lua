@@ -10,33 +10,9 @@ local offload = require("ramtorch.offload")
 
 local DIMS = { 16, 32, 24, 8 }
 
-local function make_pair()
-  torch.manual_seed(5)
-  local s, p = {}, {}
-  for i = 1, #DIMS - 1 do
-    local l = torch.Linear(DIMS[i], DIMS[i + 1])
-    local pl = nn.Linear(DIMS[i], DIMS[i + 1])
-    torch.no_grad(function()
-      pl.weight:copy_(l.weight)
-      pl.bias:copy_(l.bias)
-    end)
-    s[#s + 1], p[#p + 1] = l, pl
-    if i < #DIMS - 1 then s[#s + 1], p[#p + 1] = nn.ReLU(), nn.ReLU() end
-  end
-  return nn.Sequential(s), nn.Sequential(p)
-end
-
-local function total_bytes(model)
-  local n = 0
-  for _, p in ipairs(model:parameters()) do n = n + p:numel() * p.dtype.itemsize end
-  return n
-end
-
-local function migrated_flags(model)
-  local f = {}
-  for i, p in ipairs(model:parameters()) do f[i] = offload.is_migrated(p) and "1" or "0" end
-  return table.concat(f)
-end
+local pair = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "support/offload_pair.lua")
+local total_bytes, migrated_flags = pair.total_bytes, pair.migrated_flags
+local function make_pair() return pair.make_pair(DIMS) end
 
 describe("residency by migration: audit cases (CPU engine)", function()
   setup(function() offload.enable_cpu_streams(true) end)

@@ -11,34 +11,9 @@ local offload = require("ramtorch.offload")
 
 local DIMS = { 16, 32, 24, 8 }
 
-local function make_pair(dtype, dims)
-  dims = dims or DIMS
-  torch.manual_seed(5)
-  local s, p = {}, {}
-  for i = 1, #dims - 1 do
-    local l = torch.Linear(dims[i], dims[i + 1], { dtype = dtype })
-    local pl = nn.Linear(dims[i], dims[i + 1], { dtype = dtype })
-    torch.no_grad(function()
-      pl.weight:copy_(l.weight)
-      pl.bias:copy_(l.bias)
-    end)
-    s[#s + 1], p[#p + 1] = l, pl
-    if i < #dims - 1 then s[#s + 1], p[#p + 1] = nn.ReLU(), nn.ReLU() end
-  end
-  return nn.Sequential(s), nn.Sequential(p)
-end
-
-local function total_bytes(model)
-  local n = 0
-  for _, p in ipairs(model:parameters()) do n = n + p:numel() * p.dtype.itemsize end
-  return n
-end
-
-local function migrated_flags(model)
-  local f = {}
-  for i, p in ipairs(model:parameters()) do f[i] = offload.is_migrated(p) and "1" or "0" end
-  return table.concat(f)
-end
+local pair = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "support/offload_pair.lua")
+local total_bytes, migrated_flags = pair.total_bytes, pair.migrated_flags
+local function make_pair(dtype, dims) return pair.make_pair(dims or DIMS, dtype) end
 
 -- steps of AdamW with accum micro-batches; per step: the engine's statistics and migration flags.
 local function train(model, steps, accum, opt_opts)

@@ -16,24 +16,8 @@ local function rel_err(ref, got)
   return (ref - got):abs():max():item() / math.max(den, 1e-6)
 end
 
-local function make_pair(dims, dtype)
-  torch.manual_seed(7)
-  local s, p = {}, {}
-  for i = 1, #dims - 1 do
-    local l = torch.Linear(dims[i], dims[i + 1], { dtype = dtype, device = "cuda" })
-    local pl = nn.Linear(dims[i], dims[i + 1], { dtype = dtype })
-    torch.no_grad(function()
-      pl.weight:copy_(l.weight)
-      pl.bias:copy_(l.bias)
-    end)
-    s[#s + 1], p[#p + 1] = l, pl
-    if i < #dims - 1 then s[#s + 1], p[#p + 1] = nn.ReLU(), nn.ReLU() end
-  end
-  local sm, pm = nn.Sequential(s), nn.Sequential(p)
-  sm:to("cuda")
-  pm:to("cuda")
-  return sm, pm
-end
+local pair = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "../lua/support/offload_pair.lua")
+local function make_pair(dims, dtype) return pair.make_pair(dims, dtype, { seed = 7, device = "cuda" }) end
 
 describe("offload engine on CUDA", function()
   for _, dt in ipairs({ torch.float32, torch.bfloat16 }) do

@@ -16,23 +16,8 @@ local Linear = torch.Linear
 local function nbytes(t) return t:numel() * t.dtype.itemsize end
 
 -- A streamed model (ramtorch.Linear) and a plain one (nn.Linear) with the same initial weights.
-local function make_pair(dims, dtype)
-  torch.manual_seed(7)
-  local s, p = {}, {}
-  for i = 1, #dims - 1 do
-    local l = Linear(dims[i], dims[i + 1], { dtype = dtype })
-    local pl = nn.Linear(dims[i], dims[i + 1], { dtype = dtype })
-    torch.no_grad(function()
-      pl.weight:copy_(l.weight)
-      pl.bias:copy_(l.bias)
-    end)
-    s[#s + 1], p[#p + 1] = l, pl
-    if i < #dims - 1 then
-      s[#s + 1], p[#p + 1] = nn.ReLU(), nn.ReLU()
-    end
-  end
-  return nn.Sequential(s), nn.Sequential(p)
-end
+local pair = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "support/offload_pair.lua")
+local function make_pair(dims, dtype) return pair.make_pair(dims, dtype, { seed = 7 }) end
 
 local function make_data(n, din, dout, dtype)
   torch.manual_seed(11)

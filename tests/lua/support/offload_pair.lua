@@ -8,12 +8,15 @@ local offload = require("ramtorch.offload")
 
 local M = {}
 
--- (streamed, plain) Sequentials of Linear(dims[i], dims[i + 1]) with ReLU between, seed 5.
-function M.make_pair(dims, dtype)
-  torch.manual_seed(5)
+-- (streamed, plain) Sequentials of Linear(dims[i], dims[i + 1]) with ReLU between. opts: seed
+-- (default 5), device (the compute device: the plain model moves there, the streamed one's
+-- parameters stay in host memory).
+function M.make_pair(dims, dtype, opts)
+  opts = opts or {}
+  torch.manual_seed(opts.seed or 5)
   local s, p = {}, {}
   for i = 1, #dims - 1 do
-    local l = torch.Linear(dims[i], dims[i + 1], { dtype = dtype })
+    local l = torch.Linear(dims[i], dims[i + 1], { dtype = dtype, device = opts.device })
     local pl = nn.Linear(dims[i], dims[i + 1], { dtype = dtype })
     torch.no_grad(function()
       pl.weight:copy_(l.weight)
@@ -22,7 +25,12 @@ function M.make_pair(dims, dtype)
     s[#s + 1], p[#p + 1] = l, pl
     if i < #dims - 1 then s[#s + 1], p[#p + 1] = nn.ReLU(), nn.ReLU() end
   end
-  return nn.Sequential(s), nn.Sequential(p)
+  local sm, pm = nn.Sequential(s), nn.Sequential(p)
+  if opts.device ~= nil then
+    sm:to(opts.device)
+    pm:to(opts.device)
+  end
+  return sm, pm
 end
 
 function M.total_bytes(model)

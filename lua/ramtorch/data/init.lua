@@ -295,6 +295,15 @@ M.RandomSampler = RandomSampler
 
 function RandomSampler:__init(data_source, opts)
   opts = opts or {}
+  if type(opts) ~= "table" then error(("RandomSampler: expected an options table, got %s"):format(type(opts)), 3) end
+  for k in pairs(opts) do
+    if k ~= "replacement" and k ~= "num_samples" and k ~= "generator" then
+      error(("RandomSampler: unknown option '%s' (expected replacement, num_samples, generator)"):format(tostring(k)), 3)
+    end
+  end
+  if opts.replacement ~= nil and type(opts.replacement) ~= "boolean" then
+    error(("RandomSampler: replacement should be a boolean value, but got replacement=%s"):format(tostring(opts.replacement)), 3)
+  end
   self.n = length(data_source)
   self.replacement = opts.replacement or false
   self.num_samples = opts.num_samples or self.n
@@ -483,7 +492,10 @@ M.default_collate = default_collate
 -- ---- DataLoader ------------------------------------------------------------------------------------------------
 
 -- DataLoader(dataset, {batch_size=1 (false: no batching, PyTorch's None), shuffle=false, sampler=nil, generator=nil (seed or Generator),
--- drop_last=false, collate_fn=nil, prefetch=true, num_workers=nil, pin_memory=false}).
+-- drop_last=false, collate_fn=nil, prefetch=true, num_workers=nil, pin_memory=false, batch_sampler=nil}).
+-- batch_sampler (a data.BatchSampler or anything with batches(), or a list of lists of indices) gives
+-- whole batches and excludes batch_size, shuffle, sampler and drop_last, as PyTorch; its batches go
+-- through the same C gather and prefetch as batch_size's.
 -- num_workers is PyTorch's name for loading beside the training loop: 0 loads each batch when it is
 -- asked for, a positive number turns on the background prefetch (one C thread gathering the next
 -- batch, for datasets that gather in C; a Lua dataset's get() always runs in the calling thread, as
@@ -500,13 +512,25 @@ function DataLoader:__init(dataset, opts)
   end
   if type(opts) ~= "table" then error(("DataLoader: expected an options table, got %s"):format(type(opts)), 3) end
   local known = { batch_size = true, shuffle = true, sampler = true, generator = true, seed = true,
-                  drop_last = true, collate_fn = true, prefetch = true, num_workers = true, pin_memory = true }
+                  drop_last = true, collate_fn = true, prefetch = true, num_workers = true, pin_memory = true,
+                  batch_sampler = true }
   for k in pairs(opts) do
     if not known[k] then error(("DataLoader: unknown option '%s'"):format(tostring(k)), 3) end
   end
   self.dataset = dataset
   self.drop_last = opts.drop_last or false
-  if opts.batch_size == false then
+  if opts.batch_sampler ~= nil then
+    -- PyTorch: batch_size may only be left at its default (1); the batches come from batch_sampler
+    if (opts.batch_size ~= nil and opts.batch_size ~= 1) or opts.shuffle or opts.sampler ~= nil or opts.drop_last then
+      error("DataLoader: batch_sampler option is mutually exclusive with batch_size, shuffle, sampler, and drop_last", 3)
+    end
+    local bs = opts.batch_sampler
+    if type(bs) ~= "table" or (type(bs.batches) ~= "function" and #bs ~= 0 and type(bs[1]) ~= "table") then
+      error("DataLoader: batch_sampler must have batches() (a data.BatchSampler) or be a list of lists of indices", 3)
+    end
+    self.batch_sampler = bs
+    self.batch_size = nil -- PyTorch's None
+  elseif opts.batch_size == false then
     -- PyTorch's batch_size=None (a nil here is indistinguishable from leaving it out): one sample
     -- per step, not collated (a collate_fn applies to each sample)
     if self.drop_last then
@@ -543,7 +567,17 @@ function DataLoader:__init(dataset, opts)
   if opts.sampler ~= nil then
     if opts.shuffle then error("DataLoader: sampler option is mutually exclusive with shuffle", 3) end
     local s = opts.sampler
-    if type(s) ~= "table" or (type(s.indices) ~= "function" and s[1] == nil and #s ~= 0) then
+    local is_list = type(s) == "table" and type(s.indices) ~= "function"
+    if is_list then -- a list: integer keys 1 .. #s only (a table like {foo = 1} is not an empty list)
+      local n = #s
+      for k in pairs(s) do
+        if type(k) ~= "number" or k < 1 or k > n or k ~= math.floor(k) then is_list = false end
+      end
+    end
+    if type(s) == "table" and type(s.batches) == "function" then
+      error("DataLoader: sampler is a BatchSampler (it yields lists of indices); pass it as batch_sampler", 3)
+    end
+    if type(s) ~= "table" or (type(s.indices) ~= "function" and not is_list) then
       error("DataLoader: sampler must have indices() (a data sampler) or be a list of indices", 3)
     end
     self.sampler = s
@@ -556,6 +590,7 @@ end
 
 
 function DataLoader.__len(self)
+  if self.batch_sampler then return length(self.batch_sampler) end
   local n = length(self.sampler)
   if self.batch_size == false then return n end
   if self.drop_last then return floor(n / self.batch_size) end
@@ -593,9 +628,35 @@ end
 -- when shuffling).
 function DataLoader:iter()
   local s = self.sampler
-  local order = type(s.indices) == "function" and s:indices() or s
-  local n, bs = #order, self.batch_size
+  local order, n, bs, nb, bstart, bcount
   local ds = self.dataset
+  if self.batch_sampler then
+    -- the batches of one pass, flattened: batch k (0-based) is order[starts[k+1] + 1 ..]
+    local bsam = self.batch_sampler
+    local batches = type(bsam.batches) == "function" and bsam:batches() or bsam
+    local starts, counts = {}, {}
+    order, n, nb = {}, 0, #batches
+    for k = 1, nb do
+      local batch = batches[k]
+      if type(batch) ~= "table" or #batch == 0 then
+        error(("DataLoader: batch_sampler gave %s as batch %d; expected a non-empty list of indices")
+              :format(type(batch) == "table" and "an empty list" or type(batch), k), 2)
+      end
+      starts[k], counts[k] = n, #batch
+      for j = 1, #batch do order[n + j] = batch[j] end
+      n = n + #batch
+    end
+    bstart = function(k) return starts[k + 1] end
+    bcount = function(k) return counts[k + 1] end
+  else
+    order = type(s.indices) == "function" and s:indices() or s
+    n, bs = #order, self.batch_size
+    if bs ~= false then
+      nb = self.drop_last and floor(n / bs) or ceil(n / bs)
+      bstart = function(k) return k * bs end
+      bcount = function(k) return math.min(bs, n - k * bs) end
+    end
+  end
   if bs == false then -- no batching: one sample per step
     local i, collate = 0, self.collate_fn
     return function()
@@ -607,7 +668,6 @@ function DataLoader:iter()
       return unpack_batch(sample)
     end
   end
-  local nb = self.drop_last and floor(n / bs) or ceil(n / bs)
   local fast = self.collate_fn == nil and type(ds.supports_gather) == "function" and ds:supports_gather()
   local b = 0
   if fast then
@@ -619,10 +679,7 @@ function DataLoader:iter()
       end
     end
     local all = index_tensor(order, n)
-    local function batch_idx(k)
-      local start = k * bs
-      return all:narrow(0, start, math.min(bs, n - start))
-    end
+    local function batch_idx(k) return all:narrow(0, bstart(k), bcount(k)) end
     local prefetch = self.prefetch
     local pending = (prefetch and nb > 0) and ds:gather_async(batch_idx(0)) or nil
     return function()
@@ -643,8 +700,8 @@ function DataLoader:iter()
   return function()
     if b >= nb then return nil end
     local samples = {}
-    local start = b * bs
-    for k = 1, math.min(bs, n - start) do samples[k] = get_sample(ds, order[start + k]) end
+    local start = bstart(b)
+    for k = 1, bcount(b) do samples[k] = get_sample(ds, order[start + k]) end
     b = b + 1
     local batch = collate(samples)
     if self.pin_memory then batch = pin_batch(batch) end
@@ -656,6 +713,10 @@ function DataLoader:iter()
 end
 DataLoader.__call = DataLoader.iter
 DataLoader.len = DataLoader.__len
+
+-- Subset, ConcatDataset, random_split, BatchSampler, SubsetRandomSampler, WeightedRandomSampler
+require("ramtorch.data.utils").install(M, { new_class = new_class, length = length, make_generator = make_generator,
+                                            index_tensor = index_tensor })
 
 -- ---- datasets (lazy: reading files only when asked) -----------------------------------------------------
 

@@ -66,6 +66,7 @@ local lazy = { nn = true, optim = true, data = true, helpers = true, cuda = true
                distributed = true, utils = true, offload = true, models = true, io = true }
 -- RamTorch's top-level names (`from ramtorch import Linear, AdamW`), also loaded on first use.
 local lazy_fields = { Linear = { "ramtorch.linear", "Linear" }, AdamW = { "ramtorch.optim", "AdamW" },
+                     Adam = { "ramtorch.optim", "Adam" },
                      autocast = { "ramtorch.amp", "autocast" }, -- torch.autocast("cuda", {dtype=...}, fn)
                      -- resumable training (ramtorch/train_state.lua)
                      save_checkpoint = { "ramtorch.train_state", "save_checkpoint" },

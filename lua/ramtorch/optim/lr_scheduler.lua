@@ -2,7 +2,9 @@
 -- (torch/optim/lr_scheduler.py): construction sets each group's initial_lr and takes the initial step
 -- (last_epoch 0); step() advances last_epoch and writes the new lr into every param group using
 -- PyTorch's recursive (chainable) formulas; step(epoch) uses the closed form where PyTorch has one.
--- StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, LinearLR, ConstantLR, LambdaLR, SequentialLR.
+-- StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, LinearLR, ConstantLR, LambdaLR, SequentialLR;
+-- PolynomialLR, CosineAnnealingWarmRestarts, CyclicLR, OneCycleLR and ReduceLROnPlateau are in
+-- ramtorch/optim/lr_scheduler_more.lua and exported from here as well.
 -- PyTorch's keyword arguments may come as one options table after the optimizer:
 --   StepLR(opt, {step_size = 10, gamma = 0.5}), MultiStepLR(opt, {milestones = {30, 80}}), ...
 local M = {}
@@ -26,9 +28,10 @@ function LRScheduler.extend(parent, name)
   return setmetatable(cls, { __index = parent, __call = class_mt.__call })
 end
 
-local function expect_optimizer(opt, name)
+-- level: 4 from a subclass's __init (expect_optimizer, __init, the class's __call, the caller)
+local function expect_optimizer(opt, name, level)
   if type(opt) ~= "table" or type(opt.param_groups) ~= "table" then
-    error(("%s: expected an optimizer (a table with param_groups), got %s"):format(name, type(opt)), 4)
+    error(("%s: expected an optimizer (a table with param_groups), got %s"):format(name, type(opt)), level or 4)
   end
 end
 
@@ -36,7 +39,8 @@ end
 -- base_lrs, and the initial step.
 function LRScheduler.__init(self, optimizer, last_epoch)
   local name = getmetatable(self).__name
-  expect_optimizer(optimizer, name)
+  -- reached from a subclass's __init: one frame deeper than a check made there
+  expect_optimizer(optimizer, name, 5)
   self.optimizer = optimizer
   last_epoch = last_epoch or -1
   if last_epoch == -1 then
@@ -46,7 +50,7 @@ function LRScheduler.__init(self, optimizer, last_epoch)
   else
     for i, g in ipairs(optimizer.param_groups) do
       if g.initial_lr == nil then
-        error(("%s: param 'initial_lr' is not specified in param_groups[%d] when resuming an optimizer"):format(name, i - 1), 3)
+        error(("%s: param 'initial_lr' is not specified in param_groups[%d] when resuming an optimizer"):format(name, i - 1), 4)
       end
     end
   end
@@ -100,6 +104,29 @@ function LRScheduler._update_lr(self, epoch)
   for i, g in ipairs(self.optimizer.param_groups) do self._last_lr[i] = g.lr end
 end
 
+-- An options table given in place of the first argument (StepLR(opt, {step_size = 2, gamma = 0.5})):
+-- its keys must be the scheduler's (a misspelt gama would silently keep the default). nil when the
+-- arguments are positional.
+local function read_opts(name, first, allowed, level)
+  if type(first) ~= "table" then return nil end
+  for k in pairs(first) do
+    if not allowed[k] then
+      local names = {}
+      for a in pairs(allowed) do names[#names + 1] = a end
+      table.sort(names)
+      error(("%s: unexpected option '%s' (expected %s)"):format(name, tostring(k), table.concat(names, ", ")), level + 1)
+    end
+  end
+  return first
+end
+
+-- A numeric argument (after defaults): a table here is an options table in the wrong position.
+local function expect_num(name, what, v, level)
+  if type(v) == "number" then return end
+  local hint = type(v) == "table" and (" (pass options as the only table: %s(optimizer, {...}))"):format(name) or ""
+  error(("%s: expected a number %s, got %s%s"):format(name, what, type(v), hint), level + 1)
+end
+
 local function group_lrs(self)
   local out = {}
   for i, g in ipairs(self.optimizer.param_groups) do out[i] = g.lr end
@@ -139,11 +166,14 @@ local StepLR = LRScheduler:extend("StepLR")
 M.StepLR = StepLR
 
 function StepLR:__init(optimizer, step_size, gamma, last_epoch)
-  if type(step_size) == "table" then step_size, gamma, last_epoch = step_size.step_size, step_size.gamma, step_size.last_epoch end
+  local o = read_opts("StepLR", step_size, { step_size = true, gamma = true, last_epoch = true }, 3)
+  if o then step_size, gamma, last_epoch = o.step_size, o.gamma, o.last_epoch end
   if type(step_size) ~= "number" or step_size < 1 or step_size ~= math.floor(step_size) then
     error(("StepLR: step_size must be a positive integer, got %s"):format(tostring(step_size)), 3)
   end
-  self.step_size, self.gamma = step_size, gamma or 0.1
+  if gamma == nil then gamma = 0.1 end
+  expect_num("StepLR", "gamma", gamma, 3)
+  self.step_size, self.gamma = step_size, gamma
   LRScheduler.__init(self, optimizer, last_epoch)
 end
 
@@ -166,14 +196,20 @@ local MultiStepLR = LRScheduler:extend("MultiStepLR")
 M.MultiStepLR = MultiStepLR
 
 function MultiStepLR:__init(optimizer, milestones, gamma, last_epoch)
-  if type(milestones) == "table" and type(milestones.milestones) == "table" then
-    milestones, gamma, last_epoch = milestones.milestones, milestones.gamma, milestones.last_epoch
+  if type(milestones) == "table" and milestones[1] == nil and next(milestones) ~= nil then
+    local o = read_opts("MultiStepLR", milestones, { milestones = true, gamma = true, last_epoch = true }, 3)
+    milestones, gamma, last_epoch = o.milestones, o.gamma, o.last_epoch
   end
   if type(milestones) ~= "table" then error("MultiStepLR: expected a table of milestones", 3) end
   self.milestones = {}
-  for i, m in ipairs(milestones) do self.milestones[i] = m end
+  for i, m in ipairs(milestones) do
+    if type(m) ~= "number" then error(("MultiStepLR: milestones must be numbers, got %s"):format(type(m)), 3) end
+    self.milestones[i] = m
+  end
   table.sort(self.milestones)
-  self.gamma = gamma or 0.1
+  if gamma == nil then gamma = 0.1 end
+  expect_num("MultiStepLR", "gamma", gamma, 3)
+  self.gamma = gamma
   LRScheduler.__init(self, optimizer, last_epoch)
 end
 
@@ -199,7 +235,8 @@ local ExponentialLR = LRScheduler:extend("ExponentialLR")
 M.ExponentialLR = ExponentialLR
 
 function ExponentialLR:__init(optimizer, gamma, last_epoch)
-  if type(gamma) == "table" then gamma, last_epoch = gamma.gamma, gamma.last_epoch end
+  local o = read_opts("ExponentialLR", gamma, { gamma = true, last_epoch = true }, 3)
+  if o then gamma, last_epoch = o.gamma, o.last_epoch end
   if type(gamma) ~= "number" then error(("ExponentialLR: expected a number gamma, got %s"):format(type(gamma)), 3) end
   self.gamma = gamma
   LRScheduler.__init(self, optimizer, last_epoch)
@@ -226,11 +263,14 @@ local CosineAnnealingLR = LRScheduler:extend("CosineAnnealingLR")
 M.CosineAnnealingLR = CosineAnnealingLR
 
 function CosineAnnealingLR:__init(optimizer, T_max, eta_min, last_epoch)
-  if type(T_max) == "table" then T_max, eta_min, last_epoch = T_max.T_max, T_max.eta_min, T_max.last_epoch end
+  local o = read_opts("CosineAnnealingLR", T_max, { T_max = true, eta_min = true, last_epoch = true }, 3)
+  if o then T_max, eta_min, last_epoch = o.T_max, o.eta_min, o.last_epoch end
   if type(T_max) ~= "number" or T_max <= 0 then
     error(("CosineAnnealingLR: T_max must be a positive number, got %s"):format(tostring(T_max)), 3)
   end
-  self.T_max, self.eta_min = T_max, eta_min or 0
+  if eta_min == nil then eta_min = 0 end
+  expect_num("CosineAnnealingLR", "eta_min", eta_min, 3)
+  self.T_max, self.eta_min = T_max, eta_min
   LRScheduler.__init(self, optimizer, last_epoch)
 end
 
@@ -270,12 +310,16 @@ local LinearLR = LRScheduler:extend("LinearLR")
 M.LinearLR = LinearLR
 
 function LinearLR:__init(optimizer, start_factor, end_factor, total_iters, last_epoch)
-  if type(start_factor) == "table" then
-    local o = start_factor
+  local o = read_opts("LinearLR", start_factor,
+                      { start_factor = true, end_factor = true, total_iters = true, last_epoch = true }, 3)
+  if o then
     start_factor, end_factor, total_iters, last_epoch = o.start_factor, o.end_factor, o.total_iters, o.last_epoch
   end
   start_factor = start_factor == nil and 1 / 3 or start_factor
   end_factor = end_factor == nil and 1 or end_factor
+  expect_num("LinearLR", "start_factor", start_factor, 3)
+  expect_num("LinearLR", "end_factor", end_factor, 3)
+  if total_iters ~= nil then expect_num("LinearLR", "total_iters", total_iters, 3) end
   if start_factor > 1 or start_factor <= 0 then
     error("LinearLR: Starting multiplicative factor expected to be greater than 0 and less or equal to 1.", 3)
   end
@@ -316,9 +360,9 @@ local ConstantLR = LRScheduler:extend("ConstantLR")
 M.ConstantLR = ConstantLR
 
 function ConstantLR:__init(optimizer, factor, total_iters, last_epoch)
-  if type(factor) == "table" then
-    factor, total_iters, last_epoch = factor.factor, factor.total_iters, factor.last_epoch
-  end
+  local o = read_opts("ConstantLR", factor, { factor = true, total_iters = true, last_epoch = true }, 3)
+  if o then factor, total_iters, last_epoch = o.factor, o.total_iters, o.last_epoch end
+  if total_iters ~= nil then expect_num("ConstantLR", "total_iters", total_iters, 3) end
   self.factor, self.total_iters = factor == nil and 1 / 3 or factor, total_iters or 5
   if type(self.factor) ~= "number" or self.factor > 1 or self.factor < 0 then
     error("ConstantLR: Constant multiplicative factor expected to be between 0 and 1.", 3)
@@ -447,5 +491,9 @@ function SequentialLR:load_state_dict(sd)
     end
   end
 end
+
+-- The schedulers of lr_scheduler_more.lua build on LRScheduler (and share group_lrs).
+M._group_lrs = group_lrs
+for k, v in pairs(require("ramtorch.optim.lr_scheduler_more")(M)) do M[k] = v end
 
 return M

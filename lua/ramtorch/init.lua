@@ -24,6 +24,10 @@ for k, v in pairs(ops) do
 end
 for k, v in pairs(creation) do torch[k] = v end
 for k, v in pairs(require("ramtorch.ops_nn")) do torch[k] = v end
+-- var/std/var_mean/std_mean, logsumexp, norm (compositions; ramtorch/ops_reduce.lua)
+for k, v in pairs(require("ramtorch.ops_reduce")) do
+  if type(v) == "function" then torch[k] = v end
+end
 
 torch.Tensor = tensor.Tensor
 torch.is_tensor = tensor.is_tensor
@@ -63,7 +67,8 @@ function torch.load(path, opts) return require("ramtorch.io").load(path, opts) e
 
 -- Submodules on first use: torch.nn, torch.optim, ... (require("ramtorch.nn") works as well).
 local lazy = { nn = true, optim = true, data = true, helpers = true, cuda = true, amp = true,
-               distributed = true, utils = true, offload = true, models = true, io = true }
+               distributed = true, utils = true, offload = true, models = true, io = true,
+               linalg = true }
 -- RamTorch's top-level names (`from ramtorch import Linear, AdamW`), also loaded on first use.
 local lazy_fields = { Linear = { "ramtorch.linear", "Linear" }, AdamW = { "ramtorch.optim", "AdamW" },
                      Adam = { "ramtorch.optim", "Adam" },

@@ -35,6 +35,9 @@ local function device_type_of(s)
 end
 
 local function low_code(dtype, level)
+  if not core.is_dtype(dtype) and type(dtype) ~= "string" then -- named here, not by core.dtype's message
+    error(("amp.autocast: expected a dtype (bfloat16 or float16), got %s"):format(tensor.describe(dtype)), level + 1)
+  end
   local d = core.dtype(dtype, level + 1)
   if d.name ~= "bfloat16" and d.name ~= "float16" then
     error(("amp.autocast: expected bfloat16 or float16, got %s"):format(tostring(d)), level + 1)

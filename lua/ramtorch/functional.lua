@@ -42,6 +42,11 @@ M.gelu = ops.gelu
 M.silu = ops.silu
 M.tanh = ops.tanh
 M.sigmoid = ops.sigmoid
+-- leaky_relu, elu, selu, celu, softplus, hardtanh, relu6, hardsigmoid, hardswish, mish, logsigmoid,
+-- softsign, tanhshrink (compositions; ramtorch/functional_activation.lua)
+for k, v in pairs(require("ramtorch.functional_activation")) do
+  if type(v) == "function" and k:sub(1, 1) ~= "_" then M[k] = v end
+end
 
 -- ---- linear -------------------------------------------------------------------------------------------
 
@@ -301,6 +306,11 @@ function M.dropout(x, p, training)
   return result(oom(C.rt_dropout(x.p, p, training and 1 or 0, box)) or C.rt_dropout(x.p, p, training and 1 or 0, box))
 end
 
+
+-- batch_norm, group_norm (compositions; ramtorch/functional_norm.lua)
+M.batch_norm = require("ramtorch.functional_norm").batch_norm
+M.group_norm = require("ramtorch.functional_norm").group_norm
+M._verify_batch_size = require("ramtorch.functional_norm")._verify_batch_size
 
 -- ---- transformer ops (runtime/ops_attention.c) ------------------------------------------------------------
 

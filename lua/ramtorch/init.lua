@@ -28,6 +28,8 @@ for k, v in pairs(require("ramtorch.ops_nn")) do torch[k] = v end
 for k, v in pairs(require("ramtorch.ops_reduce")) do
   if type(v) == "function" then torch[k] = v end
 end
+-- isnan/isinf/isfinite, nan_to_num, logical_*, isclose/allclose/equal (ramtorch/ops_logical.lua)
+for k, v in pairs(require("ramtorch.ops_logical")) do torch[k] = v end
 
 torch.Tensor = tensor.Tensor
 torch.is_tensor = tensor.is_tensor

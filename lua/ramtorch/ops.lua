@@ -172,7 +172,34 @@ M.clip, Tensor.clip = M.clamp, M.clamp
 function M.where(cond, a, b)
   tensor.expect_tensor(cond, "where", 2)
   local ref = is_tensor(a) and a or b
-  if not is_tensor(ref) then error("where: at least one of the two value arguments must be a Tensor", 2) end
+  if not is_tensor(ref) then
+    -- where(cond, x, y) with two scalars (recent PyTorch): the result dtype comes from the scalars,
+    -- bool for two booleans, int64 for integral numbers, else the default dtype (Lua cannot tell
+    -- 1.0 from 1: an integral number counts as an int); ref is a 0-d tensor of that dtype
+    if a == nil and b == nil then
+      error("where: the single-argument form where(cond) (indices of the true elements) is not supported "
+            .. "by ramtorch; pass the two values, where(cond, x, y)", 2)
+    end
+    local vals = { a, b }
+    for i = 1, 2 do -- (not ipairs: a nil value would end it)
+      local x = vals[i]
+      if type(x) ~= "number" and type(x) ~= "boolean" then
+        error(("where: expected a Tensor or a number value, got %s"):format(tensor.describe(x)), 2)
+      end
+    end
+    local dt = core.bool
+    for i = 1, 2 do
+      local x = vals[i]
+      if type(x) == "number" then
+        local int = x == math.floor(x) and x > -2 ^ 63 and x < 2 ^ 63
+        if not int then dt = core.default_dtype elseif dt == core.bool then dt = core.int64 end
+      end
+    end
+    local v = a
+    if type(v) == "boolean" and dt ~= core.bool then v = v and 1 or 0 end
+    ref = require("ramtorch.creation").full({}, v, { dtype = dt, device = cond.device })
+    a = ref
+  end
   local function lift(x)
     if is_tensor(x) then return x end
     if type(x) ~= "number" and type(x) ~= "boolean" then
@@ -313,6 +340,9 @@ local function matmul_restricted(name, nd, what, a, b)
   if sa[nd] ~= sb[nd - 1] then
     error(("%s: shapes %s and %s cannot be multiplied (inner dimensions %d and %d differ)")
           :format(name, shape_str(a), shape_str(b), sa[nd], sb[nd - 1]), 3)
+  end
+  if a.dtype ~= b.dtype then -- checked here so that the message names mm / bmm, not matmul
+    error(("%s: expected both operands of one dtype, got %s and %s"):format(name, tostring(a.dtype), tostring(b.dtype)), 3)
   end
   return result(oom(C.rt_matmul(a.p, b.p, box)) or C.rt_matmul(a.p, b.p, box))
 end

@@ -13,7 +13,7 @@ local nn = {
 }
 
 for _, name in ipairs({ "containers", "linear", "activation", "normalization", "sparse", "dropout", "loss", "rmsnorm",
-                          "transformer" }) do
+                          "transformer", "activation_more", "batchnorm" }) do
   for k, v in pairs(require("ramtorch.nn." .. name)) do nn[k] = v end
 end
 

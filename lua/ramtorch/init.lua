@@ -30,6 +30,10 @@ for k, v in pairs(require("ramtorch.ops_reduce")) do
 end
 -- isnan/isinf/isfinite, nan_to_num, logical_*, isclose/allclose/equal (ramtorch/ops_logical.lua)
 for k, v in pairs(require("ramtorch.ops_logical")) do torch[k] = v end
+-- trunc/floor/ceil/round/frac, floor_divide/remainder/fmod, any/all (ramtorch/ops_round.lua)
+for k, v in pairs(require("ramtorch.ops_round")) do
+  if type(v) == "function" then torch[k] = v end
+end
 
 torch.Tensor = tensor.Tensor
 torch.is_tensor = tensor.is_tensor

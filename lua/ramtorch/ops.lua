@@ -98,29 +98,48 @@ function Tensor.sub_(a, b, alpha)
   if alpha ~= nil and alpha ~= 1 and not has_bool(a, b) then check_alpha("sub_", a, b, alpha); b = scaled(b, alpha) end
   return sub_inplace(a, b)
 end
--- div's rounding_mode ("floor"/"trunc", or {rounding_mode=...}) has no kernel here: refuse it
--- rather than ignore it (which answered true division, e.g. div(-7, 2, floor) gave -3.5, not -4)
+-- div's rounding_mode ("floor"/"trunc", or {rounding_mode=...}): composed in ramtorch/ops_round.lua
+-- (loaded on first use: it requires this module); nil (or {}) is true division
 local function check_rounding(name, mode)
   if type(mode) == "table" then mode = mode.rounding_mode end
-  if mode == nil then return end
-  if mode == "floor" or mode == "trunc" then
-    error(("%s: rounding_mode='%s' is not supported by ramtorch (only true division); compute it from "
-           .. "true division on a float dtype"):format(name, mode), 3)
-  end
+  if mode == nil then return nil end
+  if mode == "floor" or mode == "trunc" then return mode end
   if type(mode) == "string" then
     error(("div expected rounding_mode to be one of None, 'trunc', or 'floor' but found '%s'"):format(mode), 3)
   end
   error(("%s: expected rounding_mode to be nil, 'trunc' or 'floor' (or {rounding_mode=...}), got %s")
         :format(name, tensor.describe(mode)), 3)
 end
+local function div_rounded(name, a, b, mode)
+  return require("ramtorch.ops_round").internal.div_rounded(name, a, b, mode, 3)
+end
 local div_plain, div_inplace = M.div, Tensor.div_
 function M.div(a, b, mode)
-  if mode ~= nil then check_rounding("div", mode) end
+  if mode ~= nil then mode = check_rounding("div", mode) end
+  if mode then
+    local r = div_rounded("div", a, b, mode)
+    return r
+  end
   return div_plain(a, b)
 end
 Tensor.div = M.div
 function Tensor.div_(a, b, mode)
-  if mode ~= nil then check_rounding("div_", mode) end
+  if mode ~= nil then mode = check_rounding("div_", mode) end
+  if mode then
+    tensor.expect_tensor(a, "div_", 2)
+    -- the rules of the C in-place ops: no unrecorded write to a tensor that requires grad, and no
+    -- result of a wider category than the target (a float quotient into an integer tensor)
+    if a.requires_grad and C.rt_grad_enabled() ~= 0 then
+      error("div_: a tensor that requires grad is being used in an in-place operation (wrap it in no_grad)", 2)
+    end
+    local r = div_rounded("div_", a, b, mode)
+    if r.dtype.is_floating_point and not a.dtype.is_floating_point then
+      error(("div_: result type %s can't be cast to the desired output type %s (convert the tensor first, or "
+             .. "use the out-of-place form)"):format(r.dtype.name, a.dtype.name), 2)
+    end
+    a:copy_(r:detach())
+    return a
+  end
   return div_inplace(a, b)
 end
 M.multiply, M.divide, M.true_divide = M.mul, M.div, M.div

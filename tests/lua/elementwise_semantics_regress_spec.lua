@@ -1,7 +1,7 @@
 -- tests/lua/elementwise_semantics_regress_spec.lua: elementwise ops that gave silently different
 -- answers from PyTorch 2.x: div's rounding_mode was ignored (floor/trunc division came back as
--- true division), and an integer tensor compared with a fractional number compared in double
--- where PyTorch compares in float32 (the number's promotion type).
+-- true division; now computed by ramtorch/ops_round.lua), and an integer tensor compared with a
+-- fractional number compared in double where PyTorch compares in float32 (the number's promotion type).
 local torch = require("ramtorch")
 
 local function err_of(f)
@@ -11,20 +11,16 @@ local function err_of(f)
 end
 
 describe("div rounding_mode", function()
-  it("does not silently return true division for 'floor' or 'trunc'", function()
+  it("rounds for 'floor' and 'trunc' instead of returning true division", function()
     local a = torch.tensor({ -7, 7 }):long()
-    -- PyTorch: div(a, 2, rounding_mode='floor') == {-4, 3}, 'trunc' == {-3, 3}; ramtorch has no
-    -- rounding division kernel, so it must refuse rather than answer {-3.5, 3.5}
-    local err = err_of(function() return torch.div(a, 2, { rounding_mode = "floor" }) end)
-    assert.matches("div: rounding_mode='floor' is not supported", err, 1, true)
-    err = err_of(function() return a:div(torch.tensor({ 2, 2 }):long(), "trunc") end)
-    assert.matches("div: rounding_mode='trunc' is not supported", err, 1, true)
+    -- PyTorch: div(a, 2, rounding_mode='floor') == {-4, 3}, 'trunc' == {-3, 3} (not {-3.5, 3.5})
+    assert.are.same({ -4, 3 }, torch.div(a, 2, { rounding_mode = "floor" }):totable())
+    assert.are.equal(torch.int64, torch.div(a, 2, { rounding_mode = "floor" }).dtype)
+    assert.are.same({ -3, 3 }, a:div(torch.tensor({ 2, 2 }):long(), "trunc"):totable())
     local f = torch.tensor({ -7.5, 7.5 })
-    err = err_of(function() return f:div_(2, { rounding_mode = "floor" }) end)
-    assert.matches("div_: rounding_mode='floor' is not supported", err, 1, true)
-    assert.are.same({ -7.5, 7.5 }, f:totable()) -- nothing written
-    err = err_of(function() return torch.divide(f, 2, { rounding_mode = "trunc" }) end)
-    assert.matches("rounding_mode='trunc' is not supported", err, 1, true)
+    f:div_(2, { rounding_mode = "floor" })
+    assert.are.same({ -4, 3 }, f:totable())
+    assert.are.same({ -3, 3 }, torch.divide(torch.tensor({ -7.5, 7.5 }), 2, { rounding_mode = "trunc" }):totable())
   end)
 
   it("refuses an unknown rounding_mode with PyTorch's message", function()

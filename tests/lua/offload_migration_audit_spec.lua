@@ -15,18 +15,7 @@ local total_bytes, migrated_flags = pair.total_bytes, pair.migrated_flags
 local function make_pair() return pair.make_pair(DIMS) end
 
 describe("residency by migration: audit cases (CPU engine)", function()
-  setup(function() offload.enable_cpu_streams(true) end)
-  teardown(function()
-    offload.enable_cpu_streams(false)
-    offload.set_memory_budget(0, "cpu")
-  end)
-  before_each(function()
-    offload.set_memory_budget(0, "cpu")
-    offload.reset_schedule("cpu")
-    collectgarbage("collect")
-    collectgarbage("collect")
-    offload.set_migration(true)
-  end)
+  pair.cpu_engine_hooks(setup, teardown, before_each)
 
   it("trains like plain layers when a plain op's graph saved the weight before the forward moved it", function()
     local sm, pm = make_pair()

@@ -39,20 +39,7 @@ local function train(model, steps, accum, opt_opts)
 end
 
 describe("residency by migration (CPU engine)", function()
-  setup(function() offload.enable_cpu_streams(true) end)
-  teardown(function()
-    offload.enable_cpu_streams(false)
-    offload.set_memory_budget(0, "cpu")
-    offload.set_migration(true)
-  end)
-  before_each(function()
-    offload.set_memory_budget(0, "cpu")
-    offload.reset_schedule("cpu")
-    -- the previous case's model: its moved parameters count against the budget until collected
-    collectgarbage("collect")
-    collectgarbage("collect")
-    offload.set_migration(true)
-  end)
+  pair.cpu_engine_hooks(setup, teardown, before_each)
 
   it("moves every parameter when the budget holds them all, then moves nothing over the bus", function()
     local sm, pm = make_pair(torch.float32)

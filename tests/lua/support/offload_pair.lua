@@ -46,4 +46,23 @@ function M.migrated_flags(model)
   return table.concat(f)
 end
 
+-- busted hooks for specs on the CPU engine under budgets: streams on for the file, and before each
+-- case no budget, no schedule, migration on, and the previous case's models collected (their moved
+-- parameters count against the budget until then)
+function M.cpu_engine_hooks(setup, teardown, before_each)
+  setup(function() offload.enable_cpu_streams(true) end)
+  teardown(function()
+    offload.enable_cpu_streams(false)
+    offload.set_memory_budget(0, "cpu")
+    offload.set_migration(true)
+  end)
+  before_each(function()
+    offload.set_memory_budget(0, "cpu")
+    offload.reset_schedule("cpu")
+    collectgarbage("collect")
+    collectgarbage("collect")
+    offload.set_migration(true)
+  end)
+end
+
 return M
